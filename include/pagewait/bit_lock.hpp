@@ -1,0 +1,46 @@
+// pagewait/bit_lock.hpp — a (word, bit) pair as a standard TimedLockable, for
+// std::unique_lock, std::scoped_lock, std::lock_guard and std::lock.
+//
+//   std::atomic<std::uint32_t> state{0};
+//   pagewait::bit_lock<std::uint32_t> io(state, 1u << 3);
+//   { std::scoped_lock g(io); ... }
+//
+// A bit_lock is a view: it does not own the word, costs two words, and is freely copyable.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <type_traits>
+
+#include "pagewait/pagewait.hpp"
+
+namespace pagewait {
+
+template <word_type W>
+class bit_lock {
+ public:
+  // Throws std::invalid_argument for a bad bit (see pagewait.hpp).
+  bit_lock(std::atomic<W>& word, std::type_identity_t<W> bit) : word_(&word), bit_(bit) { detail::check_bit(bit); }
+
+  void lock() { detail::shipped<W>::lock(*word_, bit_); }
+  bool try_lock() { return detail::shipped<W>::try_lock(*word_, bit_); }
+  void unlock() { detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock); }
+
+  template <class Rep, class Period>
+  bool try_lock_for(const std::chrono::duration<Rep, Period>& rel) {
+    return pagewait::try_lock_bit_for(*word_, bit_, rel);
+  }
+  template <class Clock, class Duration>
+  bool try_lock_until(const std::chrono::time_point<Clock, Duration>& abs) {
+    return pagewait::try_lock_bit_until(*word_, bit_, abs);
+  }
+
+  std::atomic<W>& word() const noexcept { return *word_; }
+  W bit() const noexcept { return bit_; }
+
+ private:
+  std::atomic<W>* word_;
+  W bit_;
+};
+
+}  // namespace pagewait

@@ -1,0 +1,421 @@
+// pagewait/detail/core.hpp — the protocol. The only place that decides how a bit is locked,
+// waited on and released. Everything else (the public API, the checker, the demo, the
+// benchmarks) instantiates this template; nothing copies it.
+//
+//   core<P, R, W>   P: the runtime policy (native_policy.hpp lists its interface; the model
+//                   checker supplies another), R: the release protocol (protocol.hpp), W: the
+//                   word type. Every access to shared state goes through P.
+//
+// The invariants of SPEC §3 are marked where they are kept: [I1] release is the last touch,
+// [I2] no lost wake-up, [I3] woken means cleared, [I4] the waiters bit is conservative,
+// [I5] one owner, [I6] bounded unfairness, [I7] bounded hold and walk, [I8] no work when
+// uncontended, [I9] the releaser knows.
+//
+// Waiter kinds and what a release does with them (cf. the comment above the kernel's
+// wake_page_function):
+//   shared     (wait_bit_clear)  dequeued and unparked with token_cleared, after the clear.
+//   exclusive  (lock_bit)        unlock: the *first* waiter queued for (word, bit) decides.
+//                                If it is exclusive and has earned a hand-off [I6], the lock
+//                                is handed to it: the bit stays set, nobody else is woken. Else
+//                                the bit is cleared, every shared waiter is woken and the first
+//                                exclusive one is woken with token_retry to race for the bit.
+//                                clear_bit_and_wake: every waiter is woken, exclusive ones with
+//                                token_retry.
+// A release that spans lock holds registers a release_record; waiters arriving for its
+// (word, bit) join it and are served with it (woken after the clear, or re-queued if the lock
+// was handed off), so the walk never grows [I7].
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <stop_token>
+
+#include "pagewait/bits.hpp"
+#include "pagewait/fairness.hpp"
+#include "pagewait/detail/deadline.hpp"
+#include "pagewait/detail/parker.hpp"
+#include "pagewait/detail/wait_table.hpp"
+#include "pagewait/protocol.hpp"
+
+namespace pagewait::detail {
+
+enum class release_kind {
+  unlock,  // unlock_bit: may hand off
+  event,   // clear_bit_and_wake: always clears, wakes all
+};
+
+template <class P, release_protocol R, word_type W>
+struct core {
+  using node = waiter_node<P>;
+  using bucket_t = bucket<P>;
+  static constexpr W WB = waiters_bit<W>;
+  static constexpr std::memory_order mo_relaxed = std::memory_order_relaxed;
+  static constexpr std::memory_order mo_acquire = std::memory_order_acquire;
+  static constexpr std::memory_order mo_release = std::memory_order_release;
+
+  // ------------------------------------------------------------------------------------------
+  // Fast paths [I8]. Inlined into the caller; each is one atomic RMW on the word and nothing
+  // else: no table, no syscall, no fence beyond the RMW's own (tests/fastpath_test checks the
+  // generated code for the public functions).
+
+  // Lock: one `lock bts` on x86 (P::test_and_set). Acquire: the new owner sees everything the
+  // previous owner wrote before its release (pairs with the release CAS / fetch_and below).
+  static bool try_lock(std::atomic<W>& word, W bit) noexcept { return !P::test_and_set(word, bit, mo_acquire); }
+
+  static void lock(std::atomic<W>& word, W bit) {
+    if (try_lock(word, bit)) [[likely]]
+      return;
+    lock_slow(word, bit, deadline::never(), nullptr);
+  }
+
+  // Release of a lock bit or an event bit. The pin is the caller's extra reference; only the
+  // `pinned` and `xor_waiters` protocols take it.
+  template <class Pin = no_pin>
+  static void release(std::atomic<W>& word, W bit, release_kind kind, Pin&& pin = Pin{}) {
+    if constexpr (R == release_protocol::atomic_clear) {
+      // Clear the bit with a CAS while the waiters bit is clear: the CAS is then the one RMW of
+      // the release and its last touch of the word [I1]. If the waiters bit is set, the bit is
+      // cleared (or handed off) under the bucket lock by release_slow instead. The plain load
+      // costs nothing extra here: the line is already in this core's cache (we hold the bit).
+      // Release order: the holder's writes happen-before whoever sees the bit clear.
+      W old = P::load(word, mo_relaxed);
+      do {
+        if (!(old & bit)) [[unlikely]]
+          throw_not_set(bit);  // word unchanged
+        if (old & WB) return release_slow(word, bit, kind);
+      } while (!P::compare_exchange(word, old, W(old & ~bit), mo_release, mo_relaxed));
+      // The word may be gone now. Nothing below this line.
+    } else {
+      W old = P::load(word, mo_relaxed);
+      if (!(old & bit)) [[unlikely]]
+        throw_not_set(bit);
+      if constexpr (protocol_pins(R)) pin.get();
+      if constexpr (R == release_protocol::xor_waiters) {
+        // Mainline today: the xor clears the bit and its result reports the waiters bit.
+        old = P::fetch_xor(word, bit, mo_release);
+      } else {
+        // v5.9: clear, then look at the waiters bit. This load is the touch after the clear
+        // that the seed removes: without the pin the object may be freed and reused here.
+        P::fetch_and(word, W(~bit), mo_release);
+        old = P::load(word, mo_relaxed);
+      }
+      if (old & WB) release_slow(word, bit, kind);
+      if constexpr (protocol_pins(R)) pin.put();
+    }
+  }
+
+  // Shared wait: a load, and nothing else if the bit is clear. Acquire pairs with the release
+  // of the clear, so the caller sees what the releaser wrote.
+  static bool wait_clear(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
+    if (!(P::load(word, mo_acquire) & bit)) return true;
+    return wait_clear_slow(word, bit, dl, stop);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Waiters.
+
+  // Sleeps until the node's token arrives; on deadline or stop, leaves the queue if it still
+  // can. Returns the token, or token_none if the wait was abandoned with nothing granted.
+  static std::uint32_t sleep(bucket_t& b, node& n, const deadline& dl, const std::stop_token* stop) {
+    typename P::parker& pk = *n.parker;
+    std::uint32_t t = pk.park(dl, stop);
+    if (t != token_none) return t;
+    P::lock(b.lock);
+    if (n.state.get() == node_state::queued) {
+      // Still queued, so no release has taken us, and none can now. The waiters bit stays set
+      // although we may have been the last waiter: the next release clears it [I4].
+      b.unlink(&n);
+      P::unlock(b.lock);
+      return token_none;
+    }
+    // A release has claimed us: it decided our fate under this lock and will unpark us. We must
+    // wait for that (the node must stay alive until then) and report what it granted. If it
+    // would have re-queued us, it unparks us with token_abandoned instead.
+    n.abandoned.set(true);
+    P::unlock(b.lock);
+    t = pk.park(deadline::never(), nullptr);
+    return t == token_abandoned ? token_none : t;
+  }
+
+  [[gnu::noinline]] static bool lock_slow(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
+    // Spin briefly while nobody is queued: the holder is likely to release within a few hundred
+    // cycles, and sleeping costs two syscalls. Once the waiters bit is set, queue (FIFO).
+    for (unsigned i = 0; i < P::spin_limit; ++i) {
+      const W v = P::load(word, mo_relaxed);
+      if (v & WB) break;
+      if (!(v & bit) && try_lock(word, bit)) return true;
+      P::cpu_relax();
+    }
+    bucket_t& b = P::table().bucket_for(&word);
+    node n;
+    n.word = &word;
+    n.bit = bit;
+    n.kind = node_kind::exclusive;
+    n.parker = &P::current_parker();
+    const fairness_settings f = P::fairness();
+    unsigned lost = 0;
+    bool first = true;
+    for (;;) {
+      if (abandon(dl, stop)) return try_lock(word, bit);
+      n.parker->prepare();
+      n.wants_handoff = lost >= f.max_lost_races;
+      if (first) {
+        // The time bound [I6] runs from the first queueing, across re-queues.
+        n.handoff_at = saturating_add(P::now(), f.max_wait);
+        first = false;
+      }
+      P::lock(b.lock);
+      // Set the waiters bit and try the bit in one RMW, under the bucket lock [I2]. In the
+      // word's modification order a fast release either precedes this RMW (then we see the bit
+      // clear and own it now) or follows it (then its CAS fails on the waiters bit and it takes
+      // this bucket lock, after us, and finds us queued). If we take the bit here, the waiters
+      // bit may be left set for nobody: allowed [I4], the next release clears it.
+      const W old = P::fetch_or(word, W(bit | WB), mo_acquire);
+      if (!(old & bit)) {
+        P::unlock(b.lock);
+        return true;
+      }
+      b.arrive(&n);
+      P::unlock(b.lock);
+      switch (sleep(b, n, dl, stop)) {
+        case token_handoff:
+          return true;  // [I5] owned without the bit ever being clear
+        case token_retry:
+          // The bit was cleared and we were woken to race for it. Losing to a thread that never
+          // queued is the bounded unfairness [I6]: count it.
+          if (try_lock(word, bit)) return true;
+          ++lost;
+          break;
+        default:
+          return false;  // deadline or stop, nothing granted
+      }
+    }
+  }
+
+  [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
+    if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
+    bucket_t& b = P::table().bucket_for(&word);
+    node n;
+    n.word = &word;
+    n.bit = bit;
+    n.kind = node_kind::shared;
+    n.parker = &P::current_parker();
+    n.parker->prepare();
+    P::lock(b.lock);
+    // Under the lock, as for lock_slow: either we see the bit clear, or a release will find us.
+    // The plain load first avoids leaving a stale waiters bit when the bit just cleared.
+    if (!(P::load(word, mo_acquire) & bit) || !(P::fetch_or(word, WB, mo_acquire) & bit)) {
+      P::unlock(b.lock);
+      return true;
+    }
+    b.arrive(&n);
+    P::unlock(b.lock);
+    // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
+    // says that the bit was cleared after we queued, and its acquire makes the clear visible.
+    return sleep(b, n, dl, stop) != token_none;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // The release walk.
+
+  struct walk_state {
+    bool decided = false;          // unlock: the first waiter for (word, bit) has been seen
+    bool handoff = false;          // unlock: the lock goes to one waiter; the bit stays set
+    bool exclusive_woken = false;  // an exclusive waiter was woken to race for the bit
+    bool keep_waiters = false;     // a waiter for this word stays queued: keep the waiters bit
+    node* wake_head = nullptr;     // claimed nodes, unparked in this order after the unlock
+    node* wake_tail = nullptr;
+
+    void claim(bucket_t& b, node* n, std::uint32_t token) {
+      b.unlink(n);
+      n->state.set(node_state::claimed);
+      n->token.set(token);
+      append(n, n);
+    }
+    void append(node* first, node* last) {
+      first->prev.set(nullptr);
+      if (wake_tail)
+        wake_tail->next.set(first);
+      else
+        wake_head = first;
+      wake_tail = last;
+      last->next.set(nullptr);
+    }
+  };
+
+  static bool earned_handoff(const node* n) { return n->wants_handoff || P::now() >= n->handoff_at; }
+
+  // One node of the walk whose key is (word, bit). `cleared_first`: the old protocols, which
+  // cleared the bit before walking.
+  static void visit_match(std::atomic<W>& word, bucket_t& b, node* n, release_kind kind, walk_state& w) {
+    constexpr bool cleared_first = R != release_protocol::atomic_clear;
+    if (kind == release_kind::event) {
+      w.claim(b, n, n->kind == node_kind::shared ? token_cleared : token_retry);
+      return;
+    }
+    if (!w.decided) {
+      w.decided = true;
+      if (n->kind == node_kind::exclusive && earned_handoff(n)) {
+        if constexpr (cleared_first) {
+          // v5.9's hand-off: the waker takes the bit for the waiter after the clear, and fails
+          // if somebody took it meanwhile. Another touch of the word after the clear.
+          if (P::fetch_or(word, W(n->bit), mo_acquire) & n->bit) {
+            w.keep_waiters = true;
+            w.exclusive_woken = true;  // blocked: the new holder's release will serve it
+            return;
+          }
+        }
+        // [I9] The hand-off is decided here, by the releaser, under the bucket lock.
+        w.claim(b, n, token_handoff);
+        w.handoff = true;
+        return;
+      }
+    }
+    if (w.handoff) {
+      w.keep_waiters = true;  // everybody else stays queued behind the new owner
+    } else if (n->kind == node_kind::shared) {
+      w.claim(b, n, token_cleared);
+    } else if (!w.exclusive_woken) {
+      w.claim(b, n, token_retry);
+      w.exclusive_woken = true;
+    } else {
+      w.keep_waiters = true;
+    }
+  }
+
+  // The slow release. atomic_clear: the bit is still set and is cleared (or handed off) here,
+  // in the final lock hold. The old protocols: the bit is already clear; this is the kernel's
+  // wake-up walk, and it touches the word again.
+  [[gnu::noinline]] static void release_slow(std::atomic<W>& word, W bit, release_kind kind) {
+    constexpr bool atomic_clear = R == release_protocol::atomic_clear;
+    bucket_t& b = P::table().bucket_for(&word);
+    walk_state w;
+    // Place holders, linked only if the walk outgrows one lock hold: `end` marks the tail as
+    // it stood when the release began [I7], `mark` holds the walk's place while the lock is
+    // dropped. `rec` makes arrivals for (word, bit) join this release instead of the queue.
+    // The old protocols register too, but with bit 0, which no waiter has: arrivals only tell
+    // them to keep the waiters bit.
+    node end, mark;
+    end.kind = mark.kind = node_kind::bookmark;
+    release_record<P> rec;
+    rec.word = &word;
+    rec.bit = atomic_clear ? bit : 0;
+    bool spans = false;
+
+    P::lock(b.lock);
+    node* cur = b.head;
+    unsigned visits = 0;
+    while (cur != (spans ? &end : nullptr)) {
+      if (w.handoff && w.keep_waiters) break;  // nothing more to learn
+      if (visits == P::chunk_visits) {
+        // [I7] Bounded hold: leave a bookmark before the next node and let others in.
+        if (!spans) {
+          b.push_back(&end);
+          b.add_release(&rec);
+          spans = true;
+        }
+        b.insert_before(cur, &mark);
+        P::unlock(b.lock);
+        P::lock(b.lock);
+        // Nodes before the bookmark may have left (timeouts); the bookmark itself stayed, and
+        // the node after it is the first one not yet visited. Nothing for (word, bit) was
+        // queued meanwhile: such arrivals joined `rec`.
+        cur = mark.next.get();
+        b.unlink(&mark);
+        visits = 0;
+        continue;
+      }
+      ++visits;
+      P::visit();
+      node* n = cur;
+      cur = n->next.get();
+      if (n->kind == node_kind::bookmark || n->word != &word) continue;
+      if (n->bit != bit) {
+        w.keep_waiters = true;  // another bit of this word has a waiter [I4]
+        continue;
+      }
+      visit_match(word, b, n, kind, w);
+    }
+
+    // The final step, in the same hold in which the walk reached its end: no waiter that
+    // queued for (word, bit) while the bit was set is left behind [I2].
+    node* requeue = nullptr;
+    if (spans) {
+      b.remove_release(&rec);
+      b.unlink(&end);
+      if (rec.other_bit_arrived) w.keep_waiters = true;
+      if (rec.joined_head) {
+        if (w.handoff) {
+          requeue = rec.joined_head;  // still waiting: the bit never clears
+          w.keep_waiters = true;
+        } else {
+          w.append(rec.joined_head, rec.joined_tail);  // tokens were set as they joined
+        }
+      }
+    }
+    if constexpr (atomic_clear) {
+      if (!w.handoff) {
+        // [I1][I2][I3] The clearing step: clear the bit, and the waiters bit if no waiter for
+        // the word remains, in one RMW, under the bucket lock, after every waiter to wake has
+        // been dequeued and before any is unparked. Release order pairs with the acquire of the
+        // next owner's RMW and, through the unlock and the unparks, with the woken waiters.
+        // This is the release's last access to the word.
+        P::fetch_and(word, W(~(bit | (w.keep_waiters ? W(0) : WB))), mo_release);
+      } else if (!w.keep_waiters) {
+        // [I5] Hand-off: the bit stays set. Only the waiters bit goes, if nobody else waits. The
+        // new owner cannot run before its unpark below, so this is still before the last touch.
+        P::fetch_and(word, W(~WB), mo_relaxed);
+      }
+    } else {
+      // The kernel's "no more waiters for this page: clear PG_waiters". The bit is long clear:
+      // without a pin the object may already be another object.
+      if (!w.keep_waiters) P::fetch_and(word, W(~WB), mo_relaxed);
+    }
+    // Waiters that joined a release which then handed the lock off go back to the queue, a
+    // chunk per hold. The new owner is not yet unparked, so nobody can release the bit and the
+    // waiters bit stays set meanwhile: none of them can be missed.
+    while (requeue) {
+      for (unsigned i = 0; requeue && i < P::chunk_visits; ++i) {
+        P::visit();
+        node* n = requeue;
+        requeue = n->next.get();
+        if (n->abandoned.get()) {
+          n->token.set(token_abandoned);  // its deadline passed while we held it
+          w.append(n, n);
+        } else {
+          b.arrive(n);
+        }
+      }
+      if (requeue) {
+        P::unlock(b.lock);
+        P::lock(b.lock);
+      }
+    }
+    P::unlock(b.lock);
+
+    // [I1] From here on, the word is not touched: the object may already be gone. Unpark the
+    // claimed waiters; read each node's link before its unpark, since the node lives on its
+    // waiter's stack and may vanish the instant the token lands.
+    for (node* n = w.wake_head; n;) {
+      node* next = n->next.get();
+      const std::uint32_t token = n->token.get();
+      typename P::parker* pk = n->parker;
+      pk->unpark(token);
+      n = next;
+    }
+  }
+
+  static bool abandon(const deadline& dl, const std::stop_token* stop) {
+    if (stop && stop->stop_requested()) return true;
+    return !dl.is_never() && P::now() >= dl.at;
+  }
+
+  static std::chrono::steady_clock::time_point saturating_add(std::chrono::steady_clock::time_point t,
+                                                              std::chrono::nanoseconds d) {
+    const auto max = std::chrono::steady_clock::time_point::max();
+    const auto dd = std::chrono::duration_cast<std::chrono::steady_clock::duration>(d);
+    return (max - t) <= dd ? max : t + dd;
+  }
+};
+
+}  // namespace pagewait::detail

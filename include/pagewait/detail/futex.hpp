@@ -1,0 +1,40 @@
+// pagewait/detail/futex.hpp — the only place that makes a sleeping or waking system call.
+//
+// On Linux: private futexes, absolute CLOCK_MONOTONIC deadlines (steady_clock is
+// CLOCK_MONOTONIC there). Elsewhere, or with PAGEWAIT_PORTABLE_PARKING defined, a mutex and a
+// condition variable per parking word: std::atomic::wait would do for untimed waits but has no
+// timed form, and every wait here may carry a deadline.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include "pagewait/detail/deadline.hpp"
+
+#if defined(__linux__) && !defined(PAGEWAIT_PORTABLE_PARKING)
+#define PAGEWAIT_HAVE_FUTEX 1
+#else
+#define PAGEWAIT_HAVE_FUTEX 0
+#include <condition_variable>
+#include <mutex>
+#endif
+
+namespace pagewait::detail {
+
+// A 32-bit word a thread can sleep on until it changes.
+struct sleep_word {
+  std::atomic<std::uint32_t> value{0};
+#if !PAGEWAIT_HAVE_FUTEX
+  std::mutex m;
+  std::condition_variable cv;
+#endif
+
+  // Sleeps while value == expected, until woken or the deadline. May return spuriously:
+  // callers re-check their condition. Returns false only if the deadline had passed.
+  bool wait(std::uint32_t expected, const deadline& dl) noexcept;
+  // Wakes one sleeper (or all, for the bucket lock's use it is always at most one that matters).
+  void wake_one() noexcept;
+  void wake_all() noexcept;
+};
+
+}  // namespace pagewait::detail

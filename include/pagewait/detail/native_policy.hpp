@@ -1,0 +1,143 @@
+// pagewait/detail/native_policy.hpp — the runtime the library ships with.
+//
+// The core (detail/core.hpp) makes every access to shared state through a runtime policy P.
+// This is the interface, as the native policy implements it; the model checker's policy
+// implements the same names and turns each into a scheduling point.
+//
+//   word operations   P::load, P::test_and_set, P::fetch_or, P::fetch_and, P::fetch_xor, P::compare_exchange
+//                     on the user's std::atomic<W>, with the memory order the core asks for
+//   bucket lock       P::bucket_lock (a type), P::lock(l), P::unlock(l)
+//   node fields       P::cell<T>: get()/set(); P::retire_node(p, size) when a node dies;
+//                     P::visit() for each node a release walk visits under the bucket lock
+//   the table         P::table() -> wait_table<P>&
+//   parking           P::parker (a type with prepare/park/unpark), P::current_parker()
+//   time              P::now() -> steady_clock::time_point
+//   tuning            P::chunk_visits (walk visits per lock hold), P::spin_limit,
+//                     P::cpu_relax(), P::fairness()
+#pragma once
+
+#include <atomic>
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+
+#include "pagewait/detail/futex.hpp"
+#include "pagewait/fairness.hpp"
+#include "pagewait/detail/parker.hpp"
+#include "pagewait/detail/wait_table.hpp"
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+
+#if defined(__SANITIZE_THREAD__)
+#define PAGEWAIT_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define PAGEWAIT_TSAN 1
+#endif
+#endif
+#ifndef PAGEWAIT_TSAN
+#define PAGEWAIT_TSAN 0
+#endif
+
+namespace pagewait {
+
+namespace detail {
+
+// The bucket lock: a three-state futex lock (0 free, 1 held, 2 held with sleepers) that spins
+// briefly first. Held for at most chunk_visits node visits, so it is almost never slept on.
+class word_lock {
+ public:
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    if (w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
+      return;
+    lock_slow();
+  }
+  void unlock() noexcept {
+    if (w_.value.exchange(0, std::memory_order_release) == 2) w_.wake_one();
+  }
+
+ private:
+  void lock_slow() noexcept;
+  sleep_word w_;
+};
+
+struct native_policy {
+  template <class W>
+  static W load(const std::atomic<W>& w, std::memory_order mo) noexcept {
+    return w.load(mo);
+  }
+  // Sets a one-bit mask and says whether it was already set: one `lock bts` on x86. GCC emits
+  // it for `fetch_or(m) & m` when it can see that m = 1 << ctz(bit) has one bit (it cannot for
+  // a run-time mask, and falls back to a CAS loop); clang 14 never does, so it gets the
+  // instruction spelled out, except under TSan, which must see the access as an atomic.
+  template <class W>
+  static bool test_and_set(std::atomic<W>& w, W bit, std::memory_order mo) noexcept {
+#if defined(__x86_64__) && defined(__clang__) && !PAGEWAIT_TSAN
+    (void)mo;  // a locked instruction is a full barrier on x86
+    bool was_set;
+    if constexpr (sizeof(W) == 4)
+      asm volatile("lock btsl %2, %0" : "+m"(w), "=@ccc"(was_set) : "r"(unsigned(__builtin_ctz(bit))) : "memory");
+    else
+      asm volatile("lock btsq %2, %0" : "+m"(w), "=@ccc"(was_set) : "r"(W(__builtin_ctzll(bit))) : "memory");
+    return was_set;
+#else
+    const W m = W(1) << (sizeof(W) == 4 ? __builtin_ctz(std::uint32_t(bit)) : __builtin_ctzll(bit));
+    return (w.fetch_or(m, mo) & m) != 0;
+#endif
+  }
+  template <class W>
+  static W fetch_or(std::atomic<W>& w, W v, std::memory_order mo) noexcept {
+    return w.fetch_or(v, mo);
+  }
+  template <class W>
+  static W fetch_and(std::atomic<W>& w, W v, std::memory_order mo) noexcept {
+    return w.fetch_and(v, mo);
+  }
+  template <class W>
+  static W fetch_xor(std::atomic<W>& w, W v, std::memory_order mo) noexcept {
+    return w.fetch_xor(v, mo);
+  }
+  template <class W>
+  static bool compare_exchange(std::atomic<W>& w, W& expected, W desired, std::memory_order success,
+                               std::memory_order failure) noexcept {
+    return w.compare_exchange_weak(expected, desired, success, failure);
+  }
+
+  using bucket_lock = word_lock;
+  static void lock(bucket_lock& l) noexcept { l.lock(); }
+  static void unlock(bucket_lock& l) noexcept { l.unlock(); }
+
+  template <class T>
+  struct cell {
+    T v;
+    T get() const noexcept { return v; }
+    void set(T x) noexcept { v = x; }
+  };
+  static void retire_node(const void*, std::size_t) noexcept {}
+  static void visit() noexcept {}
+
+  static wait_table<native_policy>& table() noexcept;
+
+  using parker = native_parker;
+  static parker& current_parker() noexcept { return native_parker::current(); }
+
+  static std::chrono::steady_clock::time_point now() noexcept { return std::chrono::steady_clock::now(); }
+
+  static constexpr unsigned chunk_visits = 64;  // the kernel's WAITQUEUE_WALK_BREAK_CNT
+  static constexpr unsigned spin_limit = 40;
+  static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
+#endif
+  }
+  static fairness_settings fairness() noexcept;
+};
+
+}  // namespace detail
+}  // namespace pagewait

@@ -1,0 +1,55 @@
+// pagewait/detail/parker.hpp — how a native thread sleeps until a releaser hands it a token.
+//
+// Each thread has one parker for its whole life, and parkers are never freed: a thread that
+// exits returns its parker to a pool for the next thread. That is what lets a releaser finish
+// its unpark (the futex wake after the store) after the waiter has already seen the token,
+// returned, and even exited: the memory it touches is a parker, never the waiter's stack node,
+// and a parker is always valid memory. A late wake lands on a parker that may be parked again
+// for another wait; parking treats every wake as possibly spurious, so that is harmless.
+#pragma once
+
+#include <cstdint>
+#include <stop_token>
+
+#include "pagewait/detail/deadline.hpp"
+#include "pagewait/detail/futex.hpp"
+
+namespace pagewait::detail {
+
+// What an unpark means (parking_lot's named tokens rather than booleans).
+enum unpark_token : std::uint32_t {
+  token_none = 0,     // still parked
+  token_cleared = 1,  // the bit was cleared after you queued (shared waiter: you are done)
+  token_retry = 2,    // the bit was cleared; exclusive waiter: race for it
+  token_handoff = 3,  // the lock was handed to you: you own it, the bit never cleared
+  token_abandoned = 4,  // your deadline or stop was honoured by the release that held you
+};
+inline constexpr std::uint32_t token_mask = 7;
+// Set by a stop request's callback; never by a releaser.
+inline constexpr std::uint32_t interrupted_flag = 1u << 31;
+
+struct alignas(64) native_parker {
+  sleep_word word;
+  native_parker* next_free = nullptr;  // pool link, used only while the parker is unowned
+
+  // The owning thread, before it makes its waiter node visible.
+  void prepare() noexcept { word.value.store(token_none, std::memory_order_relaxed); }
+
+  // The owning thread: sleep until a token arrives, the deadline passes, or stop is
+  // requested. Returns the token, or token_none on deadline/stop. The load-acquire pairs with
+  // the fetch_or-release in unpark(): everything the releaser did before it, including the
+  // clear of the bit, happens-before the return.
+  std::uint32_t park(const deadline& dl, const std::stop_token* stop) noexcept;
+
+  // Any thread: deliver the token. The fetch_or is the releaser's last access to anything the
+  // waiter owns; the wake after it touches only this immortal parker.
+  void unpark(std::uint32_t token) noexcept {
+    word.value.fetch_or(token, std::memory_order_release);
+    word.wake_one();
+  }
+
+  // The calling thread's parker (allocated on first use, pooled at thread exit).
+  static native_parker& current() noexcept;
+};
+
+}  // namespace pagewait::detail

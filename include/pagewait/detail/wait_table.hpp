@@ -1,0 +1,211 @@
+// pagewait/detail/wait_table.hpp — the hashed table where waiters queue.
+//
+// A power-of-two array of cache-line-aligned buckets, indexed by a hash of the word's address
+// (the kernel's page_wait_table, sized to the machine). Each bucket holds a small lock, a FIFO
+// queue of waiter nodes that live on the waiters' stacks, and the list of releases in progress
+// that span more than one lock hold. Waiters for different bits of one word, and for different
+// words, share buckets: every node carries its (word, bit) key.
+//
+// Everything here except construction is done by the holder of the bucket lock. The structures
+// are templated on the runtime policy P only so that the model checker can see each access to a
+// node field (P::cell) and each visit of the walk; the native cells are plain fields.
+#pragma once
+
+#include <bit>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace pagewait::detail {
+
+enum class node_kind : std::uint8_t {
+  shared,     // wait_bit_clear: returns once the bit is cleared
+  exclusive,  // lock_bit: returns as the owner
+  bookmark,   // a release's place holder or end marker; never woken, skipped by other walks
+};
+
+enum class node_state : std::uint8_t {
+  queued,   // linked in the bucket queue; a timed-out waiter may unlink itself
+  claimed,  // taken by a release (dequeued, or joined a release in progress): the releaser
+            // will unpark it, and the waiter must wait for that unpark whatever its deadline
+};
+
+template <class P>
+struct waiter_node {
+  template <class T>
+  using cell = typename P::template cell<T>;
+
+  // Queue links. Read and written only under the bucket lock, except that a releaser reads
+  // `next` of a node it claimed before unparking it (never after: the node may be gone).
+  cell<waiter_node*> next{nullptr};
+  cell<waiter_node*> prev{nullptr};
+  cell<node_state> state{node_state::queued};
+  // The token the releaser decided under the bucket lock; delivered by unpark after it.
+  cell<std::uint32_t> token{0};
+  // Set by the node's own thread, under the bucket lock, when its deadline or stop came while
+  // a release held it claimed: a release that would re-queue it unparks it instead.
+  cell<bool> abandoned{false};
+
+  // The key, immutable while the node is visible. `word` is an identity, never dereferenced
+  // by anybody but the node's own thread.
+  const void* word = nullptr;
+  std::uint64_t bit = 0;
+  node_kind kind = node_kind::shared;
+
+  // Fairness, exclusive waiters only: the waiter asks for a direct hand-off once it has lost
+  // too many races; the releaser also hands off once `handoff_at` has passed.
+  bool wants_handoff = false;
+  std::chrono::steady_clock::time_point handoff_at{};
+
+  typename P::parker* parker = nullptr;
+
+  waiter_node() = default;
+  waiter_node(const waiter_node&) = delete;
+  waiter_node& operator=(const waiter_node&) = delete;
+  // The model checker marks the node's memory dead here, so that a releaser touching it after
+  // the waiter returned is caught (the release-is-the-last-touch rule applied to nodes).
+  ~waiter_node() { P::retire_node(this, sizeof(*this)); }
+};
+
+// A release that drops the bucket lock between chunks registers itself in its bucket, so that
+// waiters arriving for its (word, bit) meanwhile join its list instead of lengthening its walk
+// (SPEC §3.7), and arrivals for other bits of the word tell it to keep the waiters bit.
+template <class P>
+struct release_record {
+  const void* word = nullptr;
+  std::uint64_t bit = 0;
+  release_record* next = nullptr;
+  // Arrivals for (word, bit), claimed on arrival, in arrival order.
+  waiter_node<P>* joined_head = nullptr;
+  waiter_node<P>* joined_tail = nullptr;
+  bool other_bit_arrived = false;
+};
+
+template <class P>
+struct alignas(64) bucket {
+  using node = waiter_node<P>;
+
+  typename P::bucket_lock lock;
+  node* head = nullptr;
+  node* tail = nullptr;
+  release_record<P>* releases = nullptr;
+
+  // --- the FIFO queue (bucket lock held) ---
+  void push_back(node* n) noexcept {
+    n->next.set(nullptr);
+    n->prev.set(tail);
+    if (tail)
+      tail->next.set(n);
+    else
+      head = n;
+    tail = n;
+  }
+  // Inserts n before pos (pos == nullptr: at the tail).
+  void insert_before(node* pos, node* n) noexcept {
+    if (!pos) return push_back(n);
+    node* p = pos->prev.get();
+    n->prev.set(p);
+    n->next.set(pos);
+    pos->prev.set(n);
+    if (p)
+      p->next.set(n);
+    else
+      head = n;
+  }
+  void unlink(node* n) noexcept {
+    node* p = n->prev.get();
+    node* x = n->next.get();
+    if (p)
+      p->next.set(x);
+    else
+      head = x;
+    if (x)
+      x->prev.set(p);
+    else
+      tail = p;
+    n->next.set(nullptr);
+    n->prev.set(nullptr);
+  }
+
+  // --- releases in progress (bucket lock held) ---
+  void add_release(release_record<P>* r) noexcept {
+    r->next = releases;
+    releases = r;
+  }
+  void remove_release(release_record<P>* r) noexcept {
+    for (release_record<P>** p = &releases; *p; p = &(*p)->next)
+      if (*p == r) {
+        *p = r->next;
+        return;
+      }
+  }
+
+  // A waiter becomes visible: it joins the release in progress for its (word, bit), if there
+  // is one, else it is appended to the queue. Returns the state it now has.
+  node_state arrive(node* n) noexcept {
+    release_record<P>* join = nullptr;
+    for (release_record<P>* r = releases; r; r = r->next) {
+      if (r->word != n->word) continue;
+      if (r->bit == n->bit)
+        join = r;
+      else
+        r->other_bit_arrived = true;
+    }
+    if (join) {
+      n->next.set(nullptr);
+      n->prev.set(join->joined_tail);
+      if (join->joined_tail)
+        join->joined_tail->next.set(n);
+      else
+        join->joined_head = n;
+      join->joined_tail = n;
+      n->state.set(node_state::claimed);
+      return node_state::claimed;
+    }
+    push_back(n);
+    n->state.set(node_state::queued);
+    return node_state::queued;
+  }
+};
+
+// The table: allocated once, never resized, never freed while the program runs.
+template <class P>
+class wait_table {
+ public:
+  explicit wait_table(std::size_t buckets) : shift_(compute_shift(buckets)), size_(std::size_t(1) << (64 - shift_)),
+        buckets_(std::make_unique<bucket<P>[]>(size_)) {}
+
+  std::size_t size() const noexcept { return size_; }
+
+  bucket<P>& bucket_for(const void* word) noexcept { return buckets_[index_of(word)]; }
+  bucket<P>& at(std::size_t i) noexcept { return buckets_[i]; }
+
+  // Fibonacci hashing of the address: the multiply spreads nearby words (objects in one
+  // array) over the buckets; the top bits are the best mixed.
+  std::size_t index_of(const void* word) const noexcept {
+    const auto a = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(word));
+    return shift_ == 64 ? 0 : static_cast<std::size_t>((a * 0x9E3779B97F4A7C15ull) >> shift_);
+  }
+
+  // The native table's size: at least the kernel's 256 buckets, and 64 per hardware thread
+  // beyond that (the kernel's fixed 256 was reported as a source of collision contention), up
+  // to 64 Ki buckets (4 MiB).
+  static std::size_t size_for_machine(unsigned hardware_threads) noexcept {
+    std::size_t n = std::bit_ceil(std::size_t(hardware_threads ? hardware_threads : 1) * 64);
+    if (n < 256) n = 256;
+    if (n > 65536) n = 65536;
+    return n;
+  }
+
+ private:
+  static unsigned compute_shift(std::size_t buckets) noexcept {
+    const std::size_t n = std::bit_ceil(buckets ? buckets : 1);
+    return 64 - static_cast<unsigned>(std::countr_zero(n));
+  }
+  unsigned shift_;
+  std::size_t size_;
+  std::unique_ptr<bucket<P>[]> buckets_;
+};
+
+}  // namespace pagewait::detail

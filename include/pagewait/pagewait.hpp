@@ -1,0 +1,181 @@
+// <pagewait/pagewait.hpp> — lock, wait on and release single bits of your own atomic words.
+//
+// pagewait brings the Linux kernel's page-flag waiting to user space. Any bit of any
+// std::atomic<std::uint32_t> or std::atomic<std::uint64_t> can be used as a lock (lock_bit /
+// unlock_bit) or as an event (set it with an atomic OR, release it with clear_bit_and_wake,
+// wait for it with wait_bit_clear). pagewait stores nothing per object: one bit of each word,
+// the most significant (waiters_bit<W>), is reserved to say "somebody may be waiting", and
+// waiters sleep in one global hashed table.
+//
+// What it costs
+//   * Uncontended (waiters bit clear): lock is one atomic RMW (`lock bts`), release is one
+//     atomic RMW (`lock cmpxchg`, after a plain load of the line it already owns). No table,
+//     no syscall, no fence beyond the RMW's own.
+//   * Contended: a bucket lock, a node on the waiter's stack, a futex sleep and wake.
+//
+// The lifetime promise (what sets pagewait apart from the kernel's page locks today)
+//   * Release is the last touch. unlock_bit and clear_bit_and_wake make their last access to
+//     the word in the very step that makes the bit clear (or hands the lock to a waiter). The
+//     moment another thread can see the bit clear, or owns the lock by hand-off, it may destroy
+//     the object: the releasing thread will not touch it again, even while it is still waking
+//     other threads. No extra reference ("pin") around the release is needed.
+//   * A waiter wakes only after the bit was cleared, never to find it still set from before.
+//     wait_bit_clear does not read the word once it is queued: a waiter that holds no reference
+//     to the object needs it alive only while the bit is set (the kernel's DROP wait).
+//
+// Fairness: locking hands the lock directly to a waiter once it has lost too many races to
+// threads that never waited, or has waited too long (set_fairness). No waiter starves.
+//
+// Rules for the word
+//   * The waiters bit is pagewait's; every other bit is yours. Change your bits only with atomic
+//     RMWs (fetch_or to start an event, any RMW on bits that are not pagewait-managed).
+//   * Release a bit only through unlock_bit / clear_bit_and_wake, never by clearing it yourself:
+//     a waiter queued on it would not be woken.
+//   * A `bit` argument is a mask with exactly one bit set, not the waiters bit; anything else
+//     throws std::invalid_argument before the word is touched. Releasing a bit that is not set
+//     throws pagewait::usage_error and leaves the word as it was.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <stop_token>
+#include <type_traits>
+
+#include "pagewait/bits.hpp"
+#include "pagewait/detail/core.hpp"
+#include "pagewait/detail/deadline.hpp"
+#include "pagewait/detail/native_policy.hpp"
+#include "pagewait/protocol.hpp"
+
+namespace pagewait {
+
+namespace detail {
+template <word_type W>
+using shipped = core<native_policy, release_protocol::atomic_clear, W>;
+}
+// The slow paths of the shipped protocol are compiled once, in the library.
+extern template struct detail::core<detail::native_policy, release_protocol::atomic_clear, std::uint32_t>;
+extern template struct detail::core<detail::native_policy, release_protocol::atomic_clear, std::uint64_t>;
+
+// ---------------------------------------------------------------------------------------------
+// Exclusive: bit locks.
+
+// Sets `bit` if it is clear and returns true; returns false at once if it is set. Never blocks.
+// Cost: one atomic RMW.
+template <word_type W>
+bool try_lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
+  detail::check_bit(bit);
+  return detail::shipped<W>::try_lock(word, bit);
+}
+
+// Blocks until this thread owns `bit` (it was clear and this thread set it, or the previous
+// owner handed it over). Uncontended: one atomic RMW.
+template <word_type W>
+void lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
+  detail::check_bit(bit);
+  detail::shipped<W>::lock(word, bit);
+}
+
+// As lock_bit, but gives up when the deadline passes: returns whether this thread owns `bit`.
+// If a release handed the lock over just as the deadline passed, the thread owns it and true
+// is returned: ownership is never dropped on the floor.
+template <word_type W, class Clock, class Duration>
+bool try_lock_bit_until(std::atomic<W>& word, std::type_identity_t<W> bit,
+                        const std::chrono::time_point<Clock, Duration>& abs) {
+  detail::check_bit(bit);
+  if (detail::shipped<W>::try_lock(word, bit)) return true;
+  return detail::shipped<W>::lock_slow(word, bit, detail::deadline::until(abs), nullptr);
+}
+
+template <word_type W, class Rep, class Period>
+bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
+                      const std::chrono::duration<Rep, Period>& rel) {
+  detail::check_bit(bit);
+  if (detail::shipped<W>::try_lock(word, bit)) return true;
+  return detail::shipped<W>::lock_slow(word, bit, detail::deadline::after(rel), nullptr);
+}
+
+// As lock_bit, but gives up when stop is requested: returns whether this thread owns `bit`.
+// A free bit is taken even if stop was already requested.
+template <word_type W>
+bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
+  detail::check_bit(bit);
+  if (detail::shipped<W>::try_lock(word, bit)) return true;
+  return detail::shipped<W>::lock_slow(word, bit, detail::deadline::never(), &stop);
+}
+
+// Releases a held lock bit. If a waiter has earned a hand-off, the lock passes to it and the
+// bit never becomes clear; otherwise the bit is cleared and waiters are woken (all waiters in
+// wait_bit_clear, and one lock waiter, which races for the bit). Throws usage_error if the bit
+// is not set (the word is left unchanged).
+// Lifetime: the step that clears the bit or hands the lock off is this call's last access to
+// the word; the object may be destroyed by another thread from that instant.
+// Cost: one atomic RMW when the waiters bit is clear.
+template <word_type W>
+void unlock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
+  detail::check_bit(bit);
+  detail::shipped<W>::release(word, bit, detail::release_kind::unlock);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events: set with word.fetch_or(bit), released with clear_bit_and_wake, awaited with
+// wait_bit_clear (like the kernel's PG_writeback).
+
+// Clears `bit` and wakes every thread waiting on it (lock waiters too: they race for it).
+// Never hands off. Throws usage_error if the bit is not set (word unchanged).
+// Lifetime: as unlock_bit, the clearing step is the last touch of the word; this is the
+// end_page_writeback() of the seed, safe without an extra reference.
+// Cost: one atomic RMW when the waiters bit is clear.
+template <word_type W>
+void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
+  detail::check_bit(bit);
+  detail::shipped<W>::release(word, bit, detail::release_kind::event);
+}
+
+// Returns once `bit` is clear: at once if it is clear now, else after a release cleared it.
+// Woken means cleared: it returns after a clear that happened after it began to wait, and
+// that clear (and what the releaser wrote before it) is visible to it. It does not go back to
+// sleep if somebody sets the bit again before it runs. Once queued it never reads the word
+// again. Cost when clear: one load.
+template <word_type W>
+void wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
+  detail::check_bit(bit);
+  detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), nullptr);
+}
+
+// Bounded forms: return whether the bit was seen clear (true) or the deadline/stop came first.
+template <word_type W, class Clock, class Duration>
+bool wait_bit_clear_until(std::atomic<W>& word, std::type_identity_t<W> bit,
+                          const std::chrono::time_point<Clock, Duration>& abs) {
+  detail::check_bit(bit);
+  return detail::shipped<W>::wait_clear(word, bit, detail::deadline::until(abs), nullptr);
+}
+
+template <word_type W, class Rep, class Period>
+bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
+                        const std::chrono::duration<Rep, Period>& rel) {
+  detail::check_bit(bit);
+  return detail::shipped<W>::wait_clear(word, bit, detail::deadline::after(rel), nullptr);
+}
+
+template <word_type W>
+bool wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
+  detail::check_bit(bit);
+  return detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), &stop);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tuning.
+
+// Bounded unfairness (applies to lock waits that start after the call). max_lost_races = 0
+// means strict FIFO hand-off. Throws std::invalid_argument for a negative max_wait.
+void set_fairness(const fairness_settings& s);
+fairness_settings get_fairness() noexcept;
+
+// The number of buckets in the wait table (sized once from the hardware thread count).
+std::size_t wait_table_size() noexcept;
+
+}  // namespace pagewait
+
+#include "pagewait/bit_lock.hpp"

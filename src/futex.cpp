@@ -1,0 +1,69 @@
+// src/futex.cpp — sleeping and waking (detail/futex.hpp). The only system calls pagewait makes.
+#include "pagewait/detail/futex.hpp"
+
+#include <cerrno>
+#include <climits>
+#include <ctime>
+
+#if PAGEWAIT_HAVE_FUTEX
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+namespace pagewait::detail {
+
+#if PAGEWAIT_HAVE_FUTEX
+
+namespace {
+long futex(std::atomic<std::uint32_t>* addr, int op, std::uint32_t val, const timespec* ts,
+           std::uint32_t mask) noexcept {
+  return syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(addr), op, val, ts, nullptr, mask);
+}
+}  // namespace
+
+bool sleep_word::wait(std::uint32_t expected, const deadline& dl) noexcept {
+  if (dl.is_never()) {
+    futex(&value, FUTEX_WAIT_PRIVATE, expected, nullptr, 0);
+    return true;
+  }
+  // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, which is steady_clock on Linux:
+  // no conversion, and no drift across spurious wake-ups.
+  const auto since_epoch = dl.at.time_since_epoch();
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
+  timespec ts{};
+  ts.tv_sec = static_cast<time_t>(secs.count());
+  ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+  const long r = futex(&value, FUTEX_WAIT_BITSET_PRIVATE, expected, &ts, FUTEX_BITSET_MATCH_ANY);
+  return !(r == -1 && errno == ETIMEDOUT);
+}
+
+void sleep_word::wake_one() noexcept { futex(&value, FUTEX_WAKE_PRIVATE, 1, nullptr, 0); }
+void sleep_word::wake_all() noexcept { futex(&value, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, 0); }
+
+#else
+
+bool sleep_word::wait(std::uint32_t expected, const deadline& dl) noexcept {
+  std::unique_lock<std::mutex> g(m);
+  if (value.load(std::memory_order_relaxed) != expected) return true;
+  if (dl.is_never()) {
+    cv.wait(g);
+    return true;
+  }
+  return cv.wait_until(g, dl.at) == std::cv_status::no_timeout;
+}
+
+// The waker's store happened before this call; taking the mutex orders it against a sleeper
+// that checked the value under the mutex, so the wake cannot fall between its check and wait.
+void sleep_word::wake_one() noexcept {
+  { std::lock_guard<std::mutex> g(m); }
+  cv.notify_one();
+}
+void sleep_word::wake_all() noexcept {
+  { std::lock_guard<std::mutex> g(m); }
+  cv.notify_all();
+}
+
+#endif
+
+}  // namespace pagewait::detail

@@ -1,0 +1,59 @@
+// src/pagewait.cpp — errors, settings, and the compiled slow paths of the shipped protocol.
+#include "pagewait/pagewait.hpp"
+
+#include <cstdio>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+namespace pagewait {
+
+template struct detail::core<detail::native_policy, release_protocol::atomic_clear, std::uint32_t>;
+template struct detail::core<detail::native_policy, release_protocol::atomic_clear, std::uint64_t>;
+
+namespace detail {
+
+namespace {
+std::string hex(std::uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+}  // namespace
+
+void throw_bad_bit(std::uint64_t bit, std::uint64_t waiters) {
+  if (bit == 0) throw std::invalid_argument("pagewait: bit mask is 0; pass a mask with exactly one bit set");
+  if (bit == waiters)
+    throw std::invalid_argument("pagewait: bit " + hex(bit) + " is the reserved waiters bit");
+  throw std::invalid_argument("pagewait: bit mask " + hex(bit) + " has several bits set; pass exactly one");
+}
+
+void throw_not_set(std::uint64_t bit) {
+  throw usage_error("pagewait: releasing bit " + hex(bit) + " which is not set");
+}
+
+namespace {
+std::mutex settings_mutex;
+std::atomic<unsigned> max_lost{fairness_settings{}.max_lost_races};
+std::atomic<long long> max_wait_ns{fairness_settings{}.max_wait.count()};
+}  // namespace
+
+fairness_settings native_policy::fairness() noexcept {
+  return {max_lost.load(std::memory_order_relaxed), std::chrono::nanoseconds(max_wait_ns.load(std::memory_order_relaxed))};
+}
+
+}  // namespace detail
+
+void set_fairness(const fairness_settings& s) {
+  if (s.max_wait < std::chrono::nanoseconds::zero())
+    throw std::invalid_argument("pagewait: fairness max_wait must not be negative");
+  std::lock_guard<std::mutex> g(detail::settings_mutex);
+  detail::max_lost.store(s.max_lost_races, std::memory_order_relaxed);
+  detail::max_wait_ns.store(s.max_wait.count(), std::memory_order_relaxed);
+}
+
+fairness_settings get_fairness() noexcept { return detail::native_policy::fairness(); }
+
+std::size_t wait_table_size() noexcept { return detail::native_policy::table().size(); }
+
+}  // namespace pagewait

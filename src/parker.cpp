@@ -1,0 +1,69 @@
+// src/parker.cpp — per-thread parkers (detail/parker.hpp).
+#include "pagewait/detail/parker.hpp"
+
+#include <mutex>
+#include <optional>
+
+namespace pagewait::detail {
+
+std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
+  // The stop callback runs in the requesting thread: it flags the parker and wakes it. It is
+  // destroyed (and, if running, waited for) before park returns, so it never flags a later
+  // wait; prepare() clears the flag before the next node becomes visible in any case.
+  struct interrupt {
+    native_parker* p;
+    void operator()() const noexcept {
+      p->word.value.fetch_or(interrupted_flag, std::memory_order_relaxed);
+      p->word.wake_one();
+    }
+  };
+  std::optional<std::stop_callback<interrupt>> on_stop;
+  if (stop && stop->stop_possible()) on_stop.emplace(*stop, interrupt{this});
+  for (;;) {
+    // Acquire pairs with the releaser's fetch_or(token, release) in unpark().
+    const std::uint32_t v = word.value.load(std::memory_order_acquire);
+    if (v & token_mask) return v & token_mask;
+    if (stop && (v & interrupted_flag)) return token_none;
+    if (!dl.is_never() && std::chrono::steady_clock::now() >= dl.at) return token_none;
+    word.wait(v, dl);  // spurious returns are fine: re-check
+  }
+}
+
+namespace {
+// Parkers are immortal: a thread's parker returns to this pool when the thread exits.
+struct parker_pool {
+  std::mutex m;
+  native_parker* free = nullptr;
+
+  native_parker* get() {
+    std::lock_guard<std::mutex> g(m);
+    if (native_parker* p = free) {
+      free = p->next_free;
+      return p;
+    }
+    return new native_parker;  // never deleted, by design
+  }
+  void put(native_parker* p) {
+    std::lock_guard<std::mutex> g(m);
+    p->next_free = free;
+    free = p;
+  }
+};
+
+parker_pool& pool() {
+  static parker_pool* p = new parker_pool;  // immortal too: threads may exit after main
+  return *p;
+}
+
+struct thread_parker {
+  native_parker* p = pool().get();
+  ~thread_parker() { pool().put(p); }
+};
+}  // namespace
+
+native_parker& native_parker::current() noexcept {
+  thread_local thread_parker tp;
+  return *tp.p;
+}
+
+}  // namespace pagewait::detail
