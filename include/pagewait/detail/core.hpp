@@ -372,24 +372,29 @@ struct core {
       if (!w.keep_waiters) P::fetch_and(word, W(~WB), mo_relaxed);
     }
     // Waiters that joined a release which then handed the lock off go back to the queue, a
-    // chunk per hold. The new owner is not yet unparked, so nobody can release the bit and the
-    // waiters bit stays set meanwhile: none of them can be missed.
-    while (requeue) {
-      for (unsigned i = 0; requeue && i < P::chunk_visits; ++i) {
-        P::visit();
-        node* n = requeue;
-        requeue = n->next.get();
-        if (n->abandoned.get()) {
-          n->token.set(token_abandoned);  // its deadline passed while we held it
-          w.append(n, n);
-        } else {
-          b.arrive(n);
+    // chunk per hold. The new owner is not yet unparked, so nobody can release the bit
+    // meanwhile and none of them can be missed by a release of it. But while they sat in
+    // `rec`, out of the queue, a release of *another* bit of this word could not see them and
+    // may have cleared the waiters bit; so it is set again, in the last hold, once they are all
+    // queued [I4]. The word is alive: its bit is held by the new owner, who cannot run yet.
+    if (requeue) {
+      for (;;) {
+        for (unsigned i = 0; requeue && i < P::chunk_visits; ++i) {
+          P::visit();
+          node* n = requeue;
+          requeue = n->next.get();
+          if (n->abandoned.get()) {
+            n->token.set(token_abandoned);  // its deadline passed while we held it
+            w.append(n, n);
+          } else {
+            b.arrive(n);
+          }
         }
-      }
-      if (requeue) {
+        if (!requeue) break;
         P::unlock(b.lock);
         P::lock(b.lock);
       }
+      P::fetch_or(word, WB, mo_relaxed);
     }
     P::unlock(b.lock);
 
