@@ -17,6 +17,8 @@
 #include <cstdint>
 #include <memory>
 
+#include "pagewait/detail/parker.hpp"
+
 namespace pagewait::detail {
 
 enum class node_kind : std::uint8_t {
@@ -161,6 +163,9 @@ struct alignas(64) bucket {
         join->joined_head = n;
       join->joined_tail = n;
       n->state.set(node_state::claimed);
+      // Its fate is known now if the release clears: woken after the clear. (If the release
+      // hands the lock off instead, it re-queues the node and this token is never delivered.)
+      n->token.set(n->kind == node_kind::shared ? token_cleared : token_retry);
       return node_state::claimed;
     }
     push_back(n);
