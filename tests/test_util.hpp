@@ -118,6 +118,15 @@ inline std::mt19937& rng() {
 }
 inline int rand_int(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng()); }
 
+// Holds threads until all are created, so that they really run concurrently.
+struct start_gate {
+  std::atomic<bool> open{false};
+  void wait() const {
+    while (!open.load(std::memory_order_acquire)) std::this_thread::yield();
+  }
+  void release() { open.store(true, std::memory_order_release); }
+};
+
 // Restores the process-wide fairness settings when a test ends.
 struct fairness_guard {
   pagewait::fairness_settings old = pagewait::get_fairness();
