@@ -12,6 +12,7 @@
 //     intact. This works in every preset, and it can be shown to fire: with the stalling
 //     policy below, the old clear_then_wake protocol is caught writing to a dead word, while
 //     atomic_clear, the shipped protocol, never is.
+#include "stall_policy.hpp"
 #include "test_util.hpp"
 
 #include <gtest/gtest.h>
@@ -100,13 +101,13 @@ void first_waker_frees(int iterations, Kill kill) {
 }
 
 TYPED_TEST(Lifetime, FirstEventWaiterToWakeDeletesTheObject) {
-  first_waker_frees<TypeParam>(scaled(300), [](object<TypeParam>* o) { delete o; });
+  first_waker_frees<TypeParam>(scaled(1000), [](object<TypeParam>* o) { delete o; });
 }
 
 TYPED_TEST(Lifetime, FirstEventWaiterToWakeKillsTheObjectQuarantined) {
   using W = TypeParam;
   quarantine<W> q(W(1) << 3);
-  first_waker_frees<W>(scaled(300), [&](object<W>* o) { q.kill(o); });
+  first_waker_frees<W>(scaled(1000), [&](object<W>* o) { q.kill(o); });
   EXPECT_EQ(q.touched(), 0) << "a releaser wrote to a word after its waiter freed the object";
 }
 
@@ -139,13 +140,13 @@ void poller_frees(int iterations, Kill kill) {
 }
 
 TYPED_TEST(Lifetime, PollerDeletesTheObjectTheInstantTheBitClears) {
-  poller_frees<TypeParam>(scaled(150), [](object<TypeParam>* o) { delete o; });
+  poller_frees<TypeParam>(scaled(400), [](object<TypeParam>* o) { delete o; });
 }
 
 TYPED_TEST(Lifetime, PollerKillsTheObjectQuarantined) {
   using W = TypeParam;
   quarantine<W> q(W(1) << 5);
-  poller_frees<W>(scaled(150), [&](object<W>* o) { q.kill(o); });
+  poller_frees<W>(scaled(400), [&](object<W>* o) { q.kill(o); });
   EXPECT_EQ(q.touched(), 0) << "a releaser wrote to a word after the poller freed the object";
 }
 
@@ -174,11 +175,11 @@ void last_locker_deletes(int iterations) {
   }
 }
 
-TYPED_TEST(Lifetime, LastLockerDeletesTheObjectDefaultFairness) { last_locker_deletes<TypeParam>(scaled(300)); }
+TYPED_TEST(Lifetime, LastLockerDeletesTheObjectDefaultFairness) { last_locker_deletes<TypeParam>(scaled(1000)); }
 
 TYPED_TEST(Lifetime, LastLockerDeletesTheObjectStrictHandoff) {
   pwtest::fairness_guard g({0, 0ns});  // every contended unlock is a hand-off
-  last_locker_deletes<TypeParam>(scaled(300));
+  last_locker_deletes<TypeParam>(scaled(1000));
 }
 
 // The new owner by hand-off frees the object while the unlocker may still be in unlock_bit.
@@ -186,7 +187,7 @@ TYPED_TEST(Lifetime, HandoffReceiverDeletesTheObject) {
   using W = TypeParam;
   pwtest::fairness_guard g({0, 0ns});
   constexpr W L = W(1) << 2;
-  for (int it = 0; it < scaled(500); ++it) {
+  for (int it = 0; it < scaled(1500); ++it) {
     auto* o = new object<W>;
     pagewait::lock_bit(o->word, L);
     std::thread t([o] {
@@ -206,7 +207,7 @@ TYPED_TEST(Lifetime, HandoffReceiverDeletesTheObject) {
 TYPED_TEST(Lifetime, DropWaitOwnerFreesRightAfterTheClear) {
   using W = TypeParam;
   constexpr W E = W(1) << 4;
-  for (int it = 0; it < scaled(600); ++it) {
+  for (int it = 0; it < scaled(3000); ++it) {
     auto* o = new object<W>;
     o->word.store(E);
     std::atomic<bool> done{false};
@@ -233,28 +234,13 @@ TYPED_TEST(Lifetime, DropWaitOwnerFreesRightAfterTheClear) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The detector can fire. A policy that stalls every release walk (under the bucket lock) until
-// the poller has killed the object, or 50 ms have passed, opens the window of the v5.9 bug as
+// The detector can fire. stall_policy (stall_policy.hpp) stalls every release walk until the
+// poller has killed the object, or 50 ms have passed, opening the window of the v5.9 bug as
 // wide as it goes: clear_then_wake cleared the bit before the walk, so the poller kills the
 // object during the stall and the walk's final "no more waiters: clear the waiters bit" writes
 // to the dead word. atomic_clear still holds the bit during the walk: the poller cannot kill
 // the object before the release's last touch.
-
-struct stall_policy : pagewait::detail::native_policy {
-  static pagewait::detail::wait_table<stall_policy>& table() noexcept {
-    static auto* t = new pagewait::detail::wait_table<stall_policy>(256);
-    return *t;
-  }
-  static inline std::atomic<bool> armed{false};
-  static inline std::atomic<bool> killed{false};
-  static inline std::atomic<int> stalls{0};
-  static void visit() noexcept {
-    if (!armed.load()) return;
-    stalls.fetch_add(1);
-    const auto until = now() + 50ms;
-    while (!killed.load() && now() < until) std::this_thread::yield();
-  }
-};
+using pwtest::stall_policy;
 
 template <class W, pagewait::release_protocol R>
 int stalled_release_touches(int iterations) {

@@ -76,7 +76,7 @@ TYPED_TEST(Mutex, CountingUnderEightThreadsWhileOtherBitsChurn) {
   using W = TypeParam;
   using CW = churned_word<W>;
   constexpr int kThreads = 8;
-  const int iters = scaled(25000);
+  const int iters = scaled(60000);
   CW cw;
   cw.start_churn();
   pwtest::start_gate gate;
@@ -122,7 +122,7 @@ TYPED_TEST(Mutex, ScopedLockOverSeveralBitsOfOneWord) {
   std::atomic<W> w{0};
   const W bits[3] = {W(1) << 2, W(1) << 9, W(1) << (sizeof(W) * 8 - 2)};  // up to the highest user bit
   exclusion ex[3];
-  const int iters = scaled(10000);
+  const int iters = scaled(30000);
   pwtest::start_gate gate;
   std::vector<std::thread> ts;
   for (int t = 0; t < 4; ++t)
@@ -164,7 +164,7 @@ void timed_and_stop_racing_unlocks() {
   exclusion ex;
   std::atomic<long> successes{0}, failures{0}, stops{0};
   std::atomic<bool> done{false};
-  const int iters = scaled(5000);
+  const int iters = scaled(15000);
   pwtest::start_gate gate;
 
   // Stop sources of the stop-token lockers, swapped per attempt; the stopper copies one under

@@ -115,7 +115,7 @@ TYPED_TEST(Timeout, BoundedEventWaitsRacingReleases) {
   using W = TypeParam;
   constexpr W E = W(1) << 3;
   std::atomic<W> w{0};
-  timed_event_waiters(w, E, scaled(6000));
+  timed_event_waiters(w, E, scaled(15000));
   EXPECT_EQ(w.load() & ~pagewait::waiters_bit<W>, W(0));
   w.fetch_or(E);
   pagewait::clear_bit_and_wake(w, E);
@@ -130,7 +130,7 @@ TYPED_TEST(Timeout, DeadlineAtTheReleaseInstant) {
   constexpr W E = W(1) << 11;
   std::atomic<W> w{0};
   long trues = 0, falses = 0;
-  for (int i = 0; i < scaled(600); ++i) {
+  for (int i = 0; i < scaled(1000); ++i) {
     w.fetch_or(E);
     const auto d = std::chrono::microseconds(pwtest::rand_int(0, 100));
     std::atomic<bool> cleared{false};
@@ -181,7 +181,7 @@ void timed_lockers_under_handoff(bool spanning) {
   pwtest::fairness_guard fair({0, 0ns});
   exclusion ex;
   std::atomic<long> successes{0}, failures{0};
-  const int iters = scaled(spanning ? 1500 : 4000);
+  const int iters = scaled(spanning ? 4000 : 10000);
   pwtest::start_gate gate;
   std::vector<std::thread> ts;
   for (int t = 0; t < 2; ++t)

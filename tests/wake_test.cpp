@@ -118,7 +118,7 @@ TYPED_TEST(Wake, WordsOfOneBucketChurnWithoutLostWakeups) {
   using W = TypeParam;
   constexpr W E = W(1) << 1;
   constexpr std::size_t kWords = 8;
-  const int rounds = pwtest::scaled(400);
+  const int rounds = pwtest::scaled(3000);
   pwtest::same_bucket_words<W> sb(kWords);
   ASSERT_EQ(sb.words.size(), kWords);
   std::atomic<int> failed{0};
