@@ -201,3 +201,70 @@ TEST(Api, FairnessSettings) {
   EXPECT_GE(pagewait::wait_table_size(), 256u);
   EXPECT_EQ(pagewait::wait_table_size() & (pagewait::wait_table_size() - 1), 0u);
 }
+
+// Added with the concurrency suites: the forms api_test did not reach.
+
+TYPED_TEST(ApiTest, TimedAndStopFormsTakeAFreeBitAtOnce) {
+  using W = TypeParam;
+  std::atomic<W> w{0b100};
+  EXPECT_TRUE(pagewait::try_lock_bit_for(w, 0b1, 0ms));
+  EXPECT_TRUE(pagewait::try_lock_bit_until(w, 0b10, std::chrono::steady_clock::now() - 1s));  // past deadline, free bit
+  EXPECT_TRUE(pagewait::try_lock_bit_until(w, 0b1000, std::chrono::system_clock::now() + 1s));
+  EXPECT_TRUE(pagewait::lock_bit(w, 0b10000, std::stop_token{}));
+  EXPECT_EQ(w.load(), W(0b11111));
+  for (W b : {W(0b1), W(0b10), W(0b1000), W(0b10000)}) pagewait::unlock_bit(w, b);
+  EXPECT_EQ(w.load(), W(0b100));
+}
+
+// A timeout too large for the clock means "never" (no overflow into the past): the waits
+// below would return false at once if the deadline wrapped.
+TYPED_TEST(ApiTest, HugeTimeoutsMeanNever) {
+  using W = TypeParam;
+  std::atomic<W> w{0b1 | 0b10};
+  std::atomic<int> done{0};
+  std::thread t1([&] {
+    EXPECT_TRUE(pagewait::try_lock_bit_for(w, 0b1, std::chrono::nanoseconds::max()));
+    done.fetch_add(1);
+    pagewait::unlock_bit(w, 0b1);
+  });
+  std::thread t2([&] {
+    EXPECT_TRUE(pagewait::wait_bit_clear_for(w, 0b10, std::chrono::hours::max()));
+    done.fetch_add(1);
+  });
+  std::thread t3([&] {
+    EXPECT_TRUE(pagewait::wait_bit_clear_until(w, 0b10, std::chrono::steady_clock::time_point::max()));
+    done.fetch_add(1);
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(done.load(), 0);
+  pagewait::unlock_bit(w, 0b1);
+  pagewait::clear_bit_and_wake(w, 0b10);
+  t1.join();
+  t2.join();
+  t3.join();
+  EXPECT_EQ(done.load(), 3);
+  EXPECT_EQ(w.load(), W(0));
+}
+
+TYPED_TEST(ApiTest, ClearBitAndWakeUsageErrorOnTheSlowPath) {
+  using W = TypeParam;
+  const W start = W(0b100) | pagewait::waiters_bit<W>;
+  std::atomic<W> w{start};
+  EXPECT_THROW(pagewait::clear_bit_and_wake(w, 0b1), pagewait::usage_error);
+  EXPECT_EQ(w.load(), start);
+}
+
+TYPED_TEST(ApiTest, BitLockAccessorsAndDeadlines) {
+  using W = TypeParam;
+  std::atomic<W> w{0};
+  const W top = pagewait::waiters_bit<W> >> 1;
+  pagewait::bit_lock<W> a(w, top);
+  EXPECT_EQ(&a.word(), &w);
+  EXPECT_EQ(a.bit(), top);
+  EXPECT_TRUE(a.try_lock_until(std::chrono::steady_clock::now() + 1s));
+  EXPECT_FALSE(a.try_lock_until(std::chrono::steady_clock::now() + 2ms));
+  EXPECT_FALSE(a.try_lock());
+  pagewait::bit_lock<W> copy = a;  // a view: copies name the same bit
+  copy.unlock();
+  EXPECT_EQ(w.load() & ~pagewait::waiters_bit<W>, W(0));
+}
