@@ -55,8 +55,10 @@ struct core {
 
   // ------------------------------------------------------------------------------------------
   // Fast paths [I8]. Inlined into the caller; each is one atomic RMW on the word and nothing
-  // else: no table, no syscall, no fence beyond the RMW's own (tests/fastpath_test checks the
-  // generated code for the public functions).
+  // else: no table, no syscall, no fence beyond the RMW's own. How that is verified: ctest's
+  // fastpath_test compiles tests/fastpath_probe.cpp (the public functions, as users compile them)
+  // and tests/check_fastpath.py disassembles it, requiring on every call-free route from entry to
+  // `ret` exactly one lock-prefixed instruction, no fence, and for locking no loop.
 
   // Lock: one `lock bts` on x86 (P::test_and_set). Acquire: the new owner sees everything the
   // previous owner wrote before its release (pairs with the release CAS / fetch_and below).
