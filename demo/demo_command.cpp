@@ -61,6 +61,7 @@ nlohmann::json to_json(const run_result& r) {
       {"writebacks", r.writebacks},
       {"writebacks_per_s", r.writebacks / r.seconds},
       {"touched_after_free", r.touched_after_free},
+      {"touched_after_reuse", r.touched_after_reuse},
       {"rmws_per_end_of_writeback", r.rmws_per_end()},
       {"writeback_waits", r.writeback_waits},
       {"writeback_wait_p50_us", r.wait_p50_us},
@@ -99,20 +100,25 @@ void print_table(const options& o, const run_config& base, const std::vector<run
               "%u writeback, %u truncators); %.1f s per protocol; end of writeback widened by %u µs\n\n",
               base.frames, static_cast<unsigned long long>(base.file_pages), a.writers + a.readers + a.writeback_threads + a.truncators,
               a.writers, a.readers, a.writeback_threads, a.truncators, o.seconds, o.widen_us);
-  std::printf("%-16s %11s %13s %19s %14s %11s %11s %14s %12s  %s\n", "protocol", "page ops/s", "writebacks/s",
-              "touched after free", "RMWs/end of wb", "wb wait p50", "p99", "lost wake-ups", "woken early", "data");
+  std::printf("%-16s  %11s  %13s  %27s  %14s  %11s  %11s  %13s  %11s  %s\n", "protocol", "page ops/s", "writebacks/s",
+              "touched after free (reused)", "RMWs/end of wb", "wb wait p50", "p99", "lost wake-ups", "woken early", "data");
   for (const run_result& r : rs) {
-    std::printf("%-16s %11.0f %13.0f %19llu %14.2f %s %s %14llu %12llu  %s\n", std::string(to_string(r.protocol)).c_str(),
-                r.page_ops / r.seconds, r.writebacks / r.seconds, static_cast<unsigned long long>(r.touched_after_free),
+    char touched[64];
+    std::snprintf(touched, sizeof touched, "%llu (%llu)", static_cast<unsigned long long>(r.touched_after_free),
+                  static_cast<unsigned long long>(r.touched_after_reuse));
+    std::printf("%-16s  %11.0f  %13.0f  %27s  %14.2f  %s  %s  %13llu  %11llu  %s\n", std::string(to_string(r.protocol)).c_str(),
+                r.page_ops / r.seconds, r.writebacks / r.seconds, touched,
                 r.rmws_per_end(), pad(us(r.wait_p50_us), 11).c_str(), pad(us(r.wait_p99_us), 11).c_str(),
                 static_cast<unsigned long long>(r.lost_wakeups), static_cast<unsigned long long>(r.woken_early),
                 r.data_ok ? "ok" : "LOST/CORRUPT");
   }
   std::printf(
-      "\ntouched after free  ends of writeback that accessed their page after it had been freed (and possibly\n"
-      "                    reused): detected by the frame's generation on each access, the kernel's BUG_ON of 2020\n"
+      "\ntouched after free  ends of writeback that accessed their page after it had been freed (in brackets: and\n"
+      "                    handed out again): detected by the frame's generation on each access, not assumed;\n"
+      "                    the kernel's BUG_ON(PageWriteback) of Nov 2020\n"
       "RMWs/end of wb      atomic read-modify-writes on the page (flags word, reference count) per end of writeback\n"
-      "wb wait             time a writer or truncator waited for writeback to end\n"
+      "wb wait             time a writer or truncator waited for writeback to end (with --widen, waiters of the\n"
+      "                    old protocols also sit out the widened window; compare with --widen 0)\n"
       "lost wake-ups       waits that timed out (%.1f s) although their bit had been cleared\n"
       "woken early         writeback waits woken while the page was still under writeback (a late wake-up)\n"
       "data                the file read back holds the last version written to every page\n",
@@ -157,6 +163,11 @@ int demo_main(int argc, char** argv) {
     if (std::filesystem::exists(o.file, ec)) {
       std::fprintf(stderr, "pagewait demo: --file %s exists; give a new path (the demo will not overwrite a file)\n",
                    o.file.c_str());
+      return 2;
+    }
+    const std::filesystem::path dir = std::filesystem::path(o.file).parent_path();
+    if (!dir.empty() && !std::filesystem::is_directory(dir, ec)) {
+      std::fprintf(stderr, "pagewait demo: --file %s: %s is not a directory\n", o.file.c_str(), dir.c_str());
       return 2;
     }
   }

@@ -6,10 +6,13 @@
 // if so,
 //   - counts the operation if it is an atomic read-modify-write (the cost column), and
 //   - checks the frame's generation: if the frame was freed since the release began, this access
-//     is a touch of a freed, possibly reused page: the kernel's BUG_ON(PageWriteback) of Nov 2020.
-// The generation is read *before* the access, with acquire, and the free increments it with
-// release before the frame is handed out again: a changed generation therefore proves the free
-// happened before this access. A touch is never reported for an access that preceded the free.
+//     is a touch of a freed page, and if it was handed out again, of a reused one: the kernel's
+//     BUG_ON(PageWriteback) of Nov 2020.
+// The generation is even while the frame holds a page; the free makes it odd and the next
+// allocation even again, each by an increment with release before the frame changes hands. It
+// is read *before* the access, with acquire: a changed generation therefore proves the free
+// (two steps: the reuse) happened before this access. A touch is never reported for an access
+// that preceded the free.
 //
 // `widen`: after the clearing step of a non-atomic protocol (the fetch_and / fetch_xor that
 // clears the bit), the thread sleeps, so that the window between clear and wake-up, a few
@@ -35,6 +38,7 @@ struct release_context {
   std::chrono::nanoseconds widen{0};                        // sleep after the clearing step
   bool widened = false;                                     // that sleep has happened
   bool touched_after_free = false;                          // an access found the frame freed
+  bool touched_after_reuse = false;                         // ... and handed out again
   unsigned rmws = 0;                                        // RMWs on the page (word + pin)
 };
 
@@ -93,7 +97,9 @@ struct demo_policy : detail::native_policy {
     release_context* c = current_release;
     if (!c || c->word != w) [[likely]]
       return;
-    if (c->generation->load(std::memory_order_acquire) != c->generation_at_start) c->touched_after_free = true;
+    const std::uint64_t g = c->generation->load(std::memory_order_acquire);
+    if (g != c->generation_at_start) c->touched_after_free = true;
+    if (g - c->generation_at_start >= 2) c->touched_after_reuse = true;
     if (rmw) ++c->rmws;
   }
   // The clearing step of clear_then_wake / pinned (fetch_and) or xor_waiters (fetch_xor).

@@ -91,6 +91,7 @@ frame* page_pool::find_or_create(std::uint64_t index, bool& created) {
   f->index = index;
   f->mapped = true;
   f->refs.store(2, std::memory_order_relaxed);  // the mapping's and the caller's
+  f->generation.fetch_add(1, std::memory_order_release);  // even: in use again
   // A plain OR, not a store: the word may still carry a stale waiters bit, which only a
   // release under the bucket lock may clear (pagewait's invariant on that bit). Nobody else
   // can hold LOCKED on a free frame.
@@ -113,8 +114,9 @@ void page_pool::put(frame* f) {
   if (f->refs.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
   if (f->flags.load(std::memory_order_relaxed) & (PG_LOCKED | PG_WRITEBACK | PG_DIRTY))
     bad_frees_.fetch_add(1, std::memory_order_relaxed);
-  // Before the frame can be handed out: an end of writeback that reads a new generation knows
-  // this free happened before its access (release pairs with demo_policy's acquire).
+  // Odd: free. Before the frame can be handed out: an end of writeback that reads a new
+  // generation knows this free happened before its access (release pairs with demo_policy's
+  // acquire).
   f->generation.fetch_add(1, std::memory_order_release);
   std::lock_guard<std::mutex> g(lock_);
   f->next_free = free_;

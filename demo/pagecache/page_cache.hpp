@@ -47,7 +47,8 @@ inline constexpr std::size_t page_size = 4096;
 struct frame {
   std::atomic<std::uint32_t> flags{0};
   std::atomic<std::uint32_t> refs{0};
-  // Incremented (release) each time the frame is freed, before it can be handed out again.
+  // Even while the frame holds a page, odd while it is free: incremented (release) when it is
+  // freed and when it is handed out again (demo_policy's detector reads it).
   std::atomic<std::uint64_t> generation{0};
   // The page index in the file, and whether the page is in the mapping. Written only with the
   // mapping lock held (and, for removal, the page lock too); read under either.
@@ -177,6 +178,7 @@ class page_cache {
 
   struct end_report {
     bool touched_after_free = false;
+    bool touched_after_reuse = false;
     unsigned rmws = 0;
   };
 
@@ -209,7 +211,7 @@ class page_cache {
     // protocol has a window between clear and wake-up it fell inside it; atomic_clear has none,
     // so it falls here, after the release, when nothing of the page is touched any more.
     if (!ctx.widened && widen_.count() > 0) widen_sleep(widen_);
-    return {ctx.touched_after_free, ctx.rmws};
+    return {ctx.touched_after_free, ctx.touched_after_reuse, ctx.rmws};
   }
 
  private:

@@ -25,7 +25,7 @@ using clock_type = std::chrono::steady_clock;
 // Counters the controlling thread reads while the run is going (progress, stop at first
 // touch). Each is written by its one owner thread only, hence a load and a store, no RMW.
 struct alignas(64) live_counters {
-  std::atomic<std::uint64_t> ops{0}, writebacks{0}, touched{0};
+  std::atomic<std::uint64_t> ops{0}, writebacks{0}, touched{0}, reused{0};
   static void bump(std::atomic<std::uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
 };
 
@@ -146,6 +146,7 @@ class workload {
       r.page_ops += w->live.ops.load(std::memory_order_relaxed);
       r.writebacks += w->live.writebacks.load(std::memory_order_relaxed);
       r.touched_after_free += w->live.touched.load(std::memory_order_relaxed);
+      r.touched_after_reuse += w->live.reused.load(std::memory_order_relaxed);
       r.end_rmws += w->rmws;
       r.writeback_waits += w->writeback_waits;
       r.lost_wakeups += w->wc.lost_wakeups;
@@ -252,6 +253,7 @@ class workload {
       const auto rep = cache_.end_writeback(f);
       w.rmws += rep.rmws;
       if (rep.touched_after_free) live_counters::bump(w.live.touched);
+      if (rep.touched_after_reuse) live_counters::bump(w.live.reused);
       live_counters::bump(w.live.writebacks);
     }
   }

@@ -47,6 +47,7 @@ struct run_result {
   std::uint64_t page_ops = 0;            // reads + writes + truncations completed
   std::uint64_t writebacks = 0;          // ends of writeback
   std::uint64_t touched_after_free = 0;  // ends of writeback that touched a freed frame
+  std::uint64_t touched_after_reuse = 0; // ... that had been handed out again meanwhile
   std::uint64_t end_rmws = 0;            // atomic RMWs on the page during all ends of writeback
   std::uint64_t writeback_waits = 0;     // waits for writeback that had to wait
   double wait_p50_us = 0, wait_p99_us = 0;
