@@ -63,6 +63,7 @@ nlohmann::json to_json(const run_result& r) {
       {"touched_after_free", r.touched_after_free},
       {"touched_after_reuse", r.touched_after_reuse},
       {"rmws_per_end_of_writeback", r.rmws_per_end()},
+      {"bucket_locks_per_end_of_writeback", r.writebacks ? double(r.end_bucket_locks) / double(r.writebacks) : 0.0},
       {"writeback_waits", r.writeback_waits},
       {"writeback_wait_p50_us", r.wait_p50_us},
       {"writeback_wait_p99_us", r.wait_p99_us},
@@ -117,6 +118,7 @@ void print_table(const options& o, const run_config& base, const std::vector<run
       "                    handed out again): detected by the frame's generation on each access, not assumed;\n"
       "                    the kernel's BUG_ON(PageWriteback) of Nov 2020\n"
       "RMWs/end of wb      atomic read-modify-writes on the page (flags word, reference count) per end of writeback\n"
+      "                    (the wait table's bucket lock, taken when there are waiters, is not counted; see --json)\n"
       "wb wait             time a writer or truncator waited for writeback to end (with --widen, waiters of the\n"
       "                    old protocols also sit out the widened window; compare with --widen 0)\n"
       "lost wake-ups       waits that timed out (%.1f s) although their bit had been cleared\n"

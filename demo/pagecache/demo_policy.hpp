@@ -40,6 +40,7 @@ struct release_context {
   bool touched_after_free = false;                          // an access found the frame freed
   bool touched_after_reuse = false;                         // ... and handed out again
   unsigned rmws = 0;                                        // RMWs on the page (word + pin)
+  unsigned bucket_locks = 0;                                // wait-table bucket lock holds taken
 };
 
 // The calling thread's release in progress, or null.
@@ -87,6 +88,13 @@ struct demo_policy : detail::native_policy {
                                std::memory_order failure) noexcept {
     observe(&w, true);  // a failed CAS is an RMW attempt too: it costs the same cache line
     return w.compare_exchange_weak(expected, desired, success, failure);
+  }
+
+  // Bucket lock holds taken by an end of writeback (the slow path of every protocol): reported
+  // apart from the page's RMWs, since they touch the wait table, not the page.
+  static void lock(bucket_lock& l) noexcept {
+    if (release_context* c = current_release) ++c->bucket_locks;
+    detail::native_policy::lock(l);
   }
 
   // The demo's own wait table: its waiter nodes are waiter_node<demo_policy>.

@@ -180,6 +180,7 @@ class page_cache {
     bool touched_after_free = false;
     bool touched_after_reuse = false;
     unsigned rmws = 0;
+    unsigned bucket_locks = 0;
   };
 
   // End writeback of a page the caller holds no reference to, through protocol R. The pin is
@@ -211,7 +212,7 @@ class page_cache {
     // protocol has a window between clear and wake-up it fell inside it; atomic_clear has none,
     // so it falls here, after the release, when nothing of the page is touched any more.
     if (!ctx.widened && widen_.count() > 0) widen_sleep(widen_);
-    return {ctx.touched_after_free, ctx.touched_after_reuse, ctx.rmws};
+    return {ctx.touched_after_free, ctx.touched_after_reuse, ctx.rmws, ctx.bucket_locks};
   }
 
  private:

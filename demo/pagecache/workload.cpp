@@ -32,7 +32,7 @@ struct alignas(64) live_counters {
 struct worker {
   live_counters live;
   wait_counters wc;
-  std::uint64_t rmws = 0, writeback_waits = 0, bad_reads = 0;
+  std::uint64_t rmws = 0, bucket_locks = 0, writeback_waits = 0, bad_reads = 0;
   std::vector<std::uint32_t> wait_ns;  // waits for writeback, capped
   std::uint64_t rng;
 
@@ -148,6 +148,7 @@ class workload {
       r.touched_after_free += w->live.touched.load(std::memory_order_relaxed);
       r.touched_after_reuse += w->live.reused.load(std::memory_order_relaxed);
       r.end_rmws += w->rmws;
+      r.end_bucket_locks += w->bucket_locks;
       r.writeback_waits += w->writeback_waits;
       r.lost_wakeups += w->wc.lost_wakeups;
       r.woken_early += w->wc.woken_early;
@@ -252,6 +253,7 @@ class workload {
       pool_.write_page(f);
       const auto rep = cache_.end_writeback(f);
       w.rmws += rep.rmws;
+      w.bucket_locks += rep.bucket_locks;
       if (rep.touched_after_free) live_counters::bump(w.live.touched);
       if (rep.touched_after_reuse) live_counters::bump(w.live.reused);
       live_counters::bump(w.live.writebacks);

@@ -49,6 +49,7 @@ struct run_result {
   std::uint64_t touched_after_free = 0;  // ends of writeback that touched a freed frame
   std::uint64_t touched_after_reuse = 0; // ... that had been handed out again meanwhile
   std::uint64_t end_rmws = 0;            // atomic RMWs on the page during all ends of writeback
+  std::uint64_t end_bucket_locks = 0;    // wait-table bucket lock holds during them (slow paths)
   std::uint64_t writeback_waits = 0;     // waits for writeback that had to wait
   double wait_p50_us = 0, wait_p99_us = 0;
   std::uint64_t lost_wakeups = 0;
