@@ -207,9 +207,14 @@ int demo_main(int argc, char** argv) {
 
   if (o.json) {
     nlohmann::json j;
-    j["config"] = {{"seconds", o.seconds},       {"threads", o.threads}, {"widen_us", o.widen_us},
-                   {"frames", base.frames},      {"file_pages", base.file_pages},
-                   {"page_size", 4096},          {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
+    j["config"] = {{"protocol", o.protocol},
+                   {"seconds", o.seconds},
+                   {"threads", o.threads},
+                   {"widen_us", o.widen_us},
+                   {"frames", base.frames},
+                   {"file_pages", base.file_pages},
+                   {"page_size", 4096},
+                   {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
     j["runs"] = nlohmann::json::array();
     for (const run_result& r : results) j["runs"].push_back(to_json(r));
     std::printf("%s\n", j.dump(2).c_str());
