@@ -7,11 +7,10 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -63,7 +62,8 @@ nlohmann::json to_json(const run_result& r) {
       {"touched_after_free", r.touched_after_free},
       {"touched_after_reuse", r.touched_after_reuse},
       {"rmws_per_end_of_writeback", r.rmws_per_end()},
-      {"bucket_locks_per_end_of_writeback", r.writebacks ? double(r.end_bucket_locks) / double(r.writebacks) : 0.0},
+      {"bucket_locks_per_end_of_writeback",
+       r.writebacks ? double(r.end_bucket_locks) / double(r.writebacks) : 0.0},
       {"writeback_waits", r.writeback_waits},
       {"writeback_wait_p50_us", r.wait_p50_us},
       {"writeback_wait_p99_us", r.wait_p99_us},
@@ -97,29 +97,39 @@ std::string pad(const std::string& s, int width) {
 
 void print_table(const options& o, const run_config& base, const std::vector<run_result>& rs) {
   const run_result& a = rs.front();
-  std::printf("pagewait demo: a page cache of %u frames of 4 KiB over a %llu-page file; %u threads (%u writers, %u readers, "
-              "%u writeback, %u truncators); %.1f s per protocol; end of writeback widened by %u µs\n\n",
-              base.frames, static_cast<unsigned long long>(base.file_pages), a.writers + a.readers + a.writeback_threads + a.truncators,
-              a.writers, a.readers, a.writeback_threads, a.truncators, o.seconds, o.widen_us);
-  std::printf("%-16s  %11s  %13s  %27s  %14s  %11s  %11s  %13s  %11s  %s\n", "protocol", "page ops/s", "writebacks/s",
-              "touched after free (reused)", "RMWs/end of wb", "wb wait p50", "p99", "lost wake-ups", "woken early", "data");
+  std::printf(
+      "pagewait demo: a page cache of %u frames of 4 KiB over a %llu-page file; %u threads (%u writers, %u "
+      "readers, "
+      "%u writeback, %u truncators); %.1f s per protocol; end of writeback widened by %u µs\n\n",
+      base.frames, static_cast<unsigned long long>(base.file_pages),
+      a.writers + a.readers + a.writeback_threads + a.truncators, a.writers, a.readers, a.writeback_threads,
+      a.truncators, o.seconds, o.widen_us);
+  std::printf("%-16s  %11s  %13s  %27s  %14s  %11s  %11s  %13s  %11s  %s\n", "protocol", "page ops/s",
+              "writebacks/s", "touched after free (reused)", "RMWs/end of wb", "wb wait p50", "p99",
+              "lost wake-ups", "woken early", "data");
   for (const run_result& r : rs) {
     char touched[64];
-    std::snprintf(touched, sizeof touched, "%llu (%llu)", static_cast<unsigned long long>(r.touched_after_free),
+    std::snprintf(touched, sizeof touched, "%llu (%llu)",
+                  static_cast<unsigned long long>(r.touched_after_free),
                   static_cast<unsigned long long>(r.touched_after_reuse));
-    std::printf("%-16s  %11.0f  %13.0f  %27s  %14.2f  %s  %s  %13llu  %11llu  %s\n", std::string(to_string(r.protocol)).c_str(),
-                r.page_ops / r.seconds, r.writebacks / r.seconds, touched,
-                r.rmws_per_end(), pad(us(r.wait_p50_us), 11).c_str(), pad(us(r.wait_p99_us), 11).c_str(),
-                static_cast<unsigned long long>(r.lost_wakeups), static_cast<unsigned long long>(r.woken_early),
-                r.data_ok ? "ok" : "LOST/CORRUPT");
+    std::printf("%-16s  %11.0f  %13.0f  %27s  %14.2f  %s  %s  %13llu  %11llu  %s\n",
+                std::string(to_string(r.protocol)).c_str(), r.page_ops / r.seconds, r.writebacks / r.seconds,
+                touched, r.rmws_per_end(), pad(us(r.wait_p50_us), 11).c_str(),
+                pad(us(r.wait_p99_us), 11).c_str(), static_cast<unsigned long long>(r.lost_wakeups),
+                static_cast<unsigned long long>(r.woken_early), r.data_ok ? "ok" : "LOST/CORRUPT");
   }
   std::printf(
-      "\ntouched after free  ends of writeback that accessed their page after it had been freed (in brackets: and\n"
-      "                    handed out again): detected by the frame's generation on each access, not assumed;\n"
+      "\ntouched after free  ends of writeback that accessed their page after it had been freed (in "
+      "brackets: and\n"
+      "                    handed out again): detected by the frame's generation on each access, not "
+      "assumed;\n"
       "                    the kernel's BUG_ON(PageWriteback) of Nov 2020\n"
-      "RMWs/end of wb      atomic read-modify-writes on the page (flags word, reference count) per end of writeback\n"
-      "                    (the wait table's bucket lock, taken when there are waiters, is not counted; see --json)\n"
-      "wb wait             time a writer or truncator waited for writeback to end (with --widen, waiters of the\n"
+      "RMWs/end of wb      atomic read-modify-writes on the page (flags word, reference count) per end of "
+      "writeback\n"
+      "                    (the wait table's bucket lock, taken when there are waiters, is not counted; see "
+      "--json)\n"
+      "wb wait             time a writer or truncator waited for writeback to end (with --widen, waiters of "
+      "the\n"
       "                    old protocols also sit out the widened window; compare with --widen 0)\n"
       "lost wake-ups       waits that timed out (%.1f s) although their bit had been cleared\n"
       "woken early         writeback waits woken while the page was still under writeback (a late wake-up)\n"
@@ -138,19 +148,23 @@ void print_table(const options& o, const run_config& base, const std::vector<run
 
 int demo_main(int argc, char** argv) {
   options o;
-  CLI::App app{"Runs a small page cache (writers, readers, writeback, truncation over a scratch file) under each "
-               "release protocol and shows which ones touch a page after it was freed.",
-               "pagewait demo"};
+  CLI::App app{
+      "Runs a small page cache (writers, readers, writeback, truncation over a scratch file) under each "
+      "release protocol and shows which ones touch a page after it was freed.",
+      "pagewait demo"};
   app.add_option("--seconds", o.seconds, "seconds per protocol")->check(CLI::Range(0.05, 3600.0));
-  app.add_option("--threads", o.threads, "worker threads (a quarter each: writers, writeback, truncators; the rest read)")
+  app.add_option("--threads", o.threads,
+                 "worker threads (a quarter each: writers, writeback, truncators; the rest read)")
       ->check(CLI::Range(4u, 256u));
   app.add_option("--protocol", o.protocol, "clear-then-wake, pinned, xor-waiters, atomic-clear or all")
       ->check(CLI::IsMember({"all", "clear-then-wake", "pinned", "xor-waiters", "atomic-clear"}));
-  app.add_option("--widen", o.widen_us,
-                 "microseconds to sleep between the clearing step and the wake-up of the non-atomic protocols "
-                 "(atomic-clear sleeps as long after its release), 0 for none")
+  app.add_option(
+         "--widen", o.widen_us,
+         "microseconds to sleep between the clearing step and the wake-up of the non-atomic protocols "
+         "(atomic-clear sleeps as long after its release), 0 for none")
       ->check(CLI::Range(0u, 1000000u));
-  app.add_option("--file", o.file, "scratch file to create (must not exist; removed at the end); default: a temporary file");
+  app.add_option("--file", o.file,
+                 "scratch file to create (must not exist; removed at the end); default: a temporary file");
   app.add_flag("--json", o.json, "print the results as JSON");
   try {
     app.parse(argc, argv);
@@ -163,7 +177,8 @@ int demo_main(int argc, char** argv) {
   if (!o.file.empty()) {
     std::error_code ec;
     if (std::filesystem::exists(o.file, ec)) {
-      std::fprintf(stderr, "pagewait demo: --file %s exists; give a new path (the demo will not overwrite a file)\n",
+      std::fprintf(stderr,
+                   "pagewait demo: --file %s exists; give a new path (the demo will not overwrite a file)\n",
                    o.file.c_str());
       return 2;
     }
@@ -224,12 +239,14 @@ int demo_main(int argc, char** argv) {
   // The demo's claims: every protocol keeps the data, and only clear-then-wake touches a
   // freed page. A run that contradicts them fails.
   for (const run_result& r : results)
-    if (!r.data_ok || (r.protocol != release_protocol::clear_then_wake && (r.touched_after_free || r.lost_wakeups)))
+    if (!r.data_ok ||
+        (r.protocol != release_protocol::clear_then_wake && (r.touched_after_free || r.lost_wakeups)))
       return 1;
   return 0;
 }
 
-const tool::command_registrar reg{{"demo", "the seed's scenario: a page cache under the four release protocols", &demo_main}};
+const tool::command_registrar reg{
+    {"demo", "the seed's scenario: a page cache under the four release protocols", &demo_main}};
 
 }  // namespace
 }  // namespace pagewait::demo

@@ -31,16 +31,16 @@ namespace pagewait::demo {
 // One end of writeback in progress on this thread. Set by the writeback thread around
 // core::release and nowhere else; nothing in it is shared with other threads.
 struct release_context {
-  const void* word = nullptr;                               // the page's flags word
-  const std::atomic<std::uint64_t>* generation = nullptr;   // the frame's generation
-  std::uint64_t generation_at_start = 0;                    // read while the page was live
-  std::uint64_t clearing_bit = 0;                           // the bit being released
-  std::chrono::nanoseconds widen{0};                        // sleep after the clearing step
-  bool widened = false;                                     // that sleep has happened
-  bool touched_after_free = false;                          // an access found the frame freed
-  bool touched_after_reuse = false;                         // ... and handed out again
-  unsigned rmws = 0;                                        // RMWs on the page (word + pin)
-  unsigned bucket_locks = 0;                                // wait-table bucket lock holds taken
+  const void* word = nullptr;                              // the page's flags word
+  const std::atomic<std::uint64_t>* generation = nullptr;  // the frame's generation
+  std::uint64_t generation_at_start = 0;                   // read while the page was live
+  std::uint64_t clearing_bit = 0;                          // the bit being released
+  std::chrono::nanoseconds widen{0};                       // sleep after the clearing step
+  bool widened = false;                                    // that sleep has happened
+  bool touched_after_free = false;                         // an access found the frame freed
+  bool touched_after_reuse = false;                        // ... and handed out again
+  unsigned rmws = 0;                                       // RMWs on the page (word + pin)
+  unsigned bucket_locks = 0;                               // wait-table bucket lock holds taken
 };
 
 // The calling thread's release in progress, or null.

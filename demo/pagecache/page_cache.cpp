@@ -54,7 +54,10 @@ bool page_is(const unsigned char* data, std::uint64_t index, std::uint64_t versi
 }
 
 page_pool::page_pool(int fd, unsigned frames, std::uint64_t file_pages)
-    : fd_(fd), nframes_(frames), file_pages_(file_pages), frames_(std::make_unique<frame[]>(frames)),
+    : fd_(fd),
+      nframes_(frames),
+      file_pages_(file_pages),
+      frames_(std::make_unique<frame[]>(frames)),
       map_(file_pages, nullptr) {
   for (unsigned i = frames; i-- > 0;) {
     frames_[i].next_free = free_;
@@ -90,7 +93,7 @@ frame* page_pool::find_or_create(std::uint64_t index, bool& created) {
   f->next_free = nullptr;
   f->index = index;
   f->mapped = true;
-  f->refs.store(2, std::memory_order_relaxed);  // the mapping's and the caller's
+  f->refs.store(2, std::memory_order_relaxed);            // the mapping's and the caller's
   f->generation.fetch_add(1, std::memory_order_release);  // even: in use again
   // A plain OR, not a store: the word may still carry a stale waiters bit, which only a
   // release under the bucket lock may clear (pagewait's invariant on that bit). Nobody else

@@ -115,9 +115,9 @@ class page_pool {
 
 // What a waiting thread observed, beyond the wait itself.
 struct wait_counters {
-  std::uint64_t lost_wakeups = 0;   // timed out, and the bit it waited for was clear
-  std::uint64_t woken_early = 0;    // woken from a wait for WRITEBACK while it was still set
-  std::uint64_t timeouts = 0;       // timed out with the bit still set (a slow holder): retried
+  std::uint64_t lost_wakeups = 0;  // timed out, and the bit it waited for was clear
+  std::uint64_t woken_early = 0;   // woken from a wait for WRITEBACK while it was still set
+  std::uint64_t timeouts = 0;      // timed out with the bit still set (a slow holder): retried
 };
 
 // The protocol operations on pages, for one release protocol R.
@@ -156,7 +156,8 @@ class page_cache {
   bool wait_writeback(frame* f, wait_counters& wc) {
     if (!(f->flags.load(std::memory_order_acquire) & PG_WRITEBACK)) return false;
     for (;;) {
-      const bool woken = core::wait_clear(f->flags, PG_WRITEBACK, detail::deadline::after(wait_timeout_), nullptr);
+      const bool woken =
+          core::wait_clear(f->flags, PG_WRITEBACK, detail::deadline::after(wait_timeout_), nullptr);
       const bool still_set = f->flags.load(std::memory_order_acquire) & PG_WRITEBACK;
       if (!still_set) {
         if (!woken) ++wc.lost_wakeups;

@@ -26,7 +26,9 @@ using clock_type = std::chrono::steady_clock;
 // touch). Each is written by its one owner thread only, hence a load and a store, no RMW.
 struct alignas(64) live_counters {
   std::atomic<std::uint64_t> ops{0}, writebacks{0}, touched{0}, reused{0};
-  static void bump(std::atomic<std::uint64_t>& c) { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
+  static void bump(std::atomic<std::uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
 };
 
 struct worker {
@@ -59,7 +61,8 @@ class scratch_file {
       const char* dir = std::getenv("TMPDIR");
       std::string tmpl = std::string(dir && *dir ? dir : "/tmp") + "/pagewait-demo-XXXXXX";
       fd_ = mkstemp(tmpl.data());
-      if (fd_ < 0) throw std::runtime_error("cannot create a temporary file in " + tmpl + ": " + std::strerror(errno));
+      if (fd_ < 0)
+        throw std::runtime_error("cannot create a temporary file in " + tmpl + ": " + std::strerror(errno));
       path_ = tmpl;
     } else {
       fd_ = open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -90,7 +93,9 @@ template <release_protocol R>
 class workload {
  public:
   workload(const run_config& cfg, int fd)
-      : cfg_(cfg), pool_(fd, cfg.frames, cfg.file_pages), cache_(pool_, cfg.wait_timeout, cfg.widen),
+      : cfg_(cfg),
+        pool_(fd, cfg.frames, cfg.file_pages),
+        cache_(pool_, cfg.wait_timeout, cfg.widen),
         last_version_(std::make_unique<std::atomic<std::uint64_t>[]>(cfg.file_pages)) {}
 
   run_result run() {
@@ -172,7 +177,8 @@ class workload {
     if (created) {
       // Not cached, so the file holds its last version: truncation writes dirty pages before
       // it removes them, and waits for writeback to end.
-      if (!pool_.read_page(f) || !page_is(f->data, index, last_version_[index].load(std::memory_order_relaxed)))
+      if (!pool_.read_page(f) ||
+          !page_is(f->data, index, last_version_[index].load(std::memory_order_relaxed)))
         ++w.bad_reads;
       f->flags.fetch_or(PG_UPTODATE, std::memory_order_relaxed);
       return f;
@@ -265,7 +271,8 @@ class workload {
       // Mostly the page whose writeback began last: truncation racing with writeback is the
       // scenario of the 2020 bug report (a random page rarely is in writeback).
       const std::uint64_t r = w.next();
-      const unsigned slot = (r & 3) ? hint_.load(std::memory_order_relaxed) : static_cast<unsigned>((r >> 2) % pool_.frames());
+      const unsigned slot =
+          (r & 3) ? hint_.load(std::memory_order_relaxed) : static_cast<unsigned>((r >> 2) % pool_.frames());
       frame* f = pool_.get_if_mapped(pool_.frame_at(slot), 0);
       if (!f) {
         std::this_thread::yield();
@@ -342,13 +349,18 @@ run_result run_with(const run_config& cfg, int fd) {
 }  // namespace
 
 run_result run_demo(const run_config& cfg) {
-  if (cfg.frames == 0 || cfg.file_pages < cfg.frames) throw std::invalid_argument("demo: need 0 < frames <= file pages");
+  if (cfg.frames == 0 || cfg.file_pages < cfg.frames)
+    throw std::invalid_argument("demo: need 0 < frames <= file pages");
   scratch_file file(cfg.file, cfg.file_pages * page_size);
   switch (cfg.protocol) {
-    case release_protocol::clear_then_wake: return run_with<release_protocol::clear_then_wake>(cfg, file.fd());
-    case release_protocol::pinned: return run_with<release_protocol::pinned>(cfg, file.fd());
-    case release_protocol::xor_waiters: return run_with<release_protocol::xor_waiters>(cfg, file.fd());
-    case release_protocol::atomic_clear: return run_with<release_protocol::atomic_clear>(cfg, file.fd());
+    case release_protocol::clear_then_wake:
+      return run_with<release_protocol::clear_then_wake>(cfg, file.fd());
+    case release_protocol::pinned:
+      return run_with<release_protocol::pinned>(cfg, file.fd());
+    case release_protocol::xor_waiters:
+      return run_with<release_protocol::xor_waiters>(cfg, file.fd());
+    case release_protocol::atomic_clear:
+      return run_with<release_protocol::atomic_clear>(cfg, file.fd());
   }
   throw std::invalid_argument("demo: unknown protocol");
 }

@@ -27,11 +27,11 @@ namespace pagewait::demo {
 struct run_config {
   release_protocol protocol = release_protocol::atomic_clear;
   std::chrono::duration<double> duration{4.0};
-  unsigned threads = 8;                      // >= 4: a quarter each role (readers take the rest)
-  std::chrono::nanoseconds widen{50000};     // delay after the clearing step (see demo_policy)
-  std::string file;                          // scratch file; empty: a temporary file
-  unsigned frames = 64;                      // the pool
-  std::uint64_t file_pages = 256;            // file size in pages (4 KiB)
+  unsigned threads = 8;                   // >= 4: a quarter each role (readers take the rest)
+  std::chrono::nanoseconds widen{50000};  // delay after the clearing step (see demo_policy)
+  std::string file;                       // scratch file; empty: a temporary file
+  unsigned frames = 64;                   // the pool
+  std::uint64_t file_pages = 256;         // file size in pages (4 KiB)
   std::chrono::nanoseconds wait_timeout = std::chrono::seconds(1);
   // End the run as soon as one touch after free has been seen (tests: run until the first
   // detection, up to `duration`).
@@ -44,21 +44,21 @@ struct run_result {
   release_protocol protocol{};
   double seconds = 0;
   unsigned writers = 0, readers = 0, writeback_threads = 0, truncators = 0;
-  std::uint64_t page_ops = 0;            // reads + writes + truncations completed
-  std::uint64_t writebacks = 0;          // ends of writeback
-  std::uint64_t touched_after_free = 0;  // ends of writeback that touched a freed frame
-  std::uint64_t touched_after_reuse = 0; // ... that had been handed out again meanwhile
-  std::uint64_t end_rmws = 0;            // atomic RMWs on the page during all ends of writeback
-  std::uint64_t end_bucket_locks = 0;    // wait-table bucket lock holds during them (slow paths)
-  std::uint64_t writeback_waits = 0;     // waits for writeback that had to wait
+  std::uint64_t page_ops = 0;             // reads + writes + truncations completed
+  std::uint64_t writebacks = 0;           // ends of writeback
+  std::uint64_t touched_after_free = 0;   // ends of writeback that touched a freed frame
+  std::uint64_t touched_after_reuse = 0;  // ... that had been handed out again meanwhile
+  std::uint64_t end_rmws = 0;             // atomic RMWs on the page during all ends of writeback
+  std::uint64_t end_bucket_locks = 0;     // wait-table bucket lock holds during them (slow paths)
+  std::uint64_t writeback_waits = 0;      // waits for writeback that had to wait
   double wait_p50_us = 0, wait_p99_us = 0;
   std::uint64_t lost_wakeups = 0;
   std::uint64_t woken_early = 0;
   std::uint64_t wait_timeouts = 0;
-  std::uint64_t bad_reads = 0;     // a page read or looked at did not hold its last version
-  std::uint64_t bad_frees = 0;     // a frame freed with LOCKED/WRITEBACK/DIRTY set
+  std::uint64_t bad_reads = 0;  // a page read or looked at did not hold its last version
+  std::uint64_t bad_frees = 0;  // a frame freed with LOCKED/WRITEBACK/DIRTY set
   std::uint64_t io_errors = 0;
-  std::uint64_t pages_checked = 0; // the final read-back of the file
+  std::uint64_t pages_checked = 0;  // the final read-back of the file
   std::uint64_t pages_wrong = 0;
   bool data_ok = false;
   double rmws_per_end() const { return writebacks ? double(end_rmws) / double(writebacks) : 0.0; }

@@ -49,8 +49,8 @@ TEST(Demo, ClearThenWakeTouchesAFreedPage) {
   run_config c = config(release_protocol::clear_then_wake, 60s);
   c.stop_at_first_touch = true;
   const run_result r = run_demo(c);
-  EXPECT_GE(r.touched_after_free, 1u) << "no touch after free in " << r.seconds << " s and " << r.writebacks
-                                      << " writebacks";
+  EXPECT_GE(r.touched_after_free, 1u)
+      << "no touch after free in " << r.seconds << " s and " << r.writebacks << " writebacks";
   expect_sound(r);
 }
 
