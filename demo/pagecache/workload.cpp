@@ -286,7 +286,8 @@ class workload {
       }
       wait_writeback(f, w);
       if (f->flags.load(std::memory_order_relaxed) & PG_DIRTY) {
-        pool_.write_page(f);  // under the page lock: a reader that brings it back waits for it
+        // Under the page lock: a reader that brings the page back in waits for this write.
+        if (!cfg_.truncate_drops_dirty_data) pool_.write_page(f);
         f->flags.fetch_and(~PG_DIRTY, std::memory_order_relaxed);
       }
       f->flags.fetch_and(~PG_UPTODATE, std::memory_order_relaxed);

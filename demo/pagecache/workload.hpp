@@ -36,6 +36,9 @@ struct run_config {
   // End the run as soon as one touch after free has been seen (tests: run until the first
   // detection, up to `duration`).
   bool stop_at_first_touch = false;
+  // Fault injection, for the test that shows the data check can fail: truncation drops dirty
+  // data instead of writing it.
+  bool truncate_drops_dirty_data = false;
   // Called about every 50 ms from the controlling thread with the fraction of time elapsed.
   std::function<void(double)> progress;
 };
