@@ -95,15 +95,17 @@ std::string pad(const std::string& s, int width) {
   return visible >= width ? s : std::string(std::size_t(width - visible), ' ') + s;
 }
 
-void print_table(const options& o, const run_config& base, const std::vector<run_result>& rs) {
+void print_table(const options& o, unsigned slices, const run_config& base,
+                 const std::vector<run_result>& rs) {
   const run_result& a = rs.front();
   std::printf(
       "pagewait demo: a page cache of %u frames of 4 KiB over a %llu-page file; %u threads (%u writers, %u "
       "readers, "
-      "%u writeback, %u truncators); %.1f s per protocol; end of writeback widened by %u µs\n\n",
+      "%u writeback, %u truncators);\n%.1f s per protocol (in %u turns); end of writeback widened by %u "
+      "µs\n\n",
       base.frames, static_cast<unsigned long long>(base.file_pages),
       a.writers + a.readers + a.writeback_threads + a.truncators, a.writers, a.readers, a.writeback_threads,
-      a.truncators, o.seconds, o.widen_us);
+      a.truncators, o.seconds, slices, o.widen_us);
   std::printf("%-16s  %11s  %13s  %27s  %14s  %11s  %11s  %13s  %11s  %s\n", "protocol", "page ops/s",
               "writebacks/s", "touched after free (reused)", "RMWs/end of wb", "wb wait p50", "p99",
               "lost wake-ups", "woken early", "data");
@@ -201,19 +203,31 @@ int demo_main(int argc, char** argv) {
   base.widen = std::chrono::microseconds(o.widen_us);
   base.file = o.file;
 
+  // The protocols take turns in slices of about half a second, each on a fresh cache and file,
+  // so that the load of a shared machine, which changes over seconds, weighs on all alike.
+  const unsigned slices = std::max(1u, static_cast<unsigned>(std::lround(o.seconds / 0.5)));
+  base.duration = std::chrono::duration<double>(o.seconds / slices);
+  const double total = double(slices) * double(protocols.size());
   const progress_bar bar(isatty(STDERR_FILENO) != 0);
-  std::vector<run_result> results;
+  std::vector<run_result> results(protocols.size());
   try {
-    for (std::size_t i = 0; i < protocols.size(); ++i) {
-      run_config c = base;
-      c.protocol = protocols[i];
-      const std::string label = std::string(to_string(c.protocol)) + " (" + std::to_string(i + 1) + "/" +
-                                std::to_string(protocols.size()) + ")";
-      c.progress = [&](double f) { bar.show(label, f); };
-      bar.show(label, 0);
-      results.push_back(run_demo(c));
-      bar.clear();
+    double done = 0;
+    for (unsigned s = 0; s < slices; ++s) {
+      for (std::size_t i = 0; i < protocols.size(); ++i) {
+        run_config c = base;
+        c.protocol = protocols[i];
+        const std::string label = std::string(to_string(c.protocol));
+        c.progress = [&](double f) { bar.show(label, (done + f) / total); };
+        bar.show(label, done / total);
+        run_result r = run_demo(c);
+        if (s == 0)
+          results[i] = std::move(r);
+        else
+          results[i].add(r);
+        done += 1;
+      }
     }
+    bar.clear();
   } catch (const std::exception& e) {
     bar.clear();
     std::fprintf(stderr, "pagewait demo: %s\n", e.what());
@@ -224,6 +238,7 @@ int demo_main(int argc, char** argv) {
     nlohmann::json j;
     j["config"] = {{"protocol", o.protocol},
                    {"seconds", o.seconds},
+                   {"slices", slices},
                    {"threads", o.threads},
                    {"widen_us", o.widen_us},
                    {"frames", base.frames},
@@ -234,7 +249,7 @@ int demo_main(int argc, char** argv) {
     for (const run_result& r : results) j["runs"].push_back(to_json(r));
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    print_table(o, base, results);
+    print_table(o, slices, base, results);
   }
   // The demo's claims: every protocol keeps the data, and only clear-then-wake touches a
   // freed page. A run that contradicts them fails.

@@ -22,6 +22,20 @@ namespace {
 
 using clock_type = std::chrono::steady_clock;
 
+constexpr std::size_t max_wait_samples = std::size_t(1) << 20;
+
+double percentile_us(std::vector<std::uint32_t>& v, double q) {
+  if (v.empty()) return 0;
+  const auto k = static_cast<std::size_t>(q * double(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
+  return v[k] / 1000.0;
+}
+
+void compute_percentiles(run_result& r) {
+  r.wait_p50_us = percentile_us(r.wait_samples_ns, 0.50);
+  r.wait_p99_us = percentile_us(r.wait_samples_ns, 0.99);
+}
+
 // Counters the controlling thread reads while the run is going (progress, stop at first
 // touch). Each is written by its one owner thread only, hence a load and a store, no RMW.
 struct alignas(64) live_counters {
@@ -47,7 +61,7 @@ struct worker {
   }
   void record_wait(clock_type::duration d) {
     ++writeback_waits;
-    if (wait_ns.size() < (1u << 20))
+    if (wait_ns.size() < max_wait_samples)
       wait_ns.push_back(static_cast<std::uint32_t>(std::min<long long>(
           std::chrono::duration_cast<std::chrono::nanoseconds>(d).count(), 0xffffffffll)));
   }
@@ -161,8 +175,8 @@ class workload {
       r.bad_reads += w->bad_reads;
       waits.insert(waits.end(), w->wait_ns.begin(), w->wait_ns.end());
     }
-    r.wait_p50_us = percentile_us(waits, 0.50);
-    r.wait_p99_us = percentile_us(waits, 0.99);
+    r.wait_samples_ns = std::move(waits);
+    compute_percentiles(r);
     verify(r);
     return r;
   }
@@ -323,13 +337,6 @@ class workload {
     r.data_ok = r.pages_wrong == 0 && r.bad_reads == 0 && r.bad_frees == 0 && r.io_errors == 0;
   }
 
-  static double percentile_us(std::vector<std::uint32_t>& v, double q) {
-    if (v.empty()) return 0;
-    const auto k = static_cast<std::size_t>(q * double(v.size() - 1));
-    std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(k), v.end());
-    return v[k] / 1000.0;
-  }
-
   const run_config& cfg_;
   page_pool pool_;
   page_cache<R> cache_;
@@ -348,6 +355,31 @@ run_result run_with(const run_config& cfg, int fd) {
 }
 
 }  // namespace
+
+void run_result::add(const run_result& o) {
+  seconds += o.seconds;
+  page_ops += o.page_ops;
+  writebacks += o.writebacks;
+  touched_after_free += o.touched_after_free;
+  touched_after_reuse += o.touched_after_reuse;
+  end_rmws += o.end_rmws;
+  end_bucket_locks += o.end_bucket_locks;
+  writeback_waits += o.writeback_waits;
+  lost_wakeups += o.lost_wakeups;
+  woken_early += o.woken_early;
+  wait_timeouts += o.wait_timeouts;
+  bad_reads += o.bad_reads;
+  bad_frees += o.bad_frees;
+  io_errors += o.io_errors;
+  pages_checked += o.pages_checked;
+  pages_wrong += o.pages_wrong;
+  data_ok = data_ok && o.data_ok;
+  const std::size_t room = max_wait_samples - std::min(max_wait_samples, wait_samples_ns.size());
+  wait_samples_ns.insert(
+      wait_samples_ns.end(), o.wait_samples_ns.begin(),
+      o.wait_samples_ns.begin() + static_cast<std::ptrdiff_t>(std::min(room, o.wait_samples_ns.size())));
+  compute_percentiles(*this);
+}
 
 run_result run_demo(const run_config& cfg) {
   if (cfg.frames == 0 || cfg.file_pages < cfg.frames)

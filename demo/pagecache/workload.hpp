@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "pagewait/protocol.hpp"
 
@@ -55,6 +56,7 @@ struct run_result {
   std::uint64_t end_bucket_locks = 0;     // wait-table bucket lock holds during them (slow paths)
   std::uint64_t writeback_waits = 0;      // waits for writeback that had to wait
   double wait_p50_us = 0, wait_p99_us = 0;
+  std::vector<std::uint32_t> wait_samples_ns;  // the waits behind the percentiles (capped)
   std::uint64_t lost_wakeups = 0;
   std::uint64_t woken_early = 0;
   std::uint64_t wait_timeouts = 0;
@@ -65,6 +67,11 @@ struct run_result {
   std::uint64_t pages_wrong = 0;
   bool data_ok = false;
   double rmws_per_end() const { return writebacks ? double(end_rmws) / double(writebacks) : 0.0; }
+
+  // Adds another run of the same protocol: counts and time add up, the percentiles are those
+  // of all waits. (The command runs the protocols round-robin in short slices, so that the
+  // changing load of a shared machine spreads evenly over them.)
+  void add(const run_result& o);
 };
 
 // Runs the workload once on the protocol in `cfg`. Throws std::runtime_error if the file
