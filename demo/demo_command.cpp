@@ -116,8 +116,9 @@ void print_table(const options& o, unsigned slices, const run_config& base,
                   static_cast<unsigned long long>(r.touched_after_reuse));
     std::printf("%-16s  %11.0f  %13.0f  %27s  %14.2f  %s  %s  %13llu  %11llu  %s\n",
                 std::string(to_string(r.protocol)).c_str(), r.page_ops / r.seconds, r.writebacks / r.seconds,
-                touched, r.rmws_per_end(), pad(us(r.wait_p50_us), 11).c_str(),
-                pad(us(r.wait_p99_us), 11).c_str(), static_cast<unsigned long long>(r.lost_wakeups),
+                touched, r.rmws_per_end(), pad(r.writeback_waits ? us(r.wait_p50_us) : "-", 11).c_str(),
+                pad(r.writeback_waits ? us(r.wait_p99_us) : "-", 11).c_str(),
+                static_cast<unsigned long long>(r.lost_wakeups),
                 static_cast<unsigned long long>(r.woken_early), r.data_ok ? "ok" : "LOST/CORRUPT");
   }
   std::printf(
@@ -130,9 +131,9 @@ void print_table(const options& o, unsigned slices, const run_config& base,
       "writeback\n"
       "                    (the wait table's bucket lock, taken when there are waiters, is not counted; see "
       "--json)\n"
-      "wb wait             time a writer or truncator waited for writeback to end (with --widen, waiters of "
-      "the\n"
-      "                    old protocols also sit out the widened window; compare with --widen 0)\n"
+      "wb wait             time a writer or truncator waited for writeback to end, when it had to (-: "
+      "never);\n"
+      "                    with --widen, waiters of the old protocols also sit out the widened window\n"
       "lost wake-ups       waits that timed out (%.1f s) although their bit had been cleared\n"
       "woken early         writeback waits woken while the page was still under writeback (a late wake-up)\n"
       "data                the file read back holds the last version written to every page\n",
