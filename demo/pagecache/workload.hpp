@@ -1,0 +1,81 @@
+// demo/pagecache/workload.hpp — the demo's workload: writers, readers, writeback, truncation.
+//
+//   writers     look a random page up (reading it in if absent), lock it, wait for writeback
+//               to end (stable pages), write a new version of the whole page, mark it dirty,
+//               unlock
+//   readers     look a random page up (reading it in if absent), lock it, check its contents
+//               against the last version written, unlock
+//   writeback   take a dirty page, lock it, start writeback, unlock, drop the reference, write
+//               the page to the file (pwrite), end writeback through the protocol under test
+//   truncators  take a page, preferring the one whose writeback began last, lock it, wait for
+//               writeback, write it if dirty (so that nothing written is lost: the final data
+//               check stays exact), remove it from the mapping, unlock, drop the references:
+//               the frame is freed and handed out again at once
+// At the end every dirty page is written and the file is read back: every page must hold the
+// last version written to it.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "pagewait/protocol.hpp"
+
+namespace pagewait::demo {
+
+struct run_config {
+  release_protocol protocol = release_protocol::atomic_clear;
+  std::chrono::duration<double> duration{4.0};
+  unsigned threads = 8;                   // >= 4: a quarter each role (readers take the rest)
+  std::chrono::nanoseconds widen{50000};  // delay after the clearing step (see demo_policy)
+  std::string file;                       // scratch file; empty: a temporary file
+  unsigned frames = 64;                   // the pool
+  std::uint64_t file_pages = 256;         // file size in pages (4 KiB)
+  std::chrono::nanoseconds wait_timeout = std::chrono::seconds(1);
+  // End the run as soon as one touch after free has been seen (tests: run until the first
+  // detection, up to `duration`).
+  bool stop_at_first_touch = false;
+  // Fault injection, for the test that shows the data check can fail: truncation drops dirty
+  // data instead of writing it.
+  bool truncate_drops_dirty_data = false;
+  // Called about every 50 ms from the controlling thread with the fraction of time elapsed.
+  std::function<void(double)> progress;
+};
+
+struct run_result {
+  release_protocol protocol{};
+  double seconds = 0;
+  unsigned writers = 0, readers = 0, writeback_threads = 0, truncators = 0;
+  std::uint64_t page_ops = 0;             // reads + writes + truncations completed
+  std::uint64_t writebacks = 0;           // ends of writeback
+  std::uint64_t touched_after_free = 0;   // ends of writeback that touched a freed frame
+  std::uint64_t touched_after_reuse = 0;  // ... that had been handed out again meanwhile
+  std::uint64_t end_rmws = 0;             // atomic RMWs on the page during all ends of writeback
+  std::uint64_t end_bucket_locks = 0;     // wait-table bucket lock holds during them (slow paths)
+  std::uint64_t writeback_waits = 0;      // waits for writeback that had to wait
+  double wait_p50_us = 0, wait_p99_us = 0;
+  std::vector<std::uint32_t> wait_samples_ns;  // the waits behind the percentiles (capped)
+  std::uint64_t lost_wakeups = 0;
+  std::uint64_t woken_early = 0;
+  std::uint64_t wait_timeouts = 0;
+  std::uint64_t bad_reads = 0;  // a page read or looked at did not hold its last version
+  std::uint64_t bad_frees = 0;  // a frame freed with LOCKED/WRITEBACK/DIRTY set
+  std::uint64_t io_errors = 0;
+  std::uint64_t pages_checked = 0;  // the final read-back of the file
+  std::uint64_t pages_wrong = 0;
+  bool data_ok = false;
+  double rmws_per_end() const { return writebacks ? double(end_rmws) / double(writebacks) : 0.0; }
+
+  // Adds another run of the same protocol: counts and time add up, the percentiles are those
+  // of all waits. (The command runs the protocols round-robin in short slices, so that the
+  // changing load of a shared machine spreads evenly over them.)
+  void add(const run_result& o);
+};
+
+// Runs the workload once on the protocol in `cfg`. Throws std::runtime_error if the file
+// cannot be created or used.
+run_result run_demo(const run_config& cfg);
+
+}  // namespace pagewait::demo

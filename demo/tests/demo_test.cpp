@@ -1,0 +1,97 @@
+// The demo's claims, each on a short run of the real workload (no figure is asserted on speed).
+#include <gtest/gtest.h>
+
+#include "page_cache.hpp"
+#include "workload.hpp"
+
+using namespace std::chrono_literals;
+using pagewait::release_protocol;
+using pagewait::demo::run_config;
+using pagewait::demo::run_demo;
+using pagewait::demo::run_result;
+
+namespace {
+
+run_config config(release_protocol p, std::chrono::duration<double> d) {
+  run_config c;
+  c.protocol = p;
+  c.duration = d;
+  c.threads = 8;
+  c.widen = 50us;
+  return c;
+}
+
+void expect_sound(const run_result& r) {
+  EXPECT_GT(r.writebacks, 0u);
+  EXPECT_GT(r.page_ops, 0u);
+  EXPECT_TRUE(r.data_ok) << "pages wrong " << r.pages_wrong << ", bad reads " << r.bad_reads << ", bad frees "
+                         << r.bad_frees << ", io errors " << r.io_errors;
+  EXPECT_EQ(r.pages_checked, 256u);
+}
+
+}  // namespace
+
+// The seed: no touch after free, without a pin, even with the window widened; nothing lost.
+TEST(Demo, AtomicClearNeverTouchesAFreedPage) {
+  const run_result r = run_demo(config(release_protocol::atomic_clear, 1.5s));
+  expect_sound(r);
+  EXPECT_EQ(r.touched_after_free, 0u);
+  EXPECT_EQ(r.lost_wakeups, 0u);
+  EXPECT_EQ(r.woken_early, 0u);
+  // One CAS (or, with waiters, the clearing fetch_and under the bucket lock) per end of
+  // writeback, and no reference-count RMW. Failed CASes (a lock taken meanwhile) are rare.
+  EXPECT_GE(r.rmws_per_end(), 1.0);
+  EXPECT_LT(r.rmws_per_end(), 2.0);
+}
+
+// The 2020 bug, detected: run until the first end of writeback touches a freed frame. If none
+// ever does within the cap, the detector (or the workload) is broken.
+TEST(Demo, ClearThenWakeTouchesAFreedPage) {
+  run_config c = config(release_protocol::clear_then_wake, 60s);
+  c.stop_at_first_touch = true;
+  const run_result r = run_demo(c);
+  EXPECT_GE(r.touched_after_free, 1u)
+      << "no touch after free in " << r.seconds << " s and " << r.writebacks << " writebacks";
+  expect_sound(r);
+}
+
+// The pin costs two reference-count RMWs around the clear, and prevents the touch after free.
+TEST(Demo, PinnedProtocolsNeverTouchAFreedPage) {
+  for (release_protocol p : {release_protocol::pinned, release_protocol::xor_waiters}) {
+    SCOPED_TRACE(std::string(pagewait::to_string(p)));
+    const run_result r = run_demo(config(p, 1s));
+    expect_sound(r);
+    EXPECT_EQ(r.touched_after_free, 0u);
+    EXPECT_EQ(r.lost_wakeups, 0u);
+    EXPECT_GE(r.rmws_per_end(), 3.0);  // get, the clearing RMW, put: every time
+  }
+}
+
+TEST(Demo, RefusesAnExistingFile) {
+  run_config c = config(release_protocol::atomic_clear, 0.1s);
+  c.file = "/proc/self/status";
+  EXPECT_THROW(run_demo(c), std::runtime_error);
+}
+
+// The data check is not vacuous: the contents name their page and version...
+TEST(Demo, PageContentsIdentifyPageAndVersion) {
+  alignas(64) unsigned char page[pagewait::demo::page_size];
+  pagewait::demo::fill_page(page, 5, 7);
+  EXPECT_TRUE(pagewait::demo::page_is(page, 5, 7));
+  EXPECT_FALSE(pagewait::demo::page_is(page, 5, 6));
+  EXPECT_FALSE(pagewait::demo::page_is(page, 4, 7));
+  EXPECT_FALSE(pagewait::demo::page_is(page, 5, 0));
+  page[pagewait::demo::page_size - 1] ^= 1;
+  EXPECT_FALSE(pagewait::demo::page_is(page, 5, 7));
+  pagewait::demo::fill_page(page, 5, 0);
+  for (unsigned char b : page) ASSERT_EQ(b, 0);  // a page never written reads as zeros
+}
+
+// ...and a workload that loses writes fails it.
+TEST(Demo, DataCheckCatchesLostWrites) {
+  run_config c = config(release_protocol::atomic_clear, 0.5s);
+  c.truncate_drops_dirty_data = true;
+  const run_result r = run_demo(c);
+  EXPECT_FALSE(r.data_ok);
+  EXPECT_GT(r.pages_wrong + r.bad_reads, 0u);
+}
