@@ -1,0 +1,82 @@
+// bench/fig_handoff.cpp — figure 4: hand-off latency between two threads.
+//
+// A holds the lock; B calls lock() and goes to sleep in it (A waits ~50 µs to let it); A reads
+// the clock and unlocks; B, once lock() returns, reads the clock: the difference is the time
+// from a release to the sleeping waiter owning the lock. The reference is the floor for any
+// sleeping lock: a bare futex ping-pong in the same harness (the release is a store and one
+// FUTEX_WAKE; the waiter's wait is one FUTEX_WAIT). The TAS spinlock's waiter spins instead of
+// sleeping: its row is the cache-line transfer, not a wake-up.
+#include <thread>
+
+#include "common.hpp"
+#include "peers.hpp"
+
+namespace pwbench {
+namespace {
+
+// The floor: a binary semaphore on one futex word, whose release always wakes.
+struct bare_futex_peer {
+  static constexpr std::string_view name = "bare futex ping-pong";
+  struct object {
+    std::atomic<std::uint32_t> word{1};  // 1: free
+  };
+  static void lock(object& o) {
+    while (!o.word.exchange(0, std::memory_order_acquire)) futex_wait(&o.word, 0);
+  }
+  static void unlock(object& o) {
+    o.word.store(1, std::memory_order_release);
+    futex_wake(&o.word, 1);
+  }
+};
+
+template <class Peer>
+json handoff(unsigned samples) {
+  typename Peer::object o;
+  std::atomic<unsigned> phase{0};  // 2k+1: B may lock; 2k+2: B is done with round k
+  std::atomic<bool> b_going{false};
+  std::atomic<std::int64_t> t0_ns{0};
+  std::vector<double> lat;
+  lat.reserve(samples);
+  std::thread b([&] {
+    for (unsigned k = 0; k < samples; ++k) {
+      while (phase.load(std::memory_order_acquire) != 2 * k + 1) std::this_thread::yield();
+      b_going.store(true);
+      Peer::lock(o);
+      const auto t1 = clock_type::now().time_since_epoch().count();
+      lat.push_back(double(t1 - t0_ns.load(std::memory_order_relaxed)));
+      Peer::unlock(o);
+      b_going.store(false);
+      phase.store(2 * k + 2, std::memory_order_release);
+    }
+  });
+  for (unsigned k = 0; k < samples; ++k) {
+    Peer::lock(o);
+    phase.store(2 * k + 1, std::memory_order_release);
+    while (!b_going.load()) std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));  // B is asleep in lock() by now
+    t0_ns.store(clock_type::now().time_since_epoch().count(), std::memory_order_relaxed);
+    Peer::unlock(o);
+    while (phase.load(std::memory_order_acquire) != 2 * k + 2) std::this_thread::yield();
+  }
+  b.join();
+  static_assert(std::is_same_v<clock_type::duration, std::chrono::nanoseconds>);
+  return {{"peer", std::string(Peer::name)},
+          {"samples", samples},
+          {"p50_ns", percentile(lat, 50)},
+          {"p90_ns", percentile(lat, 90)},
+          {"p99_ns", percentile(lat, 99)}};
+}
+
+json run_handoff(const run_options& o) {
+  const unsigned samples = unsigned((o.quick ? 300 : 3000) * o.scale) + 10;
+  json rows = json::array();
+  rows.push_back(handoff<bare_futex_peer>(samples));
+  for_each_peer<all_peers>([&]<class Peer>() { rows.push_back(handoff<Peer>(samples)); });
+  return {{"rows", rows}, {"reference", std::string(bare_futex_peer::name)}};
+}
+
+figure_registrar reg{
+    {"handoff", "fig 4: release-to-owner latency, sleeping waiter (p50, p99)", &run_handoff}};
+
+}  // namespace
+}  // namespace pwbench
