@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.001, 1000.0));
   app.add_flag("--list", list, "list the figures");
   CLI11_PARSE(app, argc, argv);
-  make_process_multithreaded();
+  prepare_process();
   if (list || id.empty()) {
     for (const figure& f : registry()) std::printf("%-10s %s\n", f.id, f.summary);
     return id.empty() && !list ? 2 : 0;

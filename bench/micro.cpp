@@ -58,7 +58,7 @@ struct registrar {
 }  // namespace pwbench
 
 int main(int argc, char** argv) {
-  pwbench::make_process_multithreaded();
+  pwbench::prepare_process();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

@@ -35,10 +35,15 @@ namespace pwbench {
 inline constexpr std::uint32_t LOCK = 1u << 0;
 inline constexpr std::uint32_t EVENT = 1u << 1;
 
-// glibc runs pthread_mutex_lock without atomics while a process has one thread (its
-// SINGLE_THREAD_P shortcut): a lock is only ever needed with two threads, so every benchmark
-// process starts one idle thread first, and std::mutex pays what it pays in real programs.
-inline void make_process_multithreaded() {
+// Every benchmark process calls this first, so that each peer runs as in a production program:
+//  - glibc runs pthread_mutex_lock without atomics while a process has one thread (its
+//    SINGLE_THREAD_P shortcut); a lock is only ever needed with two threads, so one idle thread
+//    is started, and std::mutex pays what it pays in real programs;
+//  - Debian's absl is built without NDEBUG, which turns on absl::Mutex's deadlock detection
+//    (a graph node per mutex, bookkeeping on every Lock); an NDEBUG build, what users ship,
+//    has it off, so it is turned off here.
+inline void prepare_process() {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   static const bool started = [] {
     std::thread([] {
       for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
