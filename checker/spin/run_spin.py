@@ -57,6 +57,8 @@ RUNS = [
      "one owner, no lost wake-up, woken means cleared"),
     ("lock-handoff.clear-then-wake", "clear-then-wake", ["-DSCEN_LOCK", "-DNT=3", "-DITER=2"], "fail:late",
      "v5.9: a lock waiter is woken by a clear that preceded its queueing (a late wake-up)"),
+    ("lock-handoff.xor-waiters", "xor-waiters", ["-DSCEN_LOCK", "-DNT=3", "-DITER=2"], "fail:late",
+     "mainline's walk too wakes a lock waiter by a clear that preceded its queueing"),
     ("lock-handoff.clear-then-wake.no-i3", "clear-then-wake",
      ["-DSCEN_LOCK", "-DNT=3", "-DITER=2", "-DNO_I3"], "pass",
      "v5.9 still keeps one owner and loses no wake-up (the late wake-up is only spurious)"),
@@ -246,12 +248,12 @@ def main():
             print(res.get("note", ""))
     if a.markdown:
         print()
-        print("| run | protocol | expected | errors | first error | states stored | depth | seconds |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| run | protocol | expected | errors | first error | states stored | depth | pan s | total s |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, proto, defs, expect, what, ok, res in results:
-            print("| `%s` | %s | %s | %s | %s | %s | %s | %.2f |" % (
-                name, proto, expect, res.get("errors"), res.get("msg") or "-", res.get("states"),
-                res.get("depth"), res.get("secs", 0.0)))
+            print("| `%s` | %s | %s | %s | %s | %s | %s | %.2f | %.2f |" % (
+                name, proto, expect, res.get("errors"), (res.get("msg") or "-").replace("  ", " "),
+                res.get("states"), res.get("depth"), res.get("pan_secs", 0.0), res.get("secs", 0.0)))
     print("%d run(s), %d as expected, %d unexpected" % (len(results), len(results) - failed, failed))
     return 1 if failed else 0
 
