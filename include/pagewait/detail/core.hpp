@@ -39,6 +39,17 @@
 
 namespace pagewait::detail {
 
+// The model checker's self-test (checker/, docs/CHECKER.md) must show that the checker catches
+// a walk broken in the way SPEC §4 warns about: one that clears the bit in a later lock hold
+// than the one in which it reached the queue's end. A policy that declares
+// `static constexpr bool selftest_clear_in_later_hold = true` gets that broken walk from this
+// very source. Only the checker's broken_walk_policy declares it; for every other policy this
+// is false and the branch it guards compiles away.
+template <class P>
+inline constexpr bool selftest_clear_in_later_hold = requires {
+  requires P::selftest_clear_in_later_hold;
+};
+
 enum class release_kind {
   unlock,  // unlock_bit: may hand off
   event,   // clear_bit_and_wake: always clears, wakes all
@@ -357,6 +368,12 @@ struct core {
     }
     if constexpr (atomic_clear) {
       if (!w.handoff) {
+        if constexpr (selftest_clear_in_later_hold<P>) {
+          // Deliberately broken, checker self-test only: a waiter that queues in this gap (the
+          // release is unregistered, so it queues instead of joining) is left behind.
+          P::unlock(b.lock);
+          P::lock(b.lock);
+        }
         // [I1][I2][I3] The clearing step: clear the bit, and the waiters bit if no waiter for
         // the word remains, in one RMW, under the bucket lock, after every waiter to wake has
         // been dequeued and before any is unparked. Release order pairs with the acquire of the
