@@ -1,0 +1,552 @@
+// checker/model.cpp — the model runtime (model.hpp): scheduler, lifetimes and invariant checks.
+#include "model.hpp"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "pagewait/bits.hpp"
+
+namespace pagewait::check {
+
+namespace {
+runtime g_runtime;
+
+bool acquires(std::memory_order mo) {
+  return mo == std::memory_order_acquire || mo == std::memory_order_acq_rel ||
+         mo == std::memory_order_seq_cst || mo == std::memory_order_consume;
+}
+bool releases(std::memory_order mo) {
+  return mo == std::memory_order_release || mo == std::memory_order_acq_rel ||
+         mo == std::memory_order_seq_cst;
+}
+std::uint64_t waiters_mask(bool wide) {
+  return wide ? waiters_bit<std::uint64_t> : waiters_bit<std::uint32_t>;
+}
+}  // namespace
+
+runtime& rt() { return g_runtime; }
+
+// ------------------------------------------------------------------------------------------
+// Construction.
+
+void runtime::reset() {
+  for (slot& s : slots_) {
+    s.w32.store(0);
+    s.w64.store(0);
+    s.name = "";
+    s.wide = s.live = s.used = false;
+    s.gen = 0;
+    s.refs = 0;
+    s.rel = {};
+    s.clears.clear();
+    s.owner.fill(-1);
+  }
+  for (thread& t : threads_) fiber_pool_.push_back(std::move(t.fib));
+  threads_.clear();
+  trace_.clear();
+  violation_ = {};
+  cur_ = -1;
+  steps_ = 0;
+  clock_ = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
+  view_.reset();
+}
+
+obj runtime::new_object(const char* name, std::uint64_t value, bool wide, int refs) {
+  for (int i = 0; i < max_slots; ++i) {
+    slot& s = slots_[std::size_t(i)];
+    if (s.used) continue;
+    s.used = s.live = true;
+    s.name = name;
+    s.wide = wide;
+    s.refs = refs;
+    s.gen = 1;
+    write_word(s, value);
+    return {i, s.gen};
+  }
+  std::abort();
+}
+
+int runtime::add_thread(std::string name, std::function<void()> body) {
+  if (threads_.size() == max_threads) std::abort();
+  thread t;
+  t.name = std::move(name);
+  t.body = std::move(body);
+  if (!fiber_pool_.empty()) {
+    t.fib = std::move(fiber_pool_.back());
+    fiber_pool_.pop_back();
+  } else {
+    t.fib = std::make_unique<fiber>();
+  }
+  const int id = int(threads_.size());
+  t.parker.thread = id;
+  t.vc[std::size_t(id)] = 1;
+  threads_.push_back(std::move(t));
+  return id;
+}
+
+std::string runtime::slot_name(int s, std::uint32_t gen) const {
+  std::string n = slots_[std::size_t(s)].name;
+  if (gen > 1) n += "#" + std::to_string(gen);
+  return n;
+}
+
+std::string runtime::describe_word(std::uint64_t v, bool wide) const {
+  char hex[32];
+  std::snprintf(hex, sizeof hex, wide ? "0x%016llx" : "0x%08llx", static_cast<unsigned long long>(v));
+  std::string s = hex;
+  std::string names;
+  if (v & waiters_mask(wide)) names += "waiters";
+  for (std::size_t i = 0; i < 63; ++i)
+    if ((v >> i) & 1u) {
+      if ((std::uint64_t(1) << i) == waiters_mask(wide)) continue;
+      if (!names.empty()) names += ",";
+      names += i < bit_names.size() && !bit_names[i].empty() ? bit_names[i] : "bit" + std::to_string(i);
+    }
+  return s + " {" + names + "}";
+}
+
+// ------------------------------------------------------------------------------------------
+// The scheduler.
+
+void runtime::thread_entry(void* arg) {
+  auto* t = static_cast<thread*>(arg);
+  t->body();
+  t->finished = true;
+}
+
+bool runtime::enabled(const thread& t) const {
+  if (t.finished) return false;
+  switch (t.what) {
+    case pending::start:
+    case pending::run:
+      return true;
+    case pending::lock:
+      return static_cast<const model_lock*>(t.on)->owner < 0;
+    case pending::park:
+      return t.timed || static_cast<const model_parker*>(t.on)->token != 0;
+    case pending::alloc:
+      return !static_cast<const slot*>(t.on)->live;
+    case pending::bit_clear: {
+      const slot& s = *static_cast<const slot*>(t.on);
+      return !s.live || !(read_word(s) & t.bit);
+    }
+  }
+  return false;
+}
+
+const violation& runtime::run(chooser& c) {
+  for (thread& t : threads_) t.fib->start(&runtime::thread_entry, &t);
+  std::vector<int> en;
+  for (;;) {
+    en.clear();
+    bool all_done = true;
+    for (std::size_t i = 0; i < threads_.size(); ++i) {
+      if (!threads_[i].finished) all_done = false;
+      if (enabled(threads_[i])) en.push_back(int(i));
+    }
+    if (all_done) {
+      if (!view_->idle()) {
+        violation_ = {true,
+                      "every thread returned, but the wait table still holds a node or a release record", -1};
+      }
+      break;
+    }
+    if (en.empty()) {
+      // [I2] Nobody can run and somebody has not returned: a lost wake-up (or a lock leak).
+      std::string who;
+      for (const thread& t : threads_)
+        if (!t.finished) {
+          if (!who.empty()) who += ", ";
+          who += t.name + (t.what == pending::park ? " (parked, no token)" : " (blocked)");
+        }
+      violation_ = {true, "lost wake-up: every live thread is blocked and none can run: " + who, -1};
+      break;
+    }
+    if (steps_ >= max_steps) {
+      violation_ = {
+          true,
+          "step bound exceeded (" + std::to_string(max_steps) + " steps): a walk or a loop does not end", -1};
+      break;
+    }
+    const bool cur_enabled = cur_ >= 0 && std::find(en.begin(), en.end(), cur_) != en.end();
+    const bool preemptible = cur_enabled && threads_[std::size_t(cur_)].what != pending::park;
+    cur_ = c.pick(en, cur_, preemptible);
+    ++steps_;
+    threads_[std::size_t(cur_)].what = pending::run;
+    threads_[std::size_t(cur_)].fib->resume();
+    if (violation_.found) break;
+  }
+  return violation_;
+}
+
+// Stops the current thread before a synchronisation operation; returns when the scheduler
+// picks it again, the operation then being enabled.
+void runtime::stop(pending what, const void* on, bool timed, std::uint64_t bit) {
+  thread& t = me();
+  t.what = what;
+  t.on = on;
+  t.timed = timed;
+  t.bit = bit;
+  t.fib->suspend();
+}
+
+void runtime::fail(std::string what) {
+  violation_ = {true, std::move(what), cur_};
+  me().fib->suspend(true);  // abandoned: never resumed
+  std::abort();
+}
+
+void runtime::record(step_record r) {
+  if (!trace_on) return;
+  r.thread = cur_;
+  trace_.push_back(r);
+}
+
+// ------------------------------------------------------------------------------------------
+// Words.
+
+int runtime::slot_of(const void* w) const {
+  for (int i = 0; i < max_slots; ++i) {
+    const slot& s = slots_[std::size_t(i)];
+    if (s.used && (w == &s.w32 || w == &s.w64)) return i;
+  }
+  return -1;
+}
+
+void runtime::check_object(obj o, const char* what) {
+  const slot& s = slots_[std::size_t(o.slot)];
+  if (!s.live)
+    fail(std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
+         " after it was freed (SPEC 3.1: release is the last touch)");
+  if (s.gen != o.gen)
+    fail(std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
+         " after it was freed and its memory reused as " + slot_name(o.slot, s.gen) + " (SPEC 3.1)");
+}
+
+int runtime::begin_word(const void* w, const char* op) {
+  stop(pending::run);
+  const int s = slot_of(w);
+  if (s < 0) fail("access to a word that belongs to no object");
+  const obj t = me().target;
+  check_object(t.slot == s ? t : obj{s, slots_[std::size_t(s)].gen}, op);
+  return s;
+}
+
+void runtime::end_word(int si, const char* op, std::memory_order mo, bool writes, std::uint64_t arg,
+                       std::uint64_t before, std::uint64_t after) {
+  slot& s = slots_[std::size_t(si)];
+  // Happens-before as C++ defines it for one location: an acquire joins the release sequence's
+  // clocks; a release RMW adds its own; a relaxed RMW continues the sequence unchanged.
+  if (acquires(mo)) join(s.rel);
+  if (writes && releases(mo))
+    for (int i = 0; i < max_threads; ++i)
+      s.rel[std::size_t(i)] = std::max(s.rel[std::size_t(i)], me().vc[std::size_t(i)]);
+  tick();
+  if (const std::uint64_t cleared = before & ~after & ~waiters_mask(s.wide))
+    for (std::uint64_t b = cleared; b; b &= b - 1)
+      s.clears.push_back({b & -b, cur_, me().vc[std::size_t(cur_)] - 1});
+  step_record r;
+  r.op = op;
+  r.slot = si;
+  r.gen = s.gen;
+  r.on_word = true;
+  r.arg = arg;
+  r.before = before;
+  r.after = after;
+  r.note = mo == std::memory_order_relaxed   ? "relaxed"
+           : mo == std::memory_order_acquire ? "acquire"
+           : mo == std::memory_order_release ? "release"
+           : mo == std::memory_order_acq_rel ? "acq_rel"
+                                             : "seq_cst";
+  record(r);
+}
+
+// [I4] While a waiter is queued for a word, the word's waiters bit is set. Checked whenever a
+// bucket lock is released (inside a hold the core may be between the two steps).
+void runtime::check_waiters_bit() {
+  std::vector<const void*> words;
+  view_->queued_words(words);
+  for (const void* w : words) {
+    const int si = slot_of(w);
+    if (si < 0 || !slots_[std::size_t(si)].live) continue;  // a DROP waiter's object may be gone
+    const slot& s = slots_[std::size_t(si)];
+    if (!(read_word(s) & waiters_mask(s.wide)))
+      fail("waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (SPEC 3.4)");
+  }
+}
+
+// ------------------------------------------------------------------------------------------
+// Bucket lock, parkers, clock.
+
+void runtime::lock(model_lock& l) {
+  stop(pending::lock, &l);
+  l.owner = cur_;
+  l.visits = 0;
+  me().held = &l;
+  join(l.vc);
+  tick();
+  step_record r;
+  r.op = "bucket lock";
+  record(r);
+}
+
+void runtime::unlock(model_lock& l) {
+  stop(pending::run);
+  if (l.owner != cur_) fail("bucket unlock by a thread that does not hold it");
+  step_record r;
+  r.op = "bucket unlock";
+  r.n = l.visits;
+  r.note = "visits in this hold";
+  l.owner = -1;
+  me().held = nullptr;
+  l.vc = me().vc;
+  tick();
+  record(r);
+  check_waiters_bit();
+}
+
+void runtime::visit() {
+  model_lock* l = me().held;
+  if (!l) fail("a release walk visited a node without holding the bucket lock");
+  if (++l->visits > chunk_visits)
+    fail("bucket lock held for " + std::to_string(l->visits) + " walk visits, more than the chunk bound " +
+         std::to_string(chunk_visits) + " (SPEC 3.7)");
+}
+
+void model_parker::prepare() { rt().parker_prepare(*this); }
+std::uint32_t model_parker::park(const detail::deadline& dl, const std::stop_token*) {
+  return rt().parker_park(*this, dl);
+}
+void model_parker::unpark(std::uint32_t t) { rt().parker_unpark(*this, t); }
+
+void runtime::parker_prepare(model_parker& p) {
+  stop(pending::run);
+  p.token = 0;
+  tick();
+  step_record r;
+  r.op = "parker prepare";
+  record(r);
+}
+
+std::uint32_t runtime::parker_park(model_parker& p, const detail::deadline& dl) {
+  stop(pending::park, &p, !dl.is_never());
+  step_record r;
+  r.op = "park returns";
+  const std::uint32_t t = p.token & detail::token_mask;
+  if (t != 0) {
+    join(p.vc);  // acquire: pairs with the unparker's release
+    r.n = t;
+    r.note = "token";
+  } else {
+    // A timed park with no token: its deadline fires now. Time jumps to the deadline.
+    clock_ = std::max(clock_, dl.at);
+    r.note = "deadline passed";
+  }
+  tick();
+  record(r);
+  return t;
+}
+
+void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
+  stop(pending::run);
+  p.token |= token;
+  for (int i = 0; i < max_threads; ++i)
+    p.vc[std::size_t(i)] = std::max(p.vc[std::size_t(i)], me().vc[std::size_t(i)]);
+  tick();
+  step_record r;
+  r.op = "unpark";
+  r.n = token;
+  r.note = threads_[std::size_t(p.thread)].name.c_str();
+  record(r);
+}
+
+std::chrono::steady_clock::time_point runtime::now() {
+  stop(pending::run);
+  step_record r;
+  r.op = "clock read";
+  record(r);
+  return clock_;
+}
+
+// ------------------------------------------------------------------------------------------
+// Node fields: liveness and the race detector.
+
+void runtime::cell_init(cell_meta& m) {
+  m.magic = cell_meta::live_magic;
+  m.wthread = cur_;
+  m.wclock = cur_ >= 0 ? me().vc[std::size_t(cur_)] : 0;
+  m.reads = {};
+}
+
+void runtime::cell_read(const cell_meta& m) {
+  if (m.magic != cell_meta::live_magic)
+    fail("read of a waiter node's field after its thread returned (the node was on its stack)");
+  if (!hb(m.wthread, m.wclock))
+    fail("data race: a waiter node's field is read unordered with its last write");
+  const_cast<cell_meta&>(m).reads[std::size_t(cur_)] = me().vc[std::size_t(cur_)];
+}
+
+void runtime::cell_write(cell_meta& m) {
+  if (m.magic != cell_meta::live_magic)
+    fail("write to a waiter node's field after its thread returned (the node was on its stack)");
+  if (!hb(m.wthread, m.wclock)) fail("data race: two unordered writes to a waiter node's field");
+  for (int i = 0; i < max_threads; ++i)
+    if (i != cur_ && m.reads[std::size_t(i)] > me().vc[std::size_t(i)])
+      fail("data race: a waiter node's field is written unordered with a read");
+  m.wthread = cur_;
+  m.wclock = me().vc[std::size_t(cur_)];
+}
+
+void runtime::retire_node(const void* p) {
+  if (view_->linked(p)) fail("a waiter node is still linked in the wait table after its thread returned");
+}
+
+// ------------------------------------------------------------------------------------------
+// Scenario steps.
+
+obj runtime::alloc(int si, std::uint64_t value) {
+  stop(pending::alloc, &slots_[std::size_t(si)]);
+  slot& s = slots_[std::size_t(si)];
+  s.live = true;
+  ++s.gen;
+  s.refs = 1;
+  s.rel = {};
+  s.clears.clear();
+  s.owner.fill(-1);
+  const std::uint64_t before = read_word(s);
+  write_word(s, value);
+  tick();
+  step_record r;
+  r.op = "allocate (reuse the freed memory)";
+  r.slot = si;
+  r.gen = s.gen;
+  r.on_word = true;
+  r.before = before;
+  r.after = value;
+  record(r);
+  return {si, s.gen};
+}
+
+void runtime::get(obj o) {
+  stop(pending::run);
+  check_object(o, "get (pin)");
+  ++slots_[std::size_t(o.slot)].refs;
+  tick();
+  step_record r;
+  r.op = "get reference";
+  r.slot = o.slot;
+  r.gen = o.gen;
+  r.n = slots_[std::size_t(o.slot)].refs;
+  r.note = "refs";
+  record(r);
+}
+
+void runtime::put(obj o) {
+  stop(pending::run);
+  check_object(o, "put");
+  slot& s = slots_[std::size_t(o.slot)];
+  step_record r;
+  r.slot = o.slot;
+  r.gen = o.gen;
+  if (--s.refs == 0) {
+    s.live = false;
+    r.op = "put reference: last one, FREE the object";
+  } else {
+    r.op = "put reference";
+    r.n = s.refs;
+    r.note = "refs";
+  }
+  tick();
+  record(r);
+}
+
+void runtime::start_bit(obj o, std::uint64_t bit) {
+  stop(pending::bit_clear, &slots_[std::size_t(o.slot)], false, bit);
+  check_object(o, "start writeback");
+  slot& s = slots_[std::size_t(o.slot)];
+  const std::uint64_t before = read_word(s);
+  write_word(s, before | bit);
+  tick();
+  step_record r;
+  r.op = "set bit (start writeback again)";
+  r.slot = o.slot;
+  r.gen = o.gen;
+  r.on_word = true;
+  r.arg = bit;
+  r.before = before;
+  r.after = before | bit;
+  record(r);
+}
+
+runtime::wait_start runtime::begin_wait(obj o, std::uint64_t bit) {
+  const slot& s = slots_[std::size_t(o.slot)];
+  return {o, bit, !(read_word(s) & bit), s.clears.size()};
+}
+
+// [I3] Woken means cleared: a waiter that returns true saw the bit clear when it began, or a
+// clear of the bit happened after it began to wait and happens-before its return.
+void runtime::end_wait(const wait_start& w, bool ok) {
+  ++me().waits;
+  if (!ok || w.clear_at_start) return;
+  const slot& s = slots_[std::size_t(w.o.slot)];
+  if (s.gen != w.o.gen) return;  // not the scenarios' case: waiters hold a reference
+  bool cleared = false, visible = false;
+  for (std::size_t i = w.clears; i < s.clears.size(); ++i)
+    if (s.clears[i].bit == w.bit) {
+      cleared = true;
+      visible |= hb(s.clears[i].thread, s.clears[i].clock);
+    }
+  if (!cleared)
+    fail("woken into a set bit: the wait returned, but no clear of " + describe_word(w.bit, s.wide) +
+         " happened since it began; the bit is still set from before it waited (SPEC 3.3)");
+  if (!visible)
+    fail(
+        "woken by the wrong release: the wait returned, and the bit was cleared since it began, but no such "
+        "clear "
+        "happens-before the return; what woke it was a release of the bit as it was before it waited (SPEC "
+        "3.3)");
+}
+
+void runtime::acquired(obj o, std::uint64_t bit) {
+  ++me().waits;
+  slot& s = slots_[std::size_t(o.slot)];
+  const int pos = __builtin_ctzll(bit);
+  if (!(read_word(s) & bit)) fail("lock returned, but the lock bit is clear: not the owner (SPEC 3.3, 3.5)");
+  if (s.owner[std::size_t(pos)] >= 0)
+    fail("two owners: " + me().name + " acquired the lock bit held by " +
+         threads_[std::size_t(s.owner[std::size_t(pos)])].name + " (SPEC 3.5)");
+  s.owner[std::size_t(pos)] = cur_;
+}
+
+void runtime::lock_failed() { ++me().waits; }
+
+void runtime::releasing(obj o, std::uint64_t bit) {
+  slot& s = slots_[std::size_t(o.slot)];
+  const int pos = __builtin_ctzll(bit);
+  if (s.owner[std::size_t(pos)] != cur_) fail("unlock by a thread that is not the owner");
+  s.owner[std::size_t(pos)] = -1;
+}
+
+runtime::waiter_snapshot runtime::snapshot_waiters(obj o, std::uint64_t bit) {
+  waiter_snapshot w;
+  slot& s = slots_[std::size_t(o.slot)];
+  view_->waiters_for(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, bit, w.threads);
+  for (int t : w.threads) w.waits.push_back(threads_[std::size_t(t)].waits);
+  return w;
+}
+
+// [I2], and no starvation: every waiter queued for (word, bit) when an event release began has
+// been dequeued (by it or by a concurrent release; it will be unparked) when that release
+// returns. A waiter never needs a second clear.
+void runtime::check_woken(const waiter_snapshot& w, obj o, std::uint64_t bit) {
+  waiter_snapshot still = snapshot_waiters(o, bit);
+  for (std::size_t i = 0; i < w.threads.size(); ++i)
+    for (std::size_t j = 0; j < still.threads.size(); ++j)
+      if (w.threads[i] == still.threads[j] && w.waits[i] == still.waits[j])
+        fail("the release of " + describe_word(bit, slots_[std::size_t(o.slot)].wide) + " returned leaving " +
+             threads_[std::size_t(w.threads[i])].name +
+             " queued, though it queued before the release began (SPEC 3.2: it would need a later clear)");
+}
+
+}  // namespace pagewait::check

@@ -1,0 +1,441 @@
+// checker/model.hpp — the model runtime: a runtime policy for detail::core whose every operation
+// is a step of a logical thread under the checker's scheduler.
+//
+// The checker instantiates the shipped core, detail::core<model_policy, R, W>, from
+// include/pagewait/detail/core.hpp; nothing of the protocol is copied here. This file supplies
+// what the core asks of a policy (native_policy.hpp lists it):
+//
+//   synchronisation operations   word atomics (load, test_and_set, fetch_or/and/xor, CAS),
+//                                bucket lock/unlock, parker prepare/park/unpark, clock reads.
+//                                Each is a *branch point*: the thread stops before it and the
+//                                scheduler chooses who performs the next one.
+//   plain accesses               node fields (P::cell), walk visits (P::visit), node death
+//                                (P::retire_node). Checked at every access, never branched on.
+//
+// Why branching on synchronisation operations only is enough: node fields are plain memory in
+// the native build, so any two conflicting accesses to one of them must be ordered by
+// happens-before through the synchronisation operations, or the native program has a data
+// race. A happens-before race detector (vector clocks) runs on every field access; in a
+// race-free execution the value every plain read returns is fixed by the order of the
+// synchronisation operations, so interleaving plain accesses finer would reach no new state.
+// (This is the DRF-SC argument; a race, should one occur, is itself reported as a violation.)
+//
+// Memory model: the search assumes sequential consistency — every word atomic takes effect in
+// one global order. The memory orders the core passes are used only to compute happens-before
+// for the race detector and for the "clear visible to the woken waiter" check, not to produce
+// weaker behaviours; weak orderings are covered by TSan runs of the native tests and by the
+// comments at each ordering in core.hpp (see docs/CHECKER.md).
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stop_token>
+#include <string>
+#include <vector>
+
+#include "fiber.hpp"
+#include "pagewait/detail/deadline.hpp"
+#include "pagewait/detail/parker.hpp"
+#include "pagewait/detail/wait_table.hpp"
+#include "pagewait/fairness.hpp"
+
+namespace pagewait::check {
+
+inline constexpr int max_threads = 6;
+inline constexpr int max_slots = 4;
+using vclock = std::array<std::uint32_t, max_threads>;
+
+// What a thread stopped at a branch point is about to do, for the scheduler's "enabled" test.
+enum class pending : std::uint8_t {
+  start,     // not started yet
+  run,       // an operation that can always proceed
+  lock,      // bucket lock: enabled while the lock is free
+  park,      // enabled once a token arrived; a timed park is always enabled (it may time out)
+  alloc,     // take a freed object slot: enabled once the slot is free (memory reuse)
+  bit_clear  // a user step that needs the bit clear first (starting writeback): enabled then
+};
+
+struct model_lock {
+  int owner = -1;
+  unsigned visits = 0;  // walk visits in the current hold [I7]
+  vclock vc{};
+};
+
+struct model_parker {
+  int thread = -1;
+  std::uint32_t token = 0;
+  vclock vc{};  // the unparkers' clocks: park's acquire joins them
+  void prepare();
+  std::uint32_t park(const detail::deadline& dl, const std::stop_token* stop);
+  void unpark(std::uint32_t token);
+};
+
+// Checker state of one node field: liveness and the race detector's last write and reads.
+struct cell_meta {
+  static constexpr std::uint32_t live_magic = 0x4c495645u, dead_magic = 0x44454144u;
+  std::uint32_t magic = live_magic;
+  int wthread = -1;
+  std::uint32_t wclock = 0;
+  vclock reads{};
+};
+
+// An object of the scenario: a slot of the model heap, in one of its lives.
+struct obj {
+  int slot = -1;
+  std::uint32_t gen = 0;
+};
+
+// One step of an execution, for the counterexample trace.
+struct step_record {
+  int thread = -1;
+  const char* op = "";
+  int slot = -1;  // the word's object slot, -1 if the step is not on a word
+  std::uint32_t gen = 0;
+  bool on_word = false;
+  std::uint64_t arg = 0, before = 0, after = 0;
+  std::int64_t n = -1;  // a number the step reports (token, visits), -1 if none
+  const char* note = nullptr;
+};
+
+// The checker's view of the wait table, to check invariants about the queue. Implemented for
+// each policy by table_view_for<P> (the node type depends on P).
+struct table_view {
+  virtual ~table_view() = default;
+  virtual bool linked(const void* node) const = 0;                     // in a queue or a joined list
+  virtual void queued_words(std::vector<const void*>& out) const = 0;  // words of queued waiters
+  virtual void waiters_for(const void* word, std::uint64_t bit, std::vector<int>& threads) const = 0;
+  virtual bool idle() const = 0;  // no node queued, no release registered
+};
+
+class chooser;
+
+struct violation {
+  bool found = false;
+  std::string what;
+  int thread = -1;
+};
+
+class runtime {
+ public:
+  // ---- configuration, set by a scenario's setup before each execution ----
+  unsigned chunk_visits = 64;
+  fairness_settings fair{1, std::chrono::milliseconds(1)};
+  unsigned max_steps = 4000;
+  std::vector<std::string> bit_names;  // bit i's name for traces ("" if unnamed)
+  bool trace_on = true;
+
+  // ---- scenario construction ----
+  void reset();
+  obj new_object(const char* name, std::uint64_t value, bool wide, int refs);
+  int add_thread(std::string name, std::function<void()> body);
+  void set_table(std::unique_ptr<table_view> v) { view_ = std::move(v); }
+
+  // ---- one execution ----
+  // Runs every thread to completion under `c`'s choices. Returns the violation, if any.
+  const violation& run(chooser& c);
+  const std::vector<step_record>& trace() const { return trace_; }
+  unsigned steps() const { return steps_; }
+  std::size_t thread_count() const { return threads_.size(); }
+  const std::string& thread_name(int t) const { return threads_[std::size_t(t)].name; }
+  std::string slot_name(int slot, std::uint32_t gen) const;
+  std::string describe_word(std::uint64_t v, bool wide) const;
+  bool slot_wide(int slot) const { return slots_[std::size_t(slot)].wide; }
+
+  // ---- called on a logical thread: synchronisation operations (branch points) ----
+  int begin_word(const void* w, const char* op);  // stops, then checks the access is to a live object
+  void end_word(int slot, const char* op, std::memory_order mo, bool writes, std::uint64_t arg,
+                std::uint64_t before, std::uint64_t after);
+  void lock(model_lock& l);
+  void unlock(model_lock& l);
+  void parker_prepare(model_parker& p);
+  std::uint32_t parker_park(model_parker& p, const detail::deadline& dl);
+  void parker_unpark(model_parker& p, std::uint32_t token);
+  std::chrono::steady_clock::time_point now();
+  model_parker& current_parker() { return threads_[std::size_t(cur_)].parker; }
+
+  // ---- plain accesses (checked, not branched on) ----
+  void cell_init(cell_meta& m);
+  void cell_read(const cell_meta& m);
+  void cell_write(cell_meta& m);
+  void visit();
+  void retire_node(const void* p);
+
+  // ---- scenario steps (user code around the core) ----
+  template <class W>
+  std::atomic<W>& word(obj o) {
+    if constexpr (sizeof(W) == 4)
+      return slots_[std::size_t(o.slot)].w32;
+    else
+      return slots_[std::size_t(o.slot)].w64;
+  }
+  void set_target(obj o) { threads_[std::size_t(cur_)].target = o; }
+  obj alloc(int slot, std::uint64_t value);  // waits for the slot to be free
+  void get(obj o);                           // take a reference (the pin)
+  void put(obj o);                           // drop one; the last frees the object
+  void start_bit(obj o, std::uint64_t bit);  // waits for the bit clear, then sets it (writeback)
+  struct wait_start {
+    obj o;
+    std::uint64_t bit;
+    bool clear_at_start;
+    std::size_t clears;
+  };
+  wait_start begin_wait(obj o, std::uint64_t bit);
+  void end_wait(const wait_start& s, bool returned_true);
+  void acquired(obj o, std::uint64_t bit);  // a lock call returned true
+  void lock_failed();                       // a timed lock call returned false
+  void releasing(obj o, std::uint64_t bit);
+  struct waiter_snapshot {
+    std::vector<int> threads;
+    std::vector<std::uint32_t> waits;
+  };
+  waiter_snapshot snapshot_waiters(obj o, std::uint64_t bit);
+  void check_woken(const waiter_snapshot& s, obj o, std::uint64_t bit);
+
+  [[noreturn]] void fail(std::string what);
+  std::chrono::steady_clock::time_point clock() const { return clock_; }
+  int current() const { return cur_; }
+
+ private:
+  struct clear_event {
+    std::uint64_t bit;
+    int thread;
+    std::uint32_t clock;
+  };
+  struct slot {
+    std::atomic<std::uint32_t> w32{0};
+    std::atomic<std::uint64_t> w64{0};
+    const char* name = "";
+    bool wide = false;
+    bool live = false;
+    bool used = false;
+    std::uint32_t gen = 0;
+    int refs = 0;
+    vclock rel{};
+    std::vector<clear_event> clears;
+    std::array<int, 64> owner{};
+  };
+  struct thread {
+    std::string name;
+    std::function<void()> body;
+    std::unique_ptr<fiber> fib;
+    bool finished = false;
+    pending what = pending::start;
+    const void* on = nullptr;
+    std::uint64_t bit = 0;
+    bool timed = false;
+    detail::deadline dl{};
+    vclock vc{};
+    model_parker parker;
+    obj target;
+    model_lock* held = nullptr;
+    std::uint32_t waits = 0;  // completed waits (shared and exclusive)
+  };
+
+  static void thread_entry(void* arg);
+  void stop(pending what, const void* on = nullptr, bool timed = false, std::uint64_t bit = 0);
+  bool enabled(const thread& t) const;
+  std::uint64_t read_word(const slot& s) const { return s.wide ? s.w64.load() : s.w32.load(); }
+  void write_word(slot& s, std::uint64_t v) {
+    if (s.wide)
+      s.w64.store(v);
+    else
+      s.w32.store(std::uint32_t(v));
+  }
+  int slot_of(const void* w) const;
+  thread& me() { return threads_[std::size_t(cur_)]; }
+  void tick() { ++me().vc[std::size_t(cur_)]; }
+  void join(const vclock& v) {
+    for (int i = 0; i < max_threads; ++i)
+      me().vc[std::size_t(i)] = std::max(me().vc[std::size_t(i)], v[std::size_t(i)]);
+  }
+  bool hb(int t, std::uint32_t c) const {
+    return t < 0 || t == cur_ || c <= threads_[std::size_t(cur_)].vc[std::size_t(t)];
+  }
+  void record(step_record r);
+  void check_waiters_bit();
+  void check_object(obj o, const char* what);
+
+  std::array<slot, max_slots> slots_;
+  std::vector<thread> threads_;
+  std::vector<std::unique_ptr<fiber>> fiber_pool_;
+  std::unique_ptr<table_view> view_;
+  std::vector<step_record> trace_;
+  violation violation_;
+  int cur_ = -1;
+  unsigned steps_ = 0;
+  std::chrono::steady_clock::time_point clock_{};
+};
+
+runtime& rt();
+
+// How the scheduler asks a search strategy for the next thread.
+class chooser {
+ public:
+  virtual ~chooser() = default;
+  // `enabled`: the threads that can take a step, ascending. `current`: the thread that took the
+  // last step (-1 at the start). `preemptible`: `current` is enabled and switching away from it
+  // would be a preemption (it is not about to park).
+  virtual int pick(const std::vector<int>& enabled, int current, bool preemptible) = 0;
+};
+
+// The model policy. `BrokenWalk` turns on the core's self-test switch (a walk that clears in a
+// later lock hold than the one that reached the queue's end); it exists only for the checker's
+// self-test, and native policies do not declare it, so it compiles away there.
+template <bool BrokenWalk>
+struct basic_model_policy {
+  static constexpr bool selftest_clear_in_later_hold = BrokenWalk;
+
+  template <class W>
+  static W load(const std::atomic<W>& w, std::memory_order mo) {
+    const int s = rt().begin_word(&w, "load");
+    const W v = w.load(std::memory_order_relaxed);
+    rt().end_word(s, "load", mo, false, 0, v, v);
+    return v;
+  }
+  template <class W>
+  static bool test_and_set(std::atomic<W>& w, W bit, std::memory_order mo) {
+    const int s = rt().begin_word(&w, "test_and_set");
+    const W v = w.fetch_or(bit, std::memory_order_relaxed);
+    rt().end_word(s, "test_and_set", mo, true, bit, v, W(v | bit));
+    return (v & bit) != 0;
+  }
+  template <class W>
+  static W fetch_or(std::atomic<W>& w, W x, std::memory_order mo) {
+    const int s = rt().begin_word(&w, "fetch_or");
+    const W v = w.fetch_or(x, std::memory_order_relaxed);
+    rt().end_word(s, "fetch_or", mo, true, x, v, W(v | x));
+    return v;
+  }
+  template <class W>
+  static W fetch_and(std::atomic<W>& w, W x, std::memory_order mo) {
+    const int s = rt().begin_word(&w, "fetch_and");
+    const W v = w.fetch_and(x, std::memory_order_relaxed);
+    rt().end_word(s, "fetch_and", mo, true, x, v, W(v & x));
+    return v;
+  }
+  template <class W>
+  static W fetch_xor(std::atomic<W>& w, W x, std::memory_order mo) {
+    const int s = rt().begin_word(&w, "fetch_xor");
+    const W v = w.fetch_xor(x, std::memory_order_relaxed);
+    rt().end_word(s, "fetch_xor", mo, true, x, v, W(v ^ x));
+    return v;
+  }
+  // Strong: the model has no spurious failures (a weak CAS failing spuriously only loops).
+  template <class W>
+  static bool compare_exchange(std::atomic<W>& w, W& expected, W desired, std::memory_order success,
+                               std::memory_order failure) {
+    const int s = rt().begin_word(&w, "compare_exchange");
+    const W v = w.load(std::memory_order_relaxed);
+    const bool ok = v == expected;
+    if (ok)
+      w.store(desired, std::memory_order_relaxed);
+    else
+      expected = v;
+    rt().end_word(s, ok ? "cas" : "cas (fails)", ok ? success : failure, ok, desired, v, ok ? desired : v);
+    return ok;
+  }
+
+  using bucket_lock = model_lock;
+  static void lock(bucket_lock& l) { rt().lock(l); }
+  static void unlock(bucket_lock& l) { rt().unlock(l); }
+
+  template <class T>
+  struct cell {
+    T v;
+    mutable cell_meta m;
+    cell(T x) : v(x) { rt().cell_init(m); }  // NOLINT: brace-initialised like the native cell
+    cell(const cell&) = delete;
+    cell& operator=(const cell&) = delete;
+    ~cell() { m.magic = cell_meta::dead_magic; }
+    T get() const {
+      rt().cell_read(m);
+      return v;
+    }
+    void set(T x) {
+      rt().cell_write(m);
+      v = x;
+    }
+  };
+  static void retire_node(const void* p, std::size_t) { rt().retire_node(p); }
+  static void visit() { rt().visit(); }
+
+  static inline detail::wait_table<basic_model_policy>* table_ = nullptr;
+  static detail::wait_table<basic_model_policy>& table() { return *table_; }
+
+  using parker = model_parker;
+  static parker& current_parker() { return rt().current_parker(); }
+
+  static std::chrono::steady_clock::time_point now() { return rt().now(); }
+
+  // Not constexpr: a scenario shrinks the chunk so that a walk spans several holds.
+  static inline unsigned chunk_visits = 64;
+  static constexpr unsigned spin_limit = 1;  // one spin: the path is explored, cheaply
+  static void cpu_relax() {}
+  static fairness_settings fairness() { return rt().fair; }
+};
+
+using model_policy = basic_model_policy<false>;
+using broken_walk_policy = basic_model_policy<true>;
+
+// The table view for policy P: walks the bucket queues and release records raw (no checks).
+template <class P>
+struct table_view_for final : table_view {
+  using node = detail::waiter_node<P>;
+  detail::wait_table<P>* t;
+  explicit table_view_for(detail::wait_table<P>* tt) : t(tt) {}
+  template <class F>
+  void each(F&& f) const {
+    for (std::size_t i = 0; i < t->size(); ++i) {
+      detail::bucket<P>& b = t->at(i);
+      for (node* n = b.head; n; n = n->next.v) f(n, true);
+      for (auto* r = b.releases; r; r = r->next)
+        for (node* n = r->joined_head; n; n = n->next.v) f(n, false);
+    }
+  }
+  bool linked(const void* p) const override {
+    bool found = false;
+    each([&](node* n, bool) { found |= n == p; });
+    return found;
+  }
+  void queued_words(std::vector<const void*>& out) const override {
+    each([&](node* n, bool queued) {
+      if (queued && n->kind != detail::node_kind::bookmark) out.push_back(n->word);
+    });
+  }
+  void waiters_for(const void* word, std::uint64_t bit, std::vector<int>& threads) const override {
+    each([&](node* n, bool queued) {
+      if (queued && n->kind != detail::node_kind::bookmark && n->word == word && n->bit == bit)
+        threads.push_back(n->parker->thread);
+    });
+  }
+  bool idle() const override {
+    for (std::size_t i = 0; i < t->size(); ++i)
+      if (t->at(i).head || t->at(i).releases) return false;
+    return true;
+  }
+};
+
+// Installs a fresh table for P (one execution).
+template <class P>
+void install_table(runtime& r, unsigned buckets, unsigned chunk) {
+  static std::unique_ptr<detail::wait_table<P>> owned;
+  owned = std::make_unique<detail::wait_table<P>>(buckets);
+  P::table_ = owned.get();
+  P::chunk_visits = chunk;
+  r.chunk_visits = chunk;
+  r.set_table(std::make_unique<table_view_for<P>>(owned.get()));
+}
+
+// The pin of the `pinned` and `xor-waiters` protocols: a reference on the object.
+struct model_pin {
+  obj o;
+  void get() { rt().get(o); }
+  void put() { rt().put(o); }
+};
+
+}  // namespace pagewait::check

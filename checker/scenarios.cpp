@@ -1,0 +1,452 @@
+// checker/scenarios.cpp — scenarios, search strategies, traces.
+//
+// Every scenario runs the shipped core, detail::core<model_policy, R, W>, through the user
+// operations below (the same calls the public API makes). Bits: bit 0 is a lock bit
+// ("locked", PG_locked), bit 1 an event bit ("writeback", PG_writeback).
+#include "scenarios.hpp"
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "pagewait/detail/core.hpp"
+
+namespace pagewait::check {
+
+namespace {
+
+using namespace std::chrono_literals;
+constexpr std::uint32_t LCK = 1u << 0;
+constexpr std::uint32_t WBK = 1u << 1;
+constexpr auto untimed = std::chrono::nanoseconds(-1);
+
+// The user's side of the API, on the model: each call names its object (so that an access to
+// a freed or reused object is recognised) and checks what SPEC §3 promises when it returns.
+template <class P, release_protocol R, class W>
+struct user {
+  using C = detail::core<P, R, W>;
+  static std::atomic<W>& word(obj o) { return rt().template word<W>(o); }
+
+  // clear_bit_and_wake. Writeback holds no reference of its own (the kernel's case): only the
+  // pinning protocols take one, through the pin.
+  static void end_writeback(obj o, W bit) {
+    runtime& r = rt();
+    r.set_target(o);
+    const auto queued = r.snapshot_waiters(o, bit);
+    C::release(word(o), bit, detail::release_kind::event, model_pin{o});
+    r.check_woken(queued, o, bit);
+  }
+  static bool wait(obj o, W bit, std::chrono::nanoseconds timeout = untimed) {
+    runtime& r = rt();
+    r.set_target(o);
+    const auto start = r.begin_wait(o, bit);
+    const detail::deadline dl =
+        timeout < 0ns
+            ? detail::deadline::never()
+            : detail::deadline{r.clock() +
+                               std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout)};
+    const bool ok = C::wait_clear(word(o), bit, dl, nullptr);
+    r.end_wait(start, ok);
+    return ok;
+  }
+  static bool lock(obj o, W bit, std::chrono::nanoseconds timeout = untimed) {
+    runtime& r = rt();
+    r.set_target(o);
+    bool ok = true;
+    if (timeout < 0ns) {
+      C::lock(word(o), bit);
+    } else {
+      const detail::deadline dl{r.clock() +
+                                std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout)};
+      ok = C::try_lock(word(o), bit) || C::lock_slow(word(o), bit, dl, nullptr);
+    }
+    if (ok)
+      r.acquired(o, bit);
+    else
+      r.lock_failed();
+    return ok;
+  }
+  static void unlock(obj o, W bit) {
+    runtime& r = rt();
+    r.set_target(o);
+    r.releasing(o, bit);
+    C::release(word(o), bit, detail::release_kind::unlock, model_pin{o});
+  }
+};
+
+void names(runtime& r) { r.bit_names = {"locked", "writeback"}; }
+
+// writeback-free (SPEC §5): T1 ends writeback; T2 waits for it, then drops the last reference
+// (truncation frees the page); T3 reuses the memory for a new page and writes it back. Any
+// touch of the first page after the free is the 2020 bug.
+struct writeback_free {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    const obj a = r.new_object("page", WBK, false, 1);  // the only reference is the truncator's
+    r.add_thread("T1 writeback", [a] { U::end_writeback(a, WBK); });
+    r.add_thread("T2 truncate", [a] {
+      U::wait(a, WBK);
+      rt().put(a);
+    });
+    r.add_thread("T3 reuse", [a] {
+      const obj b = rt().alloc(a.slot, 0);
+      rt().start_bit(b, WBK);
+      U::end_writeback(b, WBK);
+      rt().put(b);
+    });
+  }
+};
+
+// lock-handoff (SPEC §5): three threads lock and unlock one bit twice each. Hand-off is earned
+// after one lost race (the kernel allows five), so that both ways of unlocking are explored.
+struct lock_handoff {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
+      r.add_thread(n, [a] {
+        for (int i = 0; i < 2; ++i) {
+          U::lock(a, LCK);
+          U::unlock(a, LCK);
+        }
+      });
+  }
+};
+
+// mixed-bits (SPEC §5): waiters on two bits of one 64-bit word, and two words in one bucket.
+struct mixed_bits {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint64_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("A", WBK, true, 1);
+    const obj b = r.new_object("B", WBK, true, 1);
+    r.add_thread("T1 locker", [a] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+    });
+    r.add_thread("T2 locker", [a] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+    });
+    r.add_thread("T3 waiter", [a, b] {
+      U::wait(a, WBK);
+      U::wait(b, WBK);
+    });
+    r.add_thread("T4 writeback", [a, b] {
+      U::end_writeback(a, WBK);
+      U::end_writeback(b, WBK);
+    });
+  }
+};
+
+// timeout-race (SPEC §5): a timed waiter's deadline may fire at any step, including while the
+// release is dequeuing it; likewise a timed lock waiter against the unlock.
+struct timeout_race {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 timed waiter", [a] { U::wait(a, WBK, 10ms); });
+    r.add_thread("T2 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T3 writeback", [a] {
+      U::lock(a, LCK);
+      U::end_writeback(a, WBK);
+      U::unlock(a, LCK);
+    });
+    r.add_thread("T4 timed locker", [a] {
+      if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
+    });
+  }
+};
+
+// bookmark-walk (SPEC §5): chunk of 2 visits, three waiters (one timed, which may leave while
+// the bookmark holds the walk's place) on two words in one bucket.
+struct bookmark_walk {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 2);
+    const obj a = r.new_object("A", WBK, false, 1);
+    const obj b = r.new_object("B", WBK, false, 1);
+    r.add_thread("T1 waiter A", [a] { U::wait(a, WBK); });
+    r.add_thread("T2 timed waiter A", [a] { U::wait(a, WBK, 10ms); });
+    r.add_thread("T3 waiter B", [b] { U::wait(b, WBK); });
+    r.add_thread("T4 writeback", [a, b] {
+      U::end_writeback(a, WBK);
+      U::end_writeback(b, WBK);
+    });
+  }
+};
+
+// writeback-restart (Linus, linux-xfs, Sep 2024): writeback ends and is started again while
+// waiters wait (two, so that a release that saw the waiters bit set by one can find the other). The waiter
+// must return after the first writeback that ends after it queued, and never be released into a writeback
+// that started before it waited (the Jan 2021 race).
+struct writeback_restart {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 writeback", [a] { U::end_writeback(a, WBK); });
+    r.add_thread("T2 restarter", [a] {
+      for (int i = 0; i < 2; ++i) {
+        rt().start_bit(a, WBK);
+        U::end_writeback(a, WBK);
+      }
+    });
+    r.add_thread("T3 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T4 waiter", [a] { U::wait(a, WBK); });
+  }
+};
+
+// arrivals-during-walk: chunk of 1 visit, two queued waiters, and a third that keeps arriving
+// while the release walks: the walk must end, and every waiter be woken after the clear.
+struct arrivals_during_walk {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T2 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T3 late waiter", [a] {
+      U::wait(a, WBK);
+      U::wait(a, WBK);
+    });
+    r.add_thread("T4 writeback", [a] { U::end_writeback(a, WBK); });
+  }
+};
+
+template <class S>
+scenario entry(const char* name, const char* summary, unsigned bound) {
+  using rp = release_protocol;
+  return {
+      name,
+      summary,
+      bound,
+      {&S::template setup<model_policy, rp::clear_then_wake>, &S::template setup<model_policy, rp::pinned>,
+       &S::template setup<model_policy, rp::xor_waiters>, &S::template setup<model_policy, rp::atomic_clear>},
+      &S::template setup<broken_walk_policy, rp::atomic_clear>};
+}
+
+// ------------------------------------------------------------------------------------------
+// Search strategies.
+
+// Depth-first search of every schedule with at most `bound` preemptions (CHESS's iterative
+// context bounding, one bound). A preemption is a switch away from a thread that could go on
+// and is not about to park; switches at blocking points are free and unbounded. The stack
+// holds, for each step of the current schedule, the threads still to try there.
+class dfs_chooser final : public chooser {
+ public:
+  explicit dfs_chooser(unsigned bound) : bound_(bound) {}
+  int pick(const std::vector<int>& en, int cur, bool preemptible) override {
+    if (depth_ == stack_.size()) {
+      point p;
+      const bool cur_en = std::find(en.begin(), en.end(), cur) != en.end();
+      if (cur_en) p.options.push_back(cur);  // no switch first
+      for (int t : en)
+        if (t != cur && (!preemptible || used_ < bound_)) p.options.push_back(t);
+      stack_.push_back(std::move(p));
+    }
+    const point& p = stack_[depth_++];
+    const int t = p.options[p.next];
+    if (t != cur && preemptible) ++used_;
+    return t;
+  }
+  // Backtracks to the deepest step with an untried choice; false when none is left.
+  bool next() {
+    depth_ = 0;
+    used_ = 0;
+    while (!stack_.empty() && stack_.back().next + 1 >= stack_.back().options.size()) stack_.pop_back();
+    if (stack_.empty()) return false;
+    ++stack_.back().next;
+    return true;
+  }
+
+ private:
+  struct point {
+    std::vector<int> options;
+    std::size_t next = 0;
+  };
+  unsigned bound_;
+  unsigned used_ = 0;
+  std::size_t depth_ = 0;
+  std::vector<point> stack_;
+};
+
+class random_chooser final : public chooser {
+ public:
+  explicit random_chooser(std::uint64_t seed) : rng_(seed) {}
+  int pick(const std::vector<int>& en, int, bool) override {
+    return en[std::uniform_int_distribution<std::size_t>(0, en.size() - 1)(rng_)];
+  }
+
+ private:
+  std::mt19937_64 rng_;
+};
+
+// PCT (Burckhardt et al., ASPLOS 2010): random distinct thread priorities, always run the
+// highest-priority enabled thread, and at d - 1 random steps lower the running thread's
+// priority below all others. Finds a bug of depth d with probability >= 1/(n k^(d-1)) per run.
+class pct_chooser final : public chooser {
+ public:
+  pct_chooser(std::uint64_t seed, unsigned depth) : rng_(seed), depth_(depth) {}
+  void begin(std::size_t threads, unsigned k) {
+    prio_.resize(threads);
+    for (std::size_t i = 0; i < threads; ++i) prio_[i] = int(depth_ + i);
+    std::shuffle(prio_.begin(), prio_.end(), rng_);
+    change_.clear();
+    for (unsigned i = 1; i < depth_; ++i)
+      change_.push_back(std::uniform_int_distribution<unsigned>(1, k)(rng_));
+    step_ = 0;
+  }
+  int pick(const std::vector<int>& en, int cur, bool) override {
+    ++step_;
+    for (std::size_t i = 0; i < change_.size(); ++i)
+      if (change_[i] == step_ && cur >= 0) prio_[std::size_t(cur)] = int(i);
+    int best = en[0];
+    for (int t : en)
+      if (prio_[std::size_t(t)] > prio_[std::size_t(best)]) best = t;
+    return best;
+  }
+
+ private:
+  std::mt19937_64 rng_;
+  unsigned depth_;
+  std::vector<int> prio_;
+  std::vector<unsigned> change_;
+  unsigned step_ = 0;
+};
+
+// ------------------------------------------------------------------------------------------
+// The counterexample, step by step.
+
+std::string hex(std::uint64_t v, bool wide) {
+  char b[24];
+  std::snprintf(b, sizeof b, wide ? "0x%016llx" : "0x%08llx", static_cast<unsigned long long>(v));
+  return b;
+}
+
+std::string format_trace(const runtime& r, const violation& v) {
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof line, "  %4s  %-18s %s\n", "step", "thread", "operation");
+  out += line;
+  unsigned i = 0;
+  for (const step_record& s : r.trace()) {
+    std::string op = s.op;
+    if (s.on_word) {
+      const bool wide = r.slot_wide(s.slot);
+      if (s.arg) op += " " + hex(s.arg, wide);
+      if (s.note) op += std::string(" (") + s.note + ")";
+      op += " on " + r.slot_name(s.slot, s.gen) + ": " + r.describe_word(s.before, wide);
+      if (s.after != s.before)
+        op += " -> " + r.describe_word(s.after, wide);
+      else
+        op += " (unchanged)";
+    } else {
+      if (s.slot >= 0) op += " on " + r.slot_name(s.slot, s.gen);
+      if (s.n >= 0)
+        op += " [" + std::string(s.note ? s.note : "") + " " + std::to_string(s.n) + "]";
+      else if (s.note)
+        op += std::string(" [") + s.note + "]";
+    }
+    std::snprintf(line, sizeof line, "  %4u  %-18s %s\n", ++i, r.thread_name(s.thread).c_str(), op.c_str());
+    out += line;
+  }
+  out += "  VIOLATION";
+  if (v.thread >= 0) out += " (" + r.thread_name(v.thread) + ", at its next step)";
+  out += ": " + v.what + "\n";
+  return out;
+}
+
+}  // namespace
+
+const std::vector<scenario>& scenarios() {
+  static const std::vector<scenario> all = {
+      entry<writeback_free>("writeback-free",
+                            "end writeback; the waiter frees the page; the memory is reused", 2),
+      entry<lock_handoff>("lock-handoff",
+                          "three threads lock/unlock one bit twice each (hand-off after 1 lost race)", 2),
+      entry<mixed_bits>("mixed-bits", "waiters on two bits of one 64-bit word, two words in one bucket", 2),
+      entry<timeout_race>("timeout-race", "timed waiter and timed locker whose deadlines race the release",
+                          2),
+      entry<bookmark_walk>("bookmark-walk",
+                           "chunk of 2: three waiters, two words, one timed; walk spans holds", 2),
+      entry<writeback_restart>("writeback-restart",
+                               "writeback restarts while a waiter waits (XFS thread, 2024)", 2),
+      entry<arrivals_during_walk>("arrivals-during-walk",
+                                  "chunk of 1: a waiter keeps arriving while the release walks", 2),
+  };
+  return all;
+}
+
+const scenario* find_scenario(const std::string& name) {
+  for (const scenario& s : scenarios())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& o) {
+  std::size_t pi = 0;
+  while (all_release_protocols[pi] != p) ++pi;
+  const setup_fn setup = broken_walk ? s.broken_walk_setup : s.setup[pi];
+  runtime& r = rt();
+  cell_result res;
+  const auto t0 = std::chrono::steady_clock::now();
+  dfs_chooser dfs(o.preemptions >= 0 ? unsigned(o.preemptions) : s.preemption_bound);
+  random_chooser rnd(o.seed);
+  pct_chooser pct(o.seed, o.pct_depth < 1 ? 1 : o.pct_depth);
+  unsigned longest = 64;
+  for (;;) {
+    r.reset();
+    setup(r);
+    chooser* c = &dfs;
+    if (o.how == mode::random) c = &rnd;
+    if (o.how == mode::pct) {
+      pct.begin(r.thread_count(), longest);
+      c = &pct;
+    }
+    const violation& v = r.run(*c);
+    ++res.schedules;
+    longest = std::max(longest, r.steps());
+    if (v.found) {
+      res.failed = true;
+      res.violation = v.what;
+      res.trace = format_trace(r, v);
+      break;
+    }
+    if (o.how == mode::exhaustive) {
+      if (!dfs.next()) {
+        res.complete = true;
+        break;
+      }
+      if (res.schedules >= o.max_schedules) break;
+    } else if (res.schedules >= o.runs) {
+      res.complete = true;
+      break;
+    }
+  }
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  r.reset();
+  return res;
+}
+
+}  // namespace pagewait::check

@@ -1,0 +1,50 @@
+// checker/scenarios.hpp — the scenarios of SPEC §5 (and two more), and how to run one cell.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "model.hpp"
+#include "pagewait/protocol.hpp"
+
+namespace pagewait::check {
+
+using setup_fn = void (*)(runtime&);
+
+struct scenario {
+  const char* name;
+  const char* summary;
+  unsigned preemption_bound;   // exhaustive mode: schedules with at most this many preemptions
+  setup_fn setup[4];           // per release protocol, in all_release_protocols order
+  setup_fn broken_walk_setup;  // atomic-clear on the self-test's broken walk (or null)
+};
+
+const std::vector<scenario>& scenarios();
+const scenario* find_scenario(const std::string& name);
+
+enum class mode { exhaustive, random, pct };
+
+struct run_options {
+  mode how = mode::exhaustive;
+  std::uint64_t seed = 1;
+  int preemptions = -1;                   // exhaustive: -1 = the scenario's bound
+  std::uint64_t max_schedules = 5000000;  // exhaustive: stop (incomplete) after this many
+  std::uint64_t runs = 20000;             // random, pct: schedules to try
+  unsigned pct_depth = 3;                 // pct: bug depth d (d - 1 priority change points)
+  bool broken_walk = false;               // self-test: the broken walk (atomic-clear only)
+};
+
+struct cell_result {
+  bool failed = false;
+  bool complete = false;  // exhaustive search finished within its bounds
+  std::uint64_t schedules = 0;
+  double seconds = 0;
+  std::string violation;
+  std::string trace;  // the failing schedule, step by step
+};
+
+cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& o);
+
+}  // namespace pagewait::check
