@@ -398,7 +398,10 @@ struct core {
     // queued [I4]. The word is alive: its bit is held by the new owner, who cannot run yet.
     if (requeue) {
       for (;;) {
-        for (unsigned i = 0; requeue && i < P::chunk_visits; ++i) {
+        // [I7] The hold that ended the walk has already made `visits` visits: the re-queueing
+        // continues its budget rather than starting a fresh one (which let one hold make up to
+        // twice chunk_visits visits; found by the model checker's handoff-walk scenario).
+        for (; requeue && visits < P::chunk_visits; ++visits) {
           P::visit();
           node* n = requeue;
           requeue = n->next.get();
@@ -412,6 +415,7 @@ struct core {
         if (!requeue) break;
         P::unlock(b.lock);
         P::lock(b.lock);
+        visits = 0;
       }
       P::fetch_or(word, WB, mo_relaxed);
     }
