@@ -234,6 +234,28 @@ struct arrivals_during_walk {
   }
 };
 
+// handoff-walk (beyond SPEC §5): every lock waiter has earned a hand-off, the chunk is 1
+// visit, so unlocks hand off in multi-hold walks while other lockers arrive and join the
+// release (and are re-queued behind the new owner); meanwhile a writeback waiter and the end
+// of writeback work on another bit of the same word.
+struct handoff_walk {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    r.fair = {0, std::chrono::hours(1)};
+    const obj a = r.new_object("page", WBK, false, 1);
+    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
+      r.add_thread(n, [a] {
+        U::lock(a, LCK);
+        U::unlock(a, LCK);
+      });
+    r.add_thread("T4 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T5 writeback", [a] { U::end_writeback(a, WBK); });
+  }
+};
+
 template <class S>
 scenario entry(const char* name, const char* summary, unsigned bound) {
   using rp = release_protocol;
@@ -394,6 +416,8 @@ const std::vector<scenario>& scenarios() {
                                "writeback restarts while a waiter waits (XFS thread, 2024)", 2),
       entry<arrivals_during_walk>("arrivals-during-walk",
                                   "chunk of 1: a waiter keeps arriving while the release walks", 2),
+      entry<handoff_walk>("handoff-walk",
+                          "chunk of 1, hand-off always earned: joiners re-queued; another bit too", 2),
   };
   return all;
 }
