@@ -394,8 +394,11 @@ struct core {
     // chunk per hold. The new owner is not yet unparked, so nobody can release the bit
     // meanwhile and none of them can be missed by a release of it. But while they sat in
     // `rec`, out of the queue, a release of *another* bit of this word could not see them and
-    // may have cleared the waiters bit; so it is set again, in the last hold, once they are all
-    // queued [I4]. The word is alive: its bit is held by the new owner, who cannot run yet.
+    // may have cleared the waiters bit; so it is set again in every hold that queues some of
+    // them, before that hold ends [I4]: whenever the lock is free, every queued waiter of the
+    // word has the waiters bit behind it (a release of another bit that clears it in between
+    // must have found none of them queued: they had all timed out and left). The word is
+    // alive: its bit is held by the new owner, who cannot run yet.
     if (requeue) {
       for (;;) {
         // [I7] The hold that ended the walk has already made `visits` visits: the re-queueing
@@ -412,12 +415,12 @@ struct core {
             b.arrive(n);
           }
         }
+        P::fetch_or(word, WB, mo_relaxed);
         if (!requeue) break;
         P::unlock(b.lock);
         P::lock(b.lock);
         visits = 0;
       }
-      P::fetch_or(word, WB, mo_relaxed);
     }
     P::unlock(b.lock);
 
