@@ -17,18 +17,6 @@
 namespace pagewait::check {
 namespace {
 
-// The verdicts the default run requires. atomic-clear, the shipped protocol, passes
-// everything. clear-then-wake fails writeback-free: the 2020 bug (if it passes, the checker is
-// broken). The three old protocols also fail writeback-restart: they clear before they wake,
-// so a late wake-up releases a waiter that queued behind a restarted writeback (the Jan 2021
-// race, c2407cf7d22d; the kernel papers over it with a `while` loop, whose starvation is the
-// 2024 XFS thread). Cells not listed must pass.
-bool expected_failure(release_protocol p, const std::string& scenario) {
-  if (p == release_protocol::atomic_clear) return false;
-  if (scenario == "writeback-restart") return true;
-  return p == release_protocol::clear_then_wake && scenario == "writeback-free";
-}
-
 const char* mode_name(mode m) {
   return m == mode::exhaustive ? "exhaustive" : m == mode::random ? "random" : "pct";
 }
@@ -109,7 +97,7 @@ int check_main(int argc, char** argv) {
     for (release_protocol p : protos) {
       const cell_result r = check_cell(*s, p, false, o);
       // Random and pct modes may miss a failure; only the exhaustive search is held to it.
-      const bool want_fail = expected_failure(p, s->name);
+      const bool want_fail = expected_to_fail(p, s->name);
       const bool ok = r.failed == want_fail || (!r.failed && o.how != mode::exhaustive);
       const bool incomplete = o.how == mode::exhaustive && !r.failed && !r.complete;
       if (!ok || (incomplete && p == release_protocol::atomic_clear)) all_as_expected = false;

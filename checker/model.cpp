@@ -216,6 +216,14 @@ int runtime::slot_of(const void* w) const {
 
 void runtime::check_object(obj o, const char* what) {
   const slot& s = slots_[std::size_t(o.slot)];
+  if (!s.live || s.gen != o.gen) {
+    step_record r;  // the access is not performed; the trace shows it was attempted
+    r.op = what;
+    r.slot = o.slot;
+    r.gen = o.gen;
+    r.note = s.live ? "ATTEMPTED on memory freed and reused" : "ATTEMPTED on freed memory";
+    record(r);
+  }
   if (!s.live)
     fail(std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
          " after it was freed (SPEC 3.1: release is the last touch)");

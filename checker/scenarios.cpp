@@ -394,7 +394,7 @@ std::string format_trace(const runtime& r, const violation& v) {
     out += line;
   }
   out += "  VIOLATION";
-  if (v.thread >= 0) out += " (" + r.thread_name(v.thread) + ", at its next step)";
+  if (v.thread >= 0) out += " (" + r.thread_name(v.thread) + ")";
   out += ": " + v.what + "\n";
   return out;
 }
@@ -404,16 +404,16 @@ std::string format_trace(const runtime& r, const violation& v) {
 const std::vector<scenario>& scenarios() {
   static const std::vector<scenario> all = {
       entry<writeback_free>("writeback-free",
-                            "end writeback; the waiter frees the page; the memory is reused", 2),
+                            "end writeback; the waiter frees the page; the memory is reused", 3),
       entry<lock_handoff>("lock-handoff",
-                          "three threads lock/unlock one bit twice each (hand-off after 1 lost race)", 2),
+                          "three threads lock/unlock one bit twice each (hand-off after 1 lost race)", 3),
       entry<mixed_bits>("mixed-bits", "waiters on two bits of one 64-bit word, two words in one bucket", 2),
       entry<timeout_race>("timeout-race", "timed waiter and timed locker whose deadlines race the release",
                           2),
       entry<bookmark_walk>("bookmark-walk",
                            "chunk of 2: three waiters, two words, one timed; walk spans holds", 2),
       entry<writeback_restart>("writeback-restart",
-                               "writeback restarts while a waiter waits (XFS thread, 2024)", 2),
+                               "writeback restarts while a waiter waits (XFS thread, 2024)", 3),
       entry<arrivals_during_walk>("arrivals-during-walk",
                                   "chunk of 1: a waiter keeps arriving while the release walks", 2),
       entry<handoff_walk>("handoff-walk",
@@ -426,6 +426,18 @@ const scenario* find_scenario(const std::string& name) {
   for (const scenario& s : scenarios())
     if (name == s.name) return &s;
   return nullptr;
+}
+
+// The verdicts the default run requires. atomic-clear, the shipped protocol, passes
+// everything. clear-then-wake fails writeback-free: the 2020 bug (if it passes, the checker is
+// broken). The three old protocols also fail writeback-restart: they clear before they wake,
+// so a late wake-up releases a waiter that queued behind a restarted writeback (the Jan 2021
+// race, c2407cf7d22d; the kernel papers over it with a `while` loop, whose starvation is the
+// 2024 XFS thread). Cells not listed must pass.
+bool expected_to_fail(release_protocol p, const std::string& scenario) {
+  if (p == release_protocol::atomic_clear) return false;
+  if (scenario == "writeback-restart") return true;
+  return p == release_protocol::clear_then_wake && scenario == "writeback-free";
 }
 
 cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& o) {

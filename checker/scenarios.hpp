@@ -45,6 +45,9 @@ struct cell_result {
   std::string trace;  // the failing schedule, step by step
 };
 
+// The verdict the default run requires of a cell (true: a violation must be found).
+bool expected_to_fail(release_protocol p, const std::string& scenario);
+
 cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& o);
 
 }  // namespace pagewait::check
