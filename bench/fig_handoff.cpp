@@ -5,7 +5,11 @@
 // from a release to the sleeping waiter owning the lock. The reference is the floor for any
 // sleeping lock: a bare futex ping-pong in the same harness (the release is a store and one
 // FUTEX_WAKE; the waiter's wait is one FUTEX_WAIT). The TAS spinlock's waiter spins instead of
-// sleeping: its row is the cache-line transfer, not a wake-up.
+// sleeping: its row is the cache-line transfer, not a wake-up. Between rounds both threads
+// sleep (std::atomic::wait), so that neither holds a CPU the other needs. This machine is a
+// VM (kvm-clock, Firecracker): a wake-up across vCPUs costs the host's delivery of the
+// interrupt, which swings between ~2 µs and ~50 µs with the host's load, alike for every
+// sleeping peer; hence peers in interleaved blocks and ratios of the same run.
 #include <thread>
 
 #include "common.hpp"
@@ -37,7 +41,7 @@ void handoff(unsigned samples, std::vector<double>& lat) {
   std::atomic<std::int64_t> t0_ns{0};
   std::thread b([&] {
     for (unsigned k = 0; k < samples; ++k) {
-      while (phase.load(std::memory_order_acquire) != 2 * k + 1) std::this_thread::yield();
+      for (unsigned v; (v = phase.load(std::memory_order_acquire)) != 2 * k + 1;) phase.wait(v);
       b_going.store(true);
       Peer::lock(o);
       const auto t1 = clock_type::now().time_since_epoch().count();
@@ -45,16 +49,20 @@ void handoff(unsigned samples, std::vector<double>& lat) {
       Peer::unlock(o);
       b_going.store(false);
       phase.store(2 * k + 2, std::memory_order_release);
+      phase.notify_one();
     }
   });
   for (unsigned k = 0; k < samples; ++k) {
     Peer::lock(o);
     phase.store(2 * k + 1, std::memory_order_release);
+    phase.notify_one();
     while (!b_going.load()) std::this_thread::yield();
     std::this_thread::sleep_for(std::chrono::microseconds(50));  // B is asleep in lock() by now
     t0_ns.store(clock_type::now().time_since_epoch().count(), std::memory_order_relaxed);
     Peer::unlock(o);
-    while (phase.load(std::memory_order_acquire) != 2 * k + 2) std::this_thread::yield();
+    // Sleep, not spin, until B is done: on 2 cores, a spinning A would compete with the B it
+    // just woke for a CPU.
+    for (unsigned v; (v = phase.load(std::memory_order_acquire)) != 2 * k + 2;) phase.wait(v);
   }
   b.join();
 }

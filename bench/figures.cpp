@@ -58,8 +58,19 @@ int main(int argc, char** argv) {
   app.add_option("--scale", o.scale, "multiply durations and iteration counts")
       ->check(CLI::Range(0.001, 1000.0));
   app.add_flag("--list", list, "list the figures");
+  // Experiments only (the driver never passes them): pagewait's fairness bounds for this run.
+  long max_wait_us = -1;
+  int max_lost = -1;
+  app.add_option("--pw-max-wait-us", max_wait_us, "experiment: pagewait::set_fairness max_wait (µs)");
+  app.add_option("--pw-max-lost-races", max_lost, "experiment: pagewait::set_fairness max_lost_races");
   CLI11_PARSE(app, argc, argv);
   prepare_process();
+  if (max_wait_us >= 0 || max_lost >= 0) {
+    pagewait::fairness_settings f = pagewait::get_fairness();
+    if (max_wait_us >= 0) f.max_wait = std::chrono::microseconds(max_wait_us);
+    if (max_lost >= 0) f.max_lost_races = unsigned(max_lost);
+    pagewait::set_fairness(f);
+  }
   if (list || id.empty()) {
     for (const figure& f : registry()) std::printf("%-10s %s\n", f.id, f.summary);
     return id.empty() && !list ? 2 : 0;
