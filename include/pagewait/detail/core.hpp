@@ -154,6 +154,8 @@ struct core {
     // Spin briefly while nobody is queued: the holder is likely to release within a few hundred
     // cycles, and sleeping costs two syscalls. Once the waiters bit is set, queue (FIFO).
     for (unsigned i = 0; i < P::spin_limit; ++i) {
+      // Relaxed: only a hint; the bit is taken by try_lock's acquire RMW, which pairs with the
+      // holder's release.
       const W v = P::load(word, mo_relaxed);
       if (v & WB) break;
       if (!(v & bit) && try_lock(word, bit)) return true;
@@ -206,6 +208,7 @@ struct core {
   }
 
   [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
+    // Acquire pairs with the release of the clear (CAS or fetch_and in release / release_slow).
     if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
     bucket_t& b = P::table().bucket_for(&word);
     node n;
@@ -271,7 +274,8 @@ struct core {
       if (n->kind == node_kind::exclusive && earned_handoff(n)) {
         if constexpr (cleared_first) {
           // v5.9's hand-off: the waker takes the bit for the waiter after the clear, and fails
-          // if somebody took it meanwhile. Another touch of the word after the clear.
+          // if somebody took it meanwhile. Another touch of the word after the clear. Acquire
+          // on behalf of the new owner: pairs with the release of the clear before this walk.
           if (P::fetch_or(word, W(n->bit), mo_acquire) & n->bit) {
             w.keep_waiters = true;
             w.exclusive_woken = true;  // blocked: the new holder's release will serve it
@@ -383,11 +387,14 @@ struct core {
       } else if (!w.keep_waiters) {
         // [I5] Hand-off: the bit stays set. Only the waiters bit goes, if nobody else waits. The
         // new owner cannot run before its unpark below, so this is still before the last touch.
+        // Relaxed: the waiters bit publishes no data; who sees it is ordered by the bucket lock,
+        // and the new owner is ordered by its unpark (release) and park (acquire).
         P::fetch_and(word, W(~WB), mo_relaxed);
       }
     } else {
       // The kernel's "no more waiters for this page: clear PG_waiters". The bit is long clear:
       // without a pin the object may already be another object.
+      // Relaxed: the waiters bit publishes no data (ordered by the bucket lock).
       if (!w.keep_waiters) P::fetch_and(word, W(~WB), mo_relaxed);
     }
     // Waiters that joined a release which then handed the lock off go back to the queue, a
@@ -415,7 +422,7 @@ struct core {
             b.arrive(n);
           }
         }
-        P::fetch_or(word, WB, mo_relaxed);
+        P::fetch_or(word, WB, mo_relaxed);  // relaxed: as above, the waiters bit carries no data
         if (!requeue) break;
         P::unlock(b.lock);
         P::lock(b.lock);
