@@ -191,8 +191,10 @@ void runtime::stop(pending what, const void* on, bool timed, std::uint64_t bit) 
   t.fib->suspend();
 }
 
-void runtime::fail(std::string what) {
-  violation_ = {true, std::move(what), cur_};
+// The message is built in msg_ by the caller, in a statement of its own: this fiber is
+// abandoned, so a temporary of the calling expression would never be destroyed (a leak).
+void runtime::fail() {
+  violation_ = {true, msg_, cur_};
   me().fib->suspend(true);  // abandoned: never resumed
   std::abort();
 }
@@ -224,18 +226,25 @@ void runtime::check_object(obj o, const char* what) {
     r.note = s.live ? "ATTEMPTED on memory freed and reused" : "ATTEMPTED on freed memory";
     record(r);
   }
-  if (!s.live)
-    fail(std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
-         " after it was freed (SPEC 3.1: release is the last touch)");
-  if (s.gen != o.gen)
-    fail(std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
-         " after it was freed and its memory reused as " + slot_name(o.slot, s.gen) + " (SPEC 3.1)");
+  if (!s.live) {
+    msg_ = std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
+           " after it was freed (SPEC 3.1: release is the last touch)";
+    fail();
+  }
+  if (s.gen != o.gen) {
+    msg_ = std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
+           " after it was freed and its memory reused as " + slot_name(o.slot, s.gen) + " (SPEC 3.1)";
+    fail();
+  }
 }
 
 int runtime::begin_word(const void* w, const char* op) {
   stop(pending::run);
   const int s = slot_of(w);
-  if (s < 0) fail("access to a word that belongs to no object");
+  if (s < 0) {
+    msg_ = "access to a word that belongs to no object";
+    fail();
+  }
   const obj t = me().target;
   check_object(t.slot == s ? t : obj{s, slots_[std::size_t(s)].gen}, op);
   return s;
@@ -273,14 +282,16 @@ void runtime::end_word(int si, const char* op, std::memory_order mo, bool writes
 // [I4] While a waiter is queued for a word, the word's waiters bit is set. Checked whenever a
 // bucket lock is released (inside a hold the core may be between the two steps).
 void runtime::check_waiters_bit() {
-  std::vector<const void*> words;
-  view_->queued_words(words);
-  for (const void* w : words) {
+  scratch_words_.clear();  // runtime-owned: no heap memory on a fiber that may be abandoned
+  view_->queued_words(scratch_words_);
+  for (const void* w : scratch_words_) {
     const int si = slot_of(w);
     if (si < 0 || !slots_[std::size_t(si)].live) continue;  // a DROP waiter's object may be gone
     const slot& s = slots_[std::size_t(si)];
-    if (!(read_word(s) & waiters_mask(s.wide)))
-      fail("waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (SPEC 3.4)");
+    if (!(read_word(s) & waiters_mask(s.wide))) {
+      msg_ = "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (SPEC 3.4)";
+      fail();
+    }
   }
 }
 
@@ -301,7 +312,10 @@ void runtime::lock(model_lock& l) {
 
 void runtime::unlock(model_lock& l) {
   stop(pending::run);
-  if (l.owner != cur_) fail("bucket unlock by a thread that does not hold it");
+  if (l.owner != cur_) {
+    msg_ = "bucket unlock by a thread that does not hold it";
+    fail();
+  }
   step_record r;
   r.op = "bucket unlock";
   r.n = l.visits;
@@ -316,10 +330,15 @@ void runtime::unlock(model_lock& l) {
 
 void runtime::visit() {
   model_lock* l = me().held;
-  if (!l) fail("a release walk visited a node without holding the bucket lock");
-  if (++l->visits > chunk_visits)
-    fail("bucket lock held for " + std::to_string(l->visits) + " walk visits, more than the chunk bound " +
-         std::to_string(chunk_visits) + " (SPEC 3.7)");
+  if (!l) {
+    msg_ = "a release walk visited a node without holding the bucket lock";
+    fail();
+  }
+  if (++l->visits > chunk_visits) {
+    msg_ = "bucket lock held for " + std::to_string(l->visits) + " walk visits, more than the chunk bound " +
+           std::to_string(chunk_visits) + " (SPEC 3.7)";
+    fail();
+  }
 }
 
 void model_parker::prepare() { rt().parker_prepare(*this); }
@@ -388,26 +407,40 @@ void runtime::cell_init(cell_meta& m) {
 }
 
 void runtime::cell_read(const cell_meta& m) {
-  if (m.magic != cell_meta::live_magic)
-    fail("read of a waiter node's field after its thread returned (the node was on its stack)");
-  if (!hb(m.wthread, m.wclock))
-    fail("data race: a waiter node's field is read unordered with its last write");
+  if (m.magic != cell_meta::live_magic) {
+    msg_ = "read of a waiter node's field after its thread returned (the node was on its stack)";
+    fail();
+  }
+  if (!hb(m.wthread, m.wclock)) {
+    msg_ = "data race: a waiter node's field is read unordered with its last write";
+    fail();
+  }
   const_cast<cell_meta&>(m).reads[std::size_t(cur_)] = me().vc[std::size_t(cur_)];
 }
 
 void runtime::cell_write(cell_meta& m) {
-  if (m.magic != cell_meta::live_magic)
-    fail("write to a waiter node's field after its thread returned (the node was on its stack)");
-  if (!hb(m.wthread, m.wclock)) fail("data race: two unordered writes to a waiter node's field");
+  if (m.magic != cell_meta::live_magic) {
+    msg_ = "write to a waiter node's field after its thread returned (the node was on its stack)";
+    fail();
+  }
+  if (!hb(m.wthread, m.wclock)) {
+    msg_ = "data race: two unordered writes to a waiter node's field";
+    fail();
+  }
   for (int i = 0; i < max_threads; ++i)
-    if (i != cur_ && m.reads[std::size_t(i)] > me().vc[std::size_t(i)])
-      fail("data race: a waiter node's field is written unordered with a read");
+    if (i != cur_ && m.reads[std::size_t(i)] > me().vc[std::size_t(i)]) {
+      msg_ = "data race: a waiter node's field is written unordered with a read";
+      fail();
+    }
   m.wthread = cur_;
   m.wclock = me().vc[std::size_t(cur_)];
 }
 
 void runtime::retire_node(const void* p) {
-  if (view_->linked(p)) fail("a waiter node is still linked in the wait table after its thread returned");
+  if (view_->linked(p)) {
+    msg_ = "a waiter node is still linked in the wait table after its thread returned";
+    fail();
+  }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -505,25 +538,34 @@ void runtime::end_wait(const wait_start& w, bool ok) {
       cleared = true;
       visible |= hb(s.clears[i].thread, s.clears[i].clock);
     }
-  if (!cleared)
-    fail("woken into a set bit: the wait returned, but no clear of " + describe_word(w.bit, s.wide) +
-         " happened since it began; the bit is still set from before it waited (SPEC 3.3)");
-  if (!visible)
-    fail(
+  if (!cleared) {
+    msg_ = "woken into a set bit: the wait returned, but no clear of " + describe_word(w.bit, s.wide) +
+           " happened since it began; the bit is still set from before it waited (SPEC 3.3)";
+    fail();
+  }
+  if (!visible) {
+    msg_ =
         "woken by the wrong release: the wait returned, and the bit was cleared since it began, but no such "
         "clear "
         "happens-before the return; what woke it was a release of the bit as it was before it waited (SPEC "
-        "3.3)");
+        "3.3)";
+    fail();
+  }
 }
 
 void runtime::acquired(obj o, std::uint64_t bit) {
   ++me().waits;
   slot& s = slots_[std::size_t(o.slot)];
   const int pos = __builtin_ctzll(bit);
-  if (!(read_word(s) & bit)) fail("lock returned, but the lock bit is clear: not the owner (SPEC 3.3, 3.5)");
-  if (s.owner[std::size_t(pos)] >= 0)
-    fail("two owners: " + me().name + " acquired the lock bit held by " +
-         threads_[std::size_t(s.owner[std::size_t(pos)])].name + " (SPEC 3.5)");
+  if (!(read_word(s) & bit)) {
+    msg_ = "lock returned, but the lock bit is clear: not the owner (SPEC 3.3, 3.5)";
+    fail();
+  }
+  if (s.owner[std::size_t(pos)] >= 0) {
+    msg_ = "two owners: " + me().name + " acquired the lock bit held by " +
+           threads_[std::size_t(s.owner[std::size_t(pos)])].name + " (SPEC 3.5)";
+    fail();
+  }
   s.owner[std::size_t(pos)] = cur_;
 }
 
@@ -532,15 +574,22 @@ void runtime::lock_failed() { ++me().waits; }
 void runtime::releasing(obj o, std::uint64_t bit) {
   slot& s = slots_[std::size_t(o.slot)];
   const int pos = __builtin_ctzll(bit);
-  if (s.owner[std::size_t(pos)] != cur_) fail("unlock by a thread that is not the owner");
+  if (s.owner[std::size_t(pos)] != cur_) {
+    msg_ = "unlock by a thread that is not the owner";
+    fail();
+  }
   s.owner[std::size_t(pos)] = -1;
 }
 
 runtime::waiter_snapshot runtime::snapshot_waiters(obj o, std::uint64_t bit) {
   waiter_snapshot w;
   slot& s = slots_[std::size_t(o.slot)];
-  view_->waiters_for(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, bit, w.threads);
-  for (int t : w.threads) w.waits.push_back(threads_[std::size_t(t)].waits);
+  scratch_threads_.clear();
+  view_->waiters_for(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, bit, scratch_threads_);
+  for (int t : scratch_threads_) {
+    w.threads[w.count] = t;
+    w.waits[w.count++] = threads_[std::size_t(t)].waits;
+  }
   return w;
 }
 
@@ -548,13 +597,15 @@ runtime::waiter_snapshot runtime::snapshot_waiters(obj o, std::uint64_t bit) {
 // been dequeued (by it or by a concurrent release; it will be unparked) when that release
 // returns. A waiter never needs a second clear.
 void runtime::check_woken(const waiter_snapshot& w, obj o, std::uint64_t bit) {
-  waiter_snapshot still = snapshot_waiters(o, bit);
-  for (std::size_t i = 0; i < w.threads.size(); ++i)
-    for (std::size_t j = 0; j < still.threads.size(); ++j)
-      if (w.threads[i] == still.threads[j] && w.waits[i] == still.waits[j])
-        fail("the release of " + describe_word(bit, slots_[std::size_t(o.slot)].wide) + " returned leaving " +
-             threads_[std::size_t(w.threads[i])].name +
-             " queued, though it queued before the release began (SPEC 3.2: it would need a later clear)");
+  const waiter_snapshot still = snapshot_waiters(o, bit);
+  for (std::size_t i = 0; i < w.count; ++i)
+    for (std::size_t j = 0; j < still.count; ++j)
+      if (w.threads[i] == still.threads[j] && w.waits[i] == still.waits[j]) {
+        msg_ = "the release of " + describe_word(bit, slots_[std::size_t(o.slot)].wide) +
+               " returned leaving " + threads_[std::size_t(w.threads[i])].name +
+               " queued, though it queued before the release began (SPEC 3.2: it would need a later clear)";
+        fail();
+      }
 }
 
 }  // namespace pagewait::check

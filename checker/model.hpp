@@ -189,14 +189,17 @@ class runtime {
   void acquired(obj o, std::uint64_t bit);  // a lock call returned true
   void lock_failed();                       // a timed lock call returned false
   void releasing(obj o, std::uint64_t bit);
-  struct waiter_snapshot {
-    std::vector<int> threads;
-    std::vector<std::uint32_t> waits;
+  struct waiter_snapshot {  // fixed-size: it lives on a fiber that may be abandoned
+    std::size_t count = 0;
+    std::array<int, max_threads> threads{};
+    std::array<std::uint32_t, max_threads> waits{};
   };
   waiter_snapshot snapshot_waiters(obj o, std::uint64_t bit);
   void check_woken(const waiter_snapshot& s, obj o, std::uint64_t bit);
 
-  [[noreturn]] void fail(std::string what);
+  // Reports msg_ as the violation and abandons the calling fiber.
+  [[noreturn]] void fail();
+  std::string msg_;
   std::chrono::steady_clock::time_point clock() const { return clock_; }
   int current() const { return cur_; }
 
@@ -265,6 +268,8 @@ class runtime {
   std::vector<std::unique_ptr<fiber>> fiber_pool_;
   std::unique_ptr<table_view> view_;
   std::vector<step_record> trace_;
+  std::vector<const void*> scratch_words_;
+  std::vector<int> scratch_threads_;
   violation violation_;
   int cur_ = -1;
   unsigned steps_ = 0;
