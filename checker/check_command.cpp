@@ -85,14 +85,19 @@ int check_main(int argc, char** argv) {
     if (scenario_name.empty() || scenario_name == s.name) scens.push_back(&s);
 
   std::printf("pagewait check: %s search, SC model (docs/CHECKER.md)\n", mode_name(o.how));
-  std::printf("cell: verdict, schedules explored, seconds   (! = not the expected verdict)\n\n");
-  std::printf("%-22s", "scenario");
+  std::printf("cell: verdict, schedules explored, seconds   (! = not the expected verdict)\n");
+  if (o.how == mode::exhaustive)
+    std::printf("K: preemption bound (every schedule with at most K preemptions)\n");
+  std::printf("\n");
+  std::printf("%-22s %2s", "scenario", "K");
   for (release_protocol p : protos) std::printf(" | %-22.*s", int(to_string(p).size()), to_string(p).data());
   std::printf("\n");
   bool all_as_expected = true;
   std::vector<std::string> failures;
   for (const scenario* s : scens) {
-    std::printf("%-22s", s->name);
+    std::printf(
+        "%-22s %2d", s->name,
+        o.how == mode::exhaustive ? (o.preemptions >= 0 ? o.preemptions : int(s->preemption_bound)) : 0);
     std::fflush(stdout);
     for (release_protocol p : protos) {
       const cell_result r = check_cell(*s, p, false, o);
