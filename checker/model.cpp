@@ -247,12 +247,24 @@ int runtime::begin_word(const void* w, const char* op) {
   }
   const obj t = me().target;
   check_object(t.slot == s ? t : obj{s, slots_[std::size_t(s)].gen}, op);
+  if (me().rel_slot == s && me().rel_done) {
+    step_record r;
+    r.op = op;
+    r.slot = s;
+    r.gen = slots_[std::size_t(s)].gen;
+    r.note = "ATTEMPTED after the release's atomic step";
+    record(r);
+    msg_ = std::string("touch after release: ") + op + " on " + slot_name(s, r.gen) +
+           " by its releaser after the atomic step that cleared the bit or handed it off (SPEC 3.1)";
+    fail();
+  }
   return s;
 }
 
 void runtime::end_word(int si, const char* op, std::memory_order mo, bool writes, std::uint64_t arg,
                        std::uint64_t before, std::uint64_t after) {
   slot& s = slots_[std::size_t(si)];
+  if (me().rel_slot == si && (before & me().rel_bit) && !(after & me().rel_bit)) me().rel_done = true;
   // Happens-before as C++ defines it for one location: an acquire joins the release sequence's
   // clocks; a release RMW adds its own; a relaxed RMW continues the sequence unchanged.
   if (acquires(mo)) join(s.rel);
@@ -378,6 +390,7 @@ std::uint32_t runtime::parker_park(model_parker& p, const detail::deadline& dl) 
 void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
   stop(pending::run);
   p.token |= token;
+  if (token == detail::token_handoff && me().rel_slot >= 0) me().rel_done = true;  // the hand-off's step
   for (int i = 0; i < max_threads; ++i)
     p.vc[std::size_t(i)] = std::max(p.vc[std::size_t(i)], me().vc[std::size_t(i)]);
   tick();
@@ -568,6 +581,14 @@ void runtime::acquired(obj o, std::uint64_t bit) {
   }
   s.owner[std::size_t(pos)] = cur_;
 }
+
+void runtime::begin_last_touch_check(obj o, std::uint64_t bit) {
+  me().rel_slot = o.slot;
+  me().rel_bit = bit;
+  me().rel_done = false;
+}
+
+void runtime::end_last_touch_check() { me().rel_slot = -1; }
 
 void runtime::lock_failed() { ++me().waits; }
 

@@ -189,6 +189,12 @@ class runtime {
   void acquired(obj o, std::uint64_t bit);  // a lock call returned true
   void lock_failed();                       // a timed lock call returned false
   void releasing(obj o, std::uint64_t bit);
+  // [I1] directly, for a protocol that claims it without a pin (atomic-clear): between these
+  // two calls, once the release's atomic step has cleared the bit (or a hand-off token has been
+  // delivered), any further access to the word by the releaser is a violation, whether or not
+  // the schedule frees the object.
+  void begin_last_touch_check(obj o, std::uint64_t bit);
+  void end_last_touch_check();
   struct waiter_snapshot {  // fixed-size: it lives on a fiber that may be abandoned
     std::size_t count = 0;
     std::array<int, max_threads> threads{};
@@ -237,6 +243,9 @@ class runtime {
     obj target;
     model_lock* held = nullptr;
     std::uint32_t waits = 0;  // completed waits (shared and exclusive)
+    int rel_slot = -1;        // begin_last_touch_check: the word being released
+    std::uint64_t rel_bit = 0;
+    bool rel_done = false;  // its atomic step has happened
   };
 
   static void thread_entry(void* arg);

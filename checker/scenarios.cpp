@@ -33,7 +33,9 @@ struct user {
     runtime& r = rt();
     r.set_target(o);
     const auto queued = r.snapshot_waiters(o, bit);
+    if constexpr (R == release_protocol::atomic_clear) r.begin_last_touch_check(o, bit);
     C::release(word(o), bit, detail::release_kind::event, model_pin{o});
+    r.end_last_touch_check();
     r.check_woken(queued, o, bit);
   }
   static bool wait(obj o, W bit, std::chrono::nanoseconds timeout = untimed) {
@@ -70,7 +72,9 @@ struct user {
     runtime& r = rt();
     r.set_target(o);
     r.releasing(o, bit);
+    if constexpr (R == release_protocol::atomic_clear) r.begin_last_touch_check(o, bit);
     C::release(word(o), bit, detail::release_kind::unlock, model_pin{o});
+    r.end_last_touch_check();
   }
 };
 
