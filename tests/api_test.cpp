@@ -1,11 +1,10 @@
 // Every public operation, single-threaded or with one helper thread, and every error.
-#include <pagewait/pagewait.hpp>
-
 #include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <pagewait/pagewait.hpp>
 #include <stdexcept>
 #include <thread>
 
@@ -52,13 +51,15 @@ TYPED_TEST(ApiTest, BadBitsThrowAndLeaveTheWordAlone) {
     EXPECT_THROW(pagewait::try_lock_bit(w, bad), std::invalid_argument);
     EXPECT_THROW(pagewait::lock_bit(w, bad), std::invalid_argument);
     EXPECT_THROW(pagewait::try_lock_bit_for(w, bad, 1ms), std::invalid_argument);
-    EXPECT_THROW(pagewait::try_lock_bit_until(w, bad, std::chrono::steady_clock::now()), std::invalid_argument);
+    EXPECT_THROW(pagewait::try_lock_bit_until(w, bad, std::chrono::steady_clock::now()),
+                 std::invalid_argument);
     EXPECT_THROW(pagewait::lock_bit(w, bad, std::stop_token{}), std::invalid_argument);
     EXPECT_THROW(pagewait::unlock_bit(w, bad), std::invalid_argument);
     EXPECT_THROW(pagewait::clear_bit_and_wake(w, bad), std::invalid_argument);
     EXPECT_THROW(pagewait::wait_bit_clear(w, bad), std::invalid_argument);
     EXPECT_THROW(pagewait::wait_bit_clear_for(w, bad, 1ms), std::invalid_argument);
-    EXPECT_THROW(pagewait::wait_bit_clear_until(w, bad, std::chrono::system_clock::now()), std::invalid_argument);
+    EXPECT_THROW(pagewait::wait_bit_clear_until(w, bad, std::chrono::system_clock::now()),
+                 std::invalid_argument);
     EXPECT_THROW(pagewait::wait_bit_clear(w, bad, std::stop_token{}), std::invalid_argument);
     EXPECT_THROW((pagewait::bit_lock<W>(w, bad)), std::invalid_argument);
     EXPECT_EQ(w.load(), start);
@@ -208,7 +209,8 @@ TYPED_TEST(ApiTest, TimedAndStopFormsTakeAFreeBitAtOnce) {
   using W = TypeParam;
   std::atomic<W> w{0b100};
   EXPECT_TRUE(pagewait::try_lock_bit_for(w, 0b1, 0ms));
-  EXPECT_TRUE(pagewait::try_lock_bit_until(w, 0b10, std::chrono::steady_clock::now() - 1s));  // past deadline, free bit
+  EXPECT_TRUE(pagewait::try_lock_bit_until(
+      w, 0b10, std::chrono::steady_clock::now() - 1s));  // past deadline, free bit
   EXPECT_TRUE(pagewait::try_lock_bit_until(w, 0b1000, std::chrono::system_clock::now() + 1s));
   EXPECT_TRUE(pagewait::lock_bit(w, 0b10000, std::stop_token{}));
   EXPECT_EQ(w.load(), W(0b11111));

@@ -4,13 +4,13 @@
 // instant the bit is clear, and the walk then clears the waiters bit of the freed word. ASan
 // must report a heap-use-after-free; ctest (asan preset only) passes if, and only if, it does.
 // The same run with `atomic-clear` as argument must be clean (a second ctest test).
-#include "stall_policy.hpp"
-
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <thread>
+
+#include "stall_policy.hpp"
 
 namespace {
 
@@ -40,6 +40,7 @@ int run() {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && std::strcmp(argv[1], "atomic-clear") == 0) return run<pagewait::release_protocol::atomic_clear>();
+  if (argc > 1 && std::strcmp(argv[1], "atomic-clear") == 0)
+    return run<pagewait::release_protocol::atomic_clear>();
   return run<pagewait::release_protocol::clear_then_wake>();
 }

@@ -7,8 +7,6 @@
 //     Without either bound such a waiter essentially never wins (woken, it finds the lock
 //     re-taken), so each acquisition is given a 20 s watchdog, generous enough for any noise
 //     on a busy machine.
-#include "test_util.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -17,6 +15,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using pwtest::scaled;
@@ -131,8 +131,12 @@ void earned_handoffs_are_honoured(const pagewait::fairness_settings& s, bool exp
 
 TYPED_TEST(Fairness, StrictHandoffIsFifo) { earned_handoffs_are_honoured<TypeParam>({0, 0ns}, true); }
 TYPED_TEST(Fairness, DefaultBoundsHandOffWhenEarned) { earned_handoffs_are_honoured<TypeParam>({}, false); }
-TYPED_TEST(Fairness, LostRaceBoundHandsOff) { earned_handoffs_are_honoured<TypeParam>({2, std::chrono::hours(1)}, false); }
-TYPED_TEST(Fairness, WaitTimeBoundHandsOff) { earned_handoffs_are_honoured<TypeParam>({1000000000u, 100us}, false); }
+TYPED_TEST(Fairness, LostRaceBoundHandsOff) {
+  earned_handoffs_are_honoured<TypeParam>({2, std::chrono::hours(1)}, false);
+}
+TYPED_TEST(Fairness, WaitTimeBoundHandsOff) {
+  earned_handoffs_are_honoured<TypeParam>({1000000000u, 100us}, false);
+}
 
 // A barger holds the lock for tens of microseconds and re-takes it the instant it releases it;
 // a victim wants it `rounds` times. Woken to race for the bit, the victim finds it re-taken
@@ -177,7 +181,6 @@ void victim_not_starved(const pagewait::fairness_settings& s) {
 }
 
 TYPED_TEST(Fairness, DefaultBoundsStopBargersStarvingAWaiter) { victim_not_starved<TypeParam>({}); }
-
 
 // Four threads with equal appetite under the default bounds: nobody is shut out. (Shares are
 // not asserted beyond "more than none": on a shared 2-core machine the scheduler alone can

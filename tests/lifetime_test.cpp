@@ -12,9 +12,6 @@
 //     intact. This works in every preset, and it can be shown to fire: with the stalling
 //     policy below, the old clear_then_wake protocol is caught writing to a dead word, while
 //     atomic_clear, the shipped protocol, never is.
-#include "stall_policy.hpp"
-#include "test_util.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -25,6 +22,9 @@
 #include <stop_token>
 #include <thread>
 #include <vector>
+
+#include "stall_policy.hpp"
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using pwtest::scaled;
@@ -122,8 +122,7 @@ void poller_frees(int iterations, Kill kill) {
     auto* o = new object<W>;
     o->word.store(E);
     std::vector<std::thread> ts;
-    for (int i = 0; i < 2; ++i)
-      ts.emplace_back([o] { pagewait::wait_bit_clear(o->word, E); });
+    for (int i = 0; i < 2; ++i) ts.emplace_back([o] { pagewait::wait_bit_clear(o->word, E); });
     ASSERT_TRUE(pwtest::wait_queued(o->word, std::size_t(2)));
     std::atomic<bool> go{false};
     std::thread poller([&, o] {
@@ -175,7 +174,9 @@ void last_locker_deletes(int iterations) {
   }
 }
 
-TYPED_TEST(Lifetime, LastLockerDeletesTheObjectDefaultFairness) { last_locker_deletes<TypeParam>(scaled(1000)); }
+TYPED_TEST(Lifetime, LastLockerDeletesTheObjectDefaultFairness) {
+  last_locker_deletes<TypeParam>(scaled(1000));
+}
 
 TYPED_TEST(Lifetime, LastLockerDeletesTheObjectStrictHandoff) {
   pwtest::fairness_guard g({0, 0ns});  // every contended unlock is a hand-off
@@ -224,7 +225,7 @@ TYPED_TEST(Lifetime, DropWaitOwnerFreesRightAfterTheClear) {
       done.store(true);
     });
     // Until the waiter is queued (its waiters bit visible) or has given up, it may read the word.
-    while (!(o->word.load() & pagewait::waiters_bit<W>) && !done.load()) std::this_thread::yield();
+    while (!(o->word.load() & pagewait::waiters_bit<W>)&&!done.load()) std::this_thread::yield();
     if (form == 2 && it % 2) stop.request_stop();
     pagewait::clear_bit_and_wake(o->word, E);
     delete o;

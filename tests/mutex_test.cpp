@@ -3,8 +3,6 @@
 // own waiters, so that the waiters bit is set and every release takes the slow path), and
 // another lock bit. Then std::scoped_lock over several bits of one word, and the timed and
 // stop-token lock forms racing unlocks. Every acquisition is checked for exclusion.
-#include "test_util.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -14,6 +12,8 @@
 #include <stop_token>
 #include <thread>
 #include <vector>
+
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using pwtest::exclusion;
@@ -89,10 +89,18 @@ TYPED_TEST(Mutex, CountingUnderEightThreadsWhileOtherBitsChurn) {
       for (int i = 0; i < iters; ++i) {
         // Every way of taking the lock, each thread its own.
         switch (t % 4) {
-          case 0: pagewait::lock_bit(cw.word, CW::L); break;
-          case 1: while (!pagewait::try_lock_bit(cw.word, CW::L)) std::this_thread::yield(); break;
-          case 2: ASSERT_TRUE(pagewait::try_lock_bit_for(cw.word, CW::L, 60s)); break;
-          case 3: ASSERT_TRUE(pagewait::lock_bit(cw.word, CW::L, never.get_token())); break;
+          case 0:
+            pagewait::lock_bit(cw.word, CW::L);
+            break;
+          case 1:
+            while (!pagewait::try_lock_bit(cw.word, CW::L)) std::this_thread::yield();
+            break;
+          case 2:
+            ASSERT_TRUE(pagewait::try_lock_bit_for(cw.word, CW::L, 60s));
+            break;
+          case 3:
+            ASSERT_TRUE(pagewait::lock_bit(cw.word, CW::L, never.get_token()));
+            break;
         }
         cw.ex.critical_section();
         if (t % 2)
@@ -259,7 +267,9 @@ void timed_and_stop_racing_unlocks() {
   EXPECT_EQ(w.load(), W(0)) << "a waiters bit survived a release with nobody queued";
 }
 
-TYPED_TEST(Mutex, TimedAndStopLocksRacingUnlocksDefaultFairness) { timed_and_stop_racing_unlocks<TypeParam>(); }
+TYPED_TEST(Mutex, TimedAndStopLocksRacingUnlocksDefaultFairness) {
+  timed_and_stop_racing_unlocks<TypeParam>();
+}
 
 TYPED_TEST(Mutex, TimedAndStopLocksRacingUnlocksStrictHandoff) {
   pwtest::fairness_guard g({0, 0ns});

@@ -4,10 +4,9 @@
 // release in the middle of its walk while another thread frees the object (lifetime tests).
 #pragma once
 
-#include <pagewait/pagewait.hpp>
-
 #include <atomic>
 #include <chrono>
+#include <pagewait/pagewait.hpp>
 #include <thread>
 
 namespace pwtest {

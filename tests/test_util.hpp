@@ -3,13 +3,12 @@
 // that hash to one bucket.
 #pragma once
 
-#include <pagewait/pagewait.hpp>
-
 #include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <pagewait/pagewait.hpp>
 #include <random>
 #include <thread>
 #include <vector>
@@ -44,7 +43,8 @@ std::size_t queued_on(const std::atomic<W>& word, W bit = 0) {
   native::lock(b.lock);
   std::size_t c = 0;
   for (auto* n = b.head; n; n = n->next.get())
-    if (n->kind != pagewait::detail::node_kind::bookmark && n->word == &word && (bit == 0 || n->bit == bit)) ++c;
+    if (n->kind != pagewait::detail::node_kind::bookmark && n->word == &word && (bit == 0 || n->bit == bit))
+      ++c;
   native::unlock(b.lock);
   return c;
 }

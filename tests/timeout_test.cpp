@@ -3,8 +3,6 @@
 // has been given nothing. A timed lock that returns true owns the lock; one that returns false
 // owns nothing, and no lock is ever lost, even when the deadline fires while a release (which
 // may span several lock holds and re-queue joined waiters) is handing the lock over.
-#include "test_util.hpp"
-
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -14,6 +12,8 @@
 #include <stop_token>
 #include <thread>
 #include <vector>
+
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 using pwtest::exclusion;
@@ -107,7 +107,8 @@ void timed_event_waiters(std::atomic<W>& w, W E, int rounds) {
   for (auto& t : ts) t.join();
   stopper.join();
   EXPECT_EQ(violations.load(), 0) << "a bounded wait returned true with the bit set all along";
-  std::printf("waits: %ld saw the clear, %ld timed out, %ld stopped\n", trues.load(), falses.load(), stopped.load());
+  std::printf("waits: %ld saw the clear, %ld timed out, %ld stopped\n", trues.load(), falses.load(),
+              stopped.load());
   EXPECT_GT(trues.load(), 0);
 }
 
@@ -175,7 +176,8 @@ void timed_lockers_under_handoff(bool spanning) {
         if (!pagewait::wait_bit_clear_for(*sb.words[i], E, 120s)) blocker_failures.fetch_add(1);
       });
     }
-    ASSERT_TRUE(pwtest::eventually([&] { return pwtest::queued_in_bucket(sb.index) >= std::size_t(kBlockers); }));
+    ASSERT_TRUE(
+        pwtest::eventually([&] { return pwtest::queued_in_bucket(sb.index) >= std::size_t(kBlockers); }));
   }
 
   pwtest::fairness_guard fair({0, 0ns});
@@ -213,8 +215,8 @@ void timed_lockers_under_handoff(bool spanning) {
     });
   gate.release();
   for (auto& t : ts) t.join();
-  std::printf("%s: %ld acquisitions, %ld timeouts\n", spanning ? "spanning walks" : "short walks", successes.load(),
-              failures.load());
+  std::printf("%s: %ld acquisitions, %ld timeouts\n", spanning ? "spanning walks" : "short walks",
+              successes.load(), failures.load());
   EXPECT_EQ(ex.overlaps.load(), 0);
   EXPECT_EQ(ex.counter, successes.load());
   EXPECT_EQ(successes.load() + failures.load(), 6L * iters);
@@ -233,6 +235,8 @@ void timed_lockers_under_handoff(bool spanning) {
 }
 
 TYPED_TEST(Timeout, TimedLockersUnderHandoff) { timed_lockers_under_handoff<TypeParam>(false); }
-TYPED_TEST(Timeout, TimedLockersUnderHandoffWithSpanningWalks) { timed_lockers_under_handoff<TypeParam>(true); }
+TYPED_TEST(Timeout, TimedLockersUnderHandoffWithSpanningWalks) {
+  timed_lockers_under_handoff<TypeParam>(true);
+}
 
 }  // namespace

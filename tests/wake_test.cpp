@@ -1,8 +1,6 @@
 // Wake-ups at scale: hundreds of waiters on one bit woken by one release (the walk spans many
 // lock holds), hundreds of words in one bucket released in random order, and two bits of one
 // word released separately. Every wait has a watchdog: a lost wake-up fails, never hangs.
-#include "test_util.hpp"
-
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +9,8 @@
 #include <cstdint>
 #include <thread>
 #include <vector>
+
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 

@@ -4,13 +4,12 @@
 // joining a release in progress, re-queueing them after a hand-off, and deadlines that fire
 // while a release holds a waiter. The model checker explores these paths exhaustively on small
 // scenarios; this test runs them at scale, under ASan and TSan too.
-#include <pagewait/pagewait.hpp>
-
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <pagewait/pagewait.hpp>
 #include <random>
 #include <thread>
 #include <vector>
@@ -63,8 +62,8 @@ void run_mixed(int threads, int iterations) {
           case 0:
           case 1: {  // lock, count, unlock
             if (rng() % 3 == 0) {
-              if (!core<P>::lock_slow(o.word, LOCK, pd::deadline::after(std::chrono::microseconds(rng() % 200)),
-                                      nullptr) &&
+              if (!core<P>::lock_slow(o.word, LOCK,
+                                      pd::deadline::after(std::chrono::microseconds(rng() % 200)), nullptr) &&
                   !core<P>::try_lock(o.word, LOCK)) {
                 timeouts.fetch_add(1);
                 break;
@@ -93,7 +92,8 @@ void run_mixed(int threads, int iterations) {
               std::this_thread::yield();
               core<P>::release(o.word, OTHER, pd::release_kind::event);
             } else {
-              core<P>::wait_clear(o.word, OTHER, pd::deadline::after(std::chrono::microseconds(rng() % 100)), nullptr);
+              core<P>::wait_clear(o.word, OTHER, pd::deadline::after(std::chrono::microseconds(rng() % 100)),
+                                  nullptr);
             }
             break;
           }

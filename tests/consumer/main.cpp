@@ -1,11 +1,10 @@
 // Built against an installed pagewait by tests/consumer/run.cmake. Exits 0 if the headers and
 // the library work together: a lock hand-over and an event wake-up between two threads.
-#include <pagewait/pagewait.hpp>
-
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
 #include <mutex>
+#include <pagewait/pagewait.hpp>
 #include <thread>
 
 int main() {

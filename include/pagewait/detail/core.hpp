@@ -31,10 +31,10 @@
 #include <stop_token>
 
 #include "pagewait/bits.hpp"
-#include "pagewait/fairness.hpp"
 #include "pagewait/detail/deadline.hpp"
 #include "pagewait/detail/parker.hpp"
 #include "pagewait/detail/wait_table.hpp"
+#include "pagewait/fairness.hpp"
 #include "pagewait/protocol.hpp"
 
 namespace pagewait::detail {
@@ -73,7 +73,9 @@ struct core {
 
   // Lock: one `lock bts` on x86 (P::test_and_set). Acquire: the new owner sees everything the
   // previous owner wrote before its release (pairs with the release CAS / fetch_and below).
-  static bool try_lock(std::atomic<W>& word, W bit) noexcept { return !P::test_and_set(word, bit, mo_acquire); }
+  static bool try_lock(std::atomic<W>& word, W bit) noexcept {
+    return !P::test_and_set(word, bit, mo_acquire);
+  }
 
   static void lock(std::atomic<W>& word, W bit) {
     if (try_lock(word, bit)) [[likely]]
@@ -150,7 +152,8 @@ struct core {
     return t == token_abandoned ? token_none : t;
   }
 
-  [[gnu::noinline]] static bool lock_slow(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
+  [[gnu::noinline]] static bool lock_slow(std::atomic<W>& word, W bit, const deadline& dl,
+                                          const std::stop_token* stop) {
     // Spin briefly while nobody is queued: the holder is likely to release within a few hundred
     // cycles, and sleeping costs two syscalls. Once the waiters bit is set, queue (FIFO).
     for (unsigned i = 0; i < P::spin_limit; ++i) {
@@ -207,7 +210,8 @@ struct core {
     }
   }
 
-  [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
+  [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl,
+                                                const std::stop_token* stop) {
     // Acquire pairs with the release of the clear (CAS or fetch_and in release / release_slow).
     if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
     bucket_t& b = P::table().bucket_for(&word);

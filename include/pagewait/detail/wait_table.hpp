@@ -178,7 +178,9 @@ struct alignas(64) bucket {
 template <class P>
 class wait_table {
  public:
-  explicit wait_table(std::size_t buckets) : shift_(compute_shift(buckets)), size_(std::size_t(1) << (64 - shift_)),
+  explicit wait_table(std::size_t buckets)
+      : shift_(compute_shift(buckets)),
+        size_(std::size_t(1) << (64 - shift_)),
         buckets_(std::make_unique<bucket<P>[]>(size_)) {}
 
   std::size_t size() const noexcept { return size_; }
