@@ -55,7 +55,10 @@ int check_main(int argc, char** argv) {
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // Bad options: a clear message and exit 2, as the other commands (CLI11's own code is 105+;
+    // 1 is reserved for "a violation was found").
+    std::fprintf(stderr, "pagewait check: %s\nRun `pagewait check --help` for the options.\n", e.what());
+    return 2;
   }
   o.how = how == "random" ? mode::random : how == "pct" ? mode::pct : mode::exhaustive;
 
