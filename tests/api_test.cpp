@@ -248,6 +248,43 @@ TYPED_TEST(ApiTest, HugeTimeoutsMeanNever) {
   EXPECT_EQ(w.load(), W(0));
 }
 
+// Deadlines as time points in coarse units, far beyond what steady_clock's nanoseconds hold,
+// on steady_clock and on another clock: "never", not an overflow into the past. And time
+// points long past (down to min()) time out at once instead of wrapping into the future.
+TYPED_TEST(ApiTest, FarTimePointsInCoarseUnitsMeanNever) {
+  using W = TypeParam;
+  using namespace std::chrono;
+  std::atomic<W> w{0b1 | 0b10};
+  const time_point<steady_clock, seconds> far_steady{seconds(1LL << 40)};
+  const time_point<system_clock, hours> far_system{hours(1LL << 40)};
+  std::atomic<int> done{0};
+  std::thread t1([&] {
+    EXPECT_TRUE(pagewait::try_lock_bit_until(w, 0b1, far_steady));
+    done.fetch_add(1);
+    pagewait::unlock_bit(w, 0b1);
+  });
+  std::thread t2([&] {
+    EXPECT_TRUE(pagewait::wait_bit_clear_until(w, 0b10, far_steady));
+    done.fetch_add(1);
+  });
+  std::thread t3([&] {
+    EXPECT_TRUE(pagewait::wait_bit_clear_until(w, 0b10, far_system));
+    done.fetch_add(1);
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_EQ(done.load(), 0);
+  EXPECT_FALSE(pagewait::wait_bit_clear_until(w, 0b10, time_point<steady_clock, seconds>::min()));
+  EXPECT_FALSE(pagewait::wait_bit_clear_until(w, 0b10, time_point<system_clock, hours>::min()));
+  EXPECT_FALSE(pagewait::wait_bit_clear_until(w, 0b10, steady_clock::time_point::min()));
+  pagewait::unlock_bit(w, 0b1);
+  pagewait::clear_bit_and_wake(w, 0b10);
+  t1.join();
+  t2.join();
+  t3.join();
+  EXPECT_EQ(done.load(), 3);
+  EXPECT_EQ(w.load(), W(0));
+}
+
 TYPED_TEST(ApiTest, ClearBitAndWakeUsageErrorOnTheSlowPath) {
   using W = TypeParam;
   const W start = W(0b100) | pagewait::waiters_bit<W>;

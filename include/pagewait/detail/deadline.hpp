@@ -29,14 +29,28 @@ struct deadline {
 
   template <class Clock, class Duration>
   static deadline until(const std::chrono::time_point<Clock, Duration>& abs) {
+    // Compared in long double seconds first: a time point in a coarse unit (seconds, hours) can
+    // be far beyond what steady_clock's nanoseconds hold, and converting it would overflow into
+    // the past (a wait meant to be unbounded would give up at once).
+    const long double horizon = seconds_of(clock::duration::max()) / 2;  // as after(): "never"
     if constexpr (std::is_same_v<Clock, clock>) {
-      if (abs >= std::chrono::time_point<Clock, Duration>::max()) return never();
-      return {std::chrono::time_point_cast<clock::duration>(abs)};
+      const long double at = seconds_of(abs.time_since_epoch());
+      if (at >= horizon) return never();
+      if (at <= 0) return {clock::time_point{}};  // steady_clock's epoch: long past
+      return {std::chrono::ceil<clock::duration>(abs)};
     } else {
       // Another clock: wait for the time remaining on that clock, as std::condition_variable
       // does. If that clock is adjusted meanwhile the wait is not re-timed.
-      return after(abs - Clock::now());
+      const long double left =
+          seconds_of(abs.time_since_epoch()) - seconds_of(Clock::now().time_since_epoch());
+      if (left >= horizon) return never();
+      return after(std::chrono::duration<long double>(left));
     }
+  }
+
+  template <class Rep, class Period>
+  static long double seconds_of(const std::chrono::duration<Rep, Period>& d) noexcept {
+    return std::chrono::duration<long double>(d).count();
   }
 };
 
