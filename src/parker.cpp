@@ -48,6 +48,15 @@ struct parker_pool {
     p->next_free = free;
     free = p;
   }
+  // A parker that must never be handed out again (see current()): kept reachable, not reused.
+  native_parker* make_unpooled() {
+    native_parker* p = new native_parker;
+    std::lock_guard<std::mutex> g(m);
+    p->next_free = unpooled;
+    unpooled = p;
+    return p;
+  }
+  native_parker* unpooled = nullptr;
 };
 
 parker_pool& pool() {
@@ -55,15 +64,37 @@ parker_pool& pool() {
   return *p;
 }
 
-struct thread_parker {
-  native_parker* p = pool().get();
-  ~thread_parker() { pool().put(p); }
+// The calling thread's parker. Plain (trivially destructible) thread-locals, so they stay
+// readable while the thread's other thread-local objects are destroyed: a user's thread-local
+// destructor may still lock or wait (say, a per-thread cache that returns pages under a bit
+// lock). `parker_return` gives the parker back to the pool when the thread exits; it is built
+// at the thread's first contended wait, so it is destroyed before any thread-local built
+// earlier. From then on `gone` is set, and a wait in a later destructor gets a parker of its
+// own that is never pooled: handing it the pooled one would let another thread park on it too,
+// and the two would steal each other's tokens (a lost wake-up, or two owners).
+thread_local native_parker* mine = nullptr;
+thread_local bool gone = false;
+
+struct parker_return {
+  ~parker_return() {
+    pool().put(mine);
+    mine = nullptr;
+    gone = true;
+  }
 };
 }  // namespace
 
 native_parker& native_parker::current() noexcept {
-  thread_local thread_parker tp;
-  return *tp.p;
+  if (native_parker* p = mine) [[likely]]
+    return *p;
+  if (gone) {
+    mine = pool().make_unpooled();  // immortal like every parker; one per thread that gets here
+    return *mine;
+  }
+  mine = pool().get();
+  thread_local parker_return r;
+  (void)r;
+  return *mine;
 }
 
 }  // namespace pagewait::detail

@@ -297,3 +297,43 @@ TYPED_TEST(Lifetime, DetectorStaysQuietForAtomicClear) {
 }
 
 }  // namespace
+
+// A thread-local destructor that waits after the thread's parker went back to the pool must not
+// park on the pooled parker: a thread started meanwhile would take the same one, and the two
+// would steal each other's tokens (a lost wake-up, or two owners of a lock).
+namespace {
+struct waits_at_thread_exit {
+  std::atomic<std::uint32_t>* word = nullptr;
+  const void** parker_seen = nullptr;
+  std::atomic<bool>* waiting = nullptr;
+  ~waits_at_thread_exit() {
+    if (!word) return;
+    *parker_seen = &pagewait::detail::native_parker::current();
+    waiting->store(true);
+    EXPECT_TRUE(pagewait::wait_bit_clear_for(*word, 1u, std::chrono::seconds(30)));
+  }
+};
+}  // namespace
+
+TEST(LifetimeParker, ThreadLocalDestructorThatWaitsGetsAParkerOfItsOwn) {
+  std::atomic<std::uint32_t> word{1};
+  const void* seen_in_destructor = nullptr;
+  std::atomic<bool> waiting{false};
+  std::thread a([&] {
+    thread_local waits_at_thread_exit g;  // built before the parker: destroyed after its return
+    g.word = &word;
+    g.parker_seen = &seen_in_destructor;
+    g.waiting = &waiting;
+    (void)pagewait::detail::native_parker::current();  // the thread's first use of its parker
+  });
+  while (!waiting.load()) std::this_thread::yield();
+  // A has returned its parker to the pool and now waits in its destructor. A new thread takes
+  // the most recently pooled parker: A's.
+  const void* seen_by_b = nullptr;
+  std::thread b([&] { seen_by_b = &pagewait::detail::native_parker::current(); });
+  b.join();
+  EXPECT_NE(seen_by_b, seen_in_destructor);
+  pagewait::clear_bit_and_wake(word, 1u);
+  a.join();
+  EXPECT_EQ(word.load(), 0u);
+}
