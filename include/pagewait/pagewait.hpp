@@ -107,8 +107,9 @@ bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token
 
 // Releases a held lock bit. If a waiter has earned a hand-off, the lock passes to it and the
 // bit never becomes clear; otherwise the bit is cleared and waiters are woken (all waiters in
-// wait_bit_clear, and one lock waiter, which races for the bit). Throws usage_error if the bit
-// is not set (the word is left unchanged).
+// wait_bit_clear, and the first queued lock waiter, which races for the bit; lock waiters that
+// arrived while a long release walk was in progress are all woken to race). Throws usage_error
+// if the bit is not set (the word is left unchanged).
 // Lifetime: the step that clears the bit or hands the lock off is this call's last access to
 // the word; the object may be destroyed by another thread from that instant.
 // Cost: one atomic RMW when the waiters bit is clear.
