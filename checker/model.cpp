@@ -602,6 +602,30 @@ void runtime::releasing(obj o, std::uint64_t bit) {
   s.owner[std::size_t(pos)] = -1;
 }
 
+runtime::handoff_due runtime::earned_waiter(obj o, std::uint64_t bit) {
+  slot& s = slots_[std::size_t(o.slot)];
+  bool earned = false;
+  const int t =
+      view_->first_exclusive(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, bit, clock_, earned);
+  handoff_due d;
+  if (t >= 0 && earned && !threads_[std::size_t(t)].timed_lock) d.thread = t;
+  d.clears = s.clears.size();
+  return d;
+}
+
+void runtime::check_handoff(const handoff_due& d, obj o, std::uint64_t bit) {
+  if (d.thread < 0) return;
+  const slot& s = slots_[std::size_t(o.slot)];
+  for (std::size_t i = d.clears; i < s.clears.size(); ++i)
+    if (s.clears[i].bit == bit && s.clears[i].thread == cur_) {
+      msg_ = "earned hand-off lost: " + threads_[std::size_t(d.thread)].name +
+             " was the first lock waiter queued for " + describe_word(bit, s.wide) +
+             " and had earned a hand-off when the unlock began, but the unlock cleared the bit instead "
+             "(SPEC 3.6)";
+      fail();
+    }
+}
+
 runtime::waiter_snapshot runtime::snapshot_waiters(obj o, std::uint64_t bit) {
   waiter_snapshot w;
   slot& s = slots_[std::size_t(o.slot)];

@@ -110,6 +110,10 @@ struct table_view {
   virtual void queued_words(std::vector<const void*>& out) const = 0;  // words of queued waiters
   virtual void waiters_for(const void* word, std::uint64_t bit, std::vector<int>& threads) const = 0;
   virtual bool idle() const = 0;  // no node queued, no release registered
+  // The first exclusive waiter queued for (word, bit), in queue order, whatever shared waiters
+  // are ahead of it: its thread (-1 if none), and whether it has earned a hand-off at `now`.
+  virtual int first_exclusive(const void* word, std::uint64_t bit, std::chrono::steady_clock::time_point now,
+                              bool& earned) const = 0;
 };
 
 class chooser;
@@ -186,9 +190,20 @@ class runtime {
   };
   wait_start begin_wait(obj o, std::uint64_t bit);
   void end_wait(const wait_start& s, bool returned_true);
-  void acquired(obj o, std::uint64_t bit);  // a lock call returned true
-  void lock_failed();                       // a timed lock call returned false
+  void acquired(obj o, std::uint64_t bit);               // a lock call returned true
+  void lock_failed();                                    // a timed lock call returned false
+  void locking(bool timed) { me().timed_lock = timed; }  // a lock call begins
   void releasing(obj o, std::uint64_t bit);
+  // [I6] An unlock that begins while the first exclusive waiter queued for the bit has earned a
+  // hand-off must hand the bit to it, not clear it, whatever shared waiters are queued ahead.
+  // `earned_waiter` is taken before the release (the thread, or -1 when no untimed earned
+  // waiter is first: a timed one may leave before the walk reaches it); `check_handoff` after.
+  struct handoff_due {
+    int thread = -1;
+    std::size_t clears = 0;
+  };
+  handoff_due earned_waiter(obj o, std::uint64_t bit);
+  void check_handoff(const handoff_due& d, obj o, std::uint64_t bit);
   // [I1] directly, for a protocol that claims it without a pin (atomic-clear): between these
   // two calls, once the release's atomic step has cleared the bit (or a hand-off token has been
   // delivered), any further access to the word by the releaser is a violation, whether or not
@@ -245,7 +260,8 @@ class runtime {
     std::uint32_t waits = 0;  // completed waits (shared and exclusive)
     int rel_slot = -1;        // begin_last_touch_check: the word being released
     std::uint64_t rel_bit = 0;
-    bool rel_done = false;  // its atomic step has happened
+    bool rel_done = false;    // its atomic step has happened
+    bool timed_lock = false;  // its current or last lock call has a deadline
   };
 
   static void thread_entry(void* arg);
@@ -426,6 +442,16 @@ struct table_view_for final : table_view {
       if (queued && n->kind != detail::node_kind::bookmark && n->word == word && n->bit == bit)
         threads.push_back(n->parker->thread);
     });
+  }
+  int first_exclusive(const void* word, std::uint64_t bit, std::chrono::steady_clock::time_point now,
+                      bool& earned) const override {
+    for (std::size_t i = 0; i < t->size(); ++i)
+      for (node* n = t->at(i).head; n; n = n->next.v)
+        if (n->kind == detail::node_kind::exclusive && n->word == word && n->bit == bit) {
+          earned = n->wants_handoff || now >= n->handoff_at;
+          return n->parker->thread;
+        }
+    return -1;
   }
   bool idle() const override {
     for (std::size_t i = 0; i < t->size(); ++i)

@@ -14,11 +14,13 @@
 // Waiter kinds and what a release does with them (cf. the comment above the kernel's
 // wake_page_function):
 //   shared     (wait_bit_clear)  dequeued and unparked with token_cleared, after the clear.
-//   exclusive  (lock_bit)        unlock: the *first* waiter queued for (word, bit) decides.
-//                                If it is exclusive and has earned a hand-off [I6], the lock
-//                                is handed to it: the bit stays set, nobody else is woken. Else
-//                                the bit is cleared, every shared waiter is woken and the first
-//                                exclusive one is woken with token_retry to race for the bit.
+//   exclusive  (lock_bit)        unlock: the first *exclusive* waiter queued for (word, bit)
+//                                decides, whatever shared waiters are queued ahead of it. If it
+//                                has earned a hand-off [I6], the lock is handed to it: the bit
+//                                stays set, so no shared waiter is woken (shared waiters the walk
+//                                had already dequeued go back to the queue) [I3]. Else the bit
+//                                is cleared, every shared waiter is woken and that exclusive
+//                                waiter is woken with token_retry to race for the bit.
 //                                clear_bit_and_wake: every waiter is woken, exclusive ones with
 //                                token_retry.
 // A release that spans lock holds registers a release_record; waiters arriving for its
@@ -238,28 +240,34 @@ struct core {
   // ------------------------------------------------------------------------------------------
   // The release walk.
 
+  // A list of claimed nodes, linked through their queue links (they are out of the queue).
+  struct node_list {
+    node* head = nullptr;
+    node* tail = nullptr;
+    void append(node* first, node* last) {
+      first->prev.set(nullptr);
+      if (tail)
+        tail->next.set(first);
+      else
+        head = first;
+      tail = last;
+      last->next.set(nullptr);
+    }
+  };
+
   struct walk_state {
-    bool decided = false;          // unlock: the first waiter for (word, bit) has been seen
+    bool decided = false;          // unlock: the first exclusive waiter for (word, bit) has been seen
     bool handoff = false;          // unlock: the lock goes to one waiter; the bit stays set
     bool exclusive_woken = false;  // an exclusive waiter was woken to race for the bit
     bool keep_waiters = false;     // a waiter for this word stays queued: keep the waiters bit
-    node* wake_head = nullptr;     // claimed nodes, unparked in this order after the unlock
-    node* wake_tail = nullptr;
+    node_list wake;                // claimed nodes, unparked in this order after the unlock
+    node_list requeue;             // claimed nodes that go back to the queue (after a hand-off)
 
     void claim(bucket_t& b, node* n, std::uint32_t token) {
       b.unlink(n);
       n->state.set(node_state::claimed);
       n->token.set(token);
-      append(n, n);
-    }
-    void append(node* first, node* last) {
-      first->prev.set(nullptr);
-      if (wake_tail)
-        wake_tail->next.set(first);
-      else
-        wake_head = first;
-      wake_tail = last;
-      last->next.set(nullptr);
+      wake.append(n, n);
     }
   };
 
@@ -273,18 +281,39 @@ struct core {
       w.claim(b, n, n->kind == node_kind::shared ? token_cleared : token_retry);
       return;
     }
+    if (w.handoff) {
+      w.keep_waiters = true;  // everybody else stays queued behind the new owner
+      return;
+    }
+    if (n->kind == node_kind::shared) {
+      // Woken after the clear. Until an exclusive waiter has decided, only provisionally: for an
+      // unlock the wake list holds nothing but shared waiters before the decision.
+      w.claim(b, n, token_cleared);
+      return;
+    }
     if (!w.decided) {
+      // [I6] The first exclusive waiter decides, past any shared waiters ahead of it: a shared
+      // waiter first in the queue must not cost an earned hand-off (the lock would be cleared
+      // and re-taken by a barger before the woken exclusive waiter runs).
       w.decided = true;
-      if (n->kind == node_kind::exclusive && earned_handoff(n)) {
+      if (earned_handoff(n)) {
         if constexpr (cleared_first) {
           // v5.9's hand-off: the waker takes the bit for the waiter after the clear, and fails
           // if somebody took it meanwhile. Another touch of the word after the clear. Acquire
           // on behalf of the new owner: pairs with the release of the clear before this walk.
+          // The shared waiters before it stay claimed: the bit really was cleared.
           if (P::fetch_or(word, W(n->bit), mo_acquire) & n->bit) {
             w.keep_waiters = true;
             w.exclusive_woken = true;  // blocked: the new holder's release will serve it
             return;
           }
+        } else if (w.wake.head) {
+          // [I3] The bit will not clear, so the shared waiters claimed before this node must
+          // not be woken: they go back to the queue with the joined arrivals (release_slow's
+          // re-queue, which also keeps [I4] and [I7] for them), and stay waiting for a clear.
+          w.requeue = w.wake;
+          w.wake = {};
+          w.keep_waiters = true;
         }
         // [I9] The hand-off is decided here, by the releaser, under the bucket lock.
         w.claim(b, n, token_handoff);
@@ -292,11 +321,7 @@ struct core {
         return;
       }
     }
-    if (w.handoff) {
-      w.keep_waiters = true;  // everybody else stays queued behind the new owner
-    } else if (n->kind == node_kind::shared) {
-      w.claim(b, n, token_cleared);
-    } else if (!w.exclusive_woken) {
+    if (!w.exclusive_woken) {
       w.claim(b, n, token_retry);
       w.exclusive_woken = true;
     } else {
@@ -360,20 +385,20 @@ struct core {
 
     // The final step, in the same hold in which the walk reached its end: no waiter that
     // queued for (word, bit) while the bit was set is left behind [I2].
-    node* requeue = nullptr;
     if (spans) {
       b.remove_release(&rec);
       b.unlink(&end);
       if (rec.other_bit_arrived) w.keep_waiters = true;
       if (rec.joined_head) {
         if (w.handoff) {
-          requeue = rec.joined_head;  // still waiting: the bit never clears
+          w.requeue.append(rec.joined_head, rec.joined_tail);  // still waiting: the bit never clears
           w.keep_waiters = true;
         } else {
-          w.append(rec.joined_head, rec.joined_tail);  // tokens were set as they joined
+          w.wake.append(rec.joined_head, rec.joined_tail);  // tokens were set as they joined
         }
       }
     }
+    node* requeue = w.requeue.head;
     if constexpr (atomic_clear) {
       if (!w.handoff) {
         if constexpr (selftest_clear_in_later_hold<P>) {
@@ -401,11 +426,12 @@ struct core {
       // Relaxed: the waiters bit publishes no data (ordered by the bucket lock).
       if (!w.keep_waiters) P::fetch_and(word, W(~WB), mo_relaxed);
     }
-    // Waiters that joined a release which then handed the lock off go back to the queue, a
-    // chunk per hold. The new owner is not yet unparked, so nobody can release the bit
-    // meanwhile and none of them can be missed by a release of it. But while they sat in
-    // `rec`, out of the queue, a release of *another* bit of this word could not see them and
-    // may have cleared the waiters bit; so it is set again in every hold that queues some of
+    // After a hand-off, the shared waiters the walk dequeued before the decision and the
+    // waiters that joined the release go back to the queue, a chunk per hold. The new owner is
+    // not yet unparked, so nobody can release the bit meanwhile and none of them can be missed
+    // by a release of it. But while they sat out of the queue (claimed by this walk, or in
+    // `rec`), a release of *another* bit of this word could not see them and may have cleared
+    // the waiters bit; so it is set again in every hold that queues some of
     // them, before that hold ends [I4]: whenever the lock is free, every queued waiter of the
     // word has the waiters bit behind it (a release of another bit that clears it in between
     // must have found none of them queued: they had all timed out and left). The word is
@@ -421,7 +447,7 @@ struct core {
           requeue = n->next.get();
           if (n->abandoned.get()) {
             n->token.set(token_abandoned);  // its deadline passed while we held it
-            w.append(n, n);
+            w.wake.append(n, n);
           } else {
             b.arrive(n);
           }
@@ -438,7 +464,7 @@ struct core {
     // [I1] From here on, the word is not touched: the object may already be gone. Unpark the
     // claimed waiters; read each node's link before its unpark, since the node lives on its
     // waiter's stack and may vanish the instant the token lands.
-    for (node* n = w.wake_head; n;) {
+    for (node* n = w.wake.head; n;) {
       node* next = n->next.get();
       const std::uint32_t token = n->token.get();
       typename P::parker* pk = n->parker;
