@@ -3,10 +3,17 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <limits>
 #include <mutex>
 #include <pagewait/pagewait.hpp>
 #include <stdexcept>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
+
+#include "test_util.hpp"
 
 using namespace std::chrono_literals;
 
@@ -306,4 +313,207 @@ TYPED_TEST(ApiTest, BitLockAccessorsAndDeadlines) {
   pagewait::bit_lock<W> copy = a;  // a view: copies name the same bit
   copy.unlock();
   EXPECT_EQ(w.load() & ~pagewait::waiters_bit<W>, W(0));
+}
+
+// Non-finite floating-point timeouts (pagewait.hpp, "Timeouts"). NaN is an error, thrown
+// before the word is touched: whatever the word holds (bit free or held, waiters bit set or
+// not), it is left exactly as it was; a free bit is not taken by the timed lock's fast path.
+namespace nonfinite {
+using namespace std::chrono;
+constexpr double nan_d = std::numeric_limits<double>::quiet_NaN();
+constexpr double inf_d = std::numeric_limits<double>::infinity();
+template <class Clock, class Rep = double>
+time_point<Clock, duration<Rep>> at(Rep s) {
+  return time_point<Clock, duration<Rep>>(duration<Rep>(s));
+}
+
+// f() must throw std::invalid_argument whose message names NaN.
+template <class F>
+void expect_nan_error(F&& f, const char* what) {
+  try {
+    f();
+    ADD_FAILURE() << what << ": no exception for a NaN timeout";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("NaN"), std::string::npos) << what << ": " << e.what();
+  }
+}
+}  // namespace nonfinite
+
+TYPED_TEST(ApiTest, NaNTimeoutsThrowAndLeaveTheWordAlone) {
+  using W = TypeParam;
+  using namespace nonfinite;
+  constexpr W B = 0b1, WB = pagewait::waiters_bit<W>;
+  const duration<double> nan_s(nan_d);
+  const duration<float> nan_f(std::numeric_limits<float>::quiet_NaN());
+  const duration<long double, std::milli> nan_ld(std::numeric_limits<long double>::quiet_NaN());
+  const auto nan_steady = at<steady_clock>(nan_d);
+  const auto nan_steady_ld = at<steady_clock, long double>(std::numeric_limits<long double>::quiet_NaN());
+  const auto nan_system = at<system_clock>(nan_d);
+  const auto nan_system_f = at<system_clock, float>(std::numeric_limits<float>::quiet_NaN());
+
+  // B free / held, with and without the waiters bit (a stale one: nobody is queued).
+  for (const W start : {W(0b100), W(0b101), W(0b100 | WB), W(0b101 | WB)}) {
+    std::atomic<W> w{start};
+    pagewait::bit_lock<W> l(w, B);
+    const std::vector<std::pair<const char*, std::function<void()>>> calls = {
+        {"try_lock_bit_for(double)", [&] { pagewait::try_lock_bit_for(w, B, nan_s); }},
+        {"try_lock_bit_for(float)", [&] { pagewait::try_lock_bit_for(w, B, nan_f); }},
+        {"try_lock_bit_for(long double ms)", [&] { pagewait::try_lock_bit_for(w, B, nan_ld); }},
+        {"try_lock_bit_until(steady)", [&] { pagewait::try_lock_bit_until(w, B, nan_steady); }},
+        {"try_lock_bit_until(steady, long double)",
+         [&] { pagewait::try_lock_bit_until(w, B, nan_steady_ld); }},
+        {"try_lock_bit_until(system)", [&] { pagewait::try_lock_bit_until(w, B, nan_system); }},
+        {"try_lock_bit_until(system, float)", [&] { pagewait::try_lock_bit_until(w, B, nan_system_f); }},
+        {"wait_bit_clear_for(double)", [&] { pagewait::wait_bit_clear_for(w, B, nan_s); }},
+        {"wait_bit_clear_for(long double ms)", [&] { pagewait::wait_bit_clear_for(w, B, nan_ld); }},
+        {"wait_bit_clear_until(steady)", [&] { pagewait::wait_bit_clear_until(w, B, nan_steady); }},
+        {"wait_bit_clear_until(steady, long double)",
+         [&] { pagewait::wait_bit_clear_until(w, B, nan_steady_ld); }},
+        {"wait_bit_clear_until(system)", [&] { pagewait::wait_bit_clear_until(w, B, nan_system); }},
+        {"bit_lock::try_lock_for", [&] { l.try_lock_for(nan_s); }},
+        {"bit_lock::try_lock_until(steady)", [&] { l.try_lock_until(nan_steady); }},
+        {"bit_lock::try_lock_until(system)", [&] { l.try_lock_until(nan_system); }},
+    };
+    for (const auto& [what, call] : calls) {
+      w.store(start);
+      expect_nan_error(call, what);
+      EXPECT_EQ(w.load(), start) << what << " changed the word";
+      EXPECT_EQ(pwtest::queued_on(w), 0u) << what << " left a waiter queued";
+    }
+  }
+}
+
+// +infinity means "never": each waiter below is queued and stays queued until the release,
+// then returns true (it would return false at once if +inf became a past deadline).
+TYPED_TEST(ApiTest, PlusInfinityTimeoutsWaitUnbounded) {
+  using W = TypeParam;
+  using namespace nonfinite;
+  constexpr W L = 0b1, E = 0b10;
+  std::atomic<W> w{L | E};
+  pagewait::bit_lock<W> l(w, L);
+  const std::vector<std::function<bool()>> lockers = {
+      [&] { return pagewait::try_lock_bit_for(w, L, duration<double>(inf_d)); },
+      [&] { return pagewait::try_lock_bit_until(w, L, at<steady_clock>(inf_d)); },
+      [&] {
+        return l.try_lock_for(
+            duration<long double, std::milli>(std::numeric_limits<long double>::infinity()));
+      },
+      [&] { return l.try_lock_until(at<system_clock>(inf_d)); },
+  };
+  const std::vector<std::function<bool()>> waiters = {
+      [&] {
+        return pagewait::wait_bit_clear_for(w, E, duration<float>(std::numeric_limits<float>::infinity()));
+      },
+      [&] { return pagewait::wait_bit_clear_until(w, E, at<steady_clock>(inf_d)); },
+      [&] {
+        return pagewait::wait_bit_clear_until(
+            w, E, at<steady_clock, long double>(std::numeric_limits<long double>::infinity()));
+      },
+      [&] { return pagewait::wait_bit_clear_until(w, E, at<system_clock>(inf_d)); },
+  };
+  std::atomic<int> done{0};
+  std::vector<std::thread> ts;
+  for (const auto& f : lockers)
+    ts.emplace_back([&] {
+      EXPECT_TRUE(f());
+      done.fetch_add(1);
+      pagewait::unlock_bit(w, L);
+    });
+  for (const auto& f : waiters)
+    ts.emplace_back([&] {
+      EXPECT_TRUE(f());
+      done.fetch_add(1);
+    });
+  EXPECT_TRUE(pwtest::wait_queued(w, 4, L)) << "a +inf lock wait did not stay queued";
+  EXPECT_TRUE(pwtest::wait_queued(w, 4, E)) << "a +inf event wait did not stay queued";
+  std::this_thread::sleep_for(20ms);
+  EXPECT_EQ(done.load(), 0);
+  pagewait::clear_bit_and_wake(w, E);
+  pagewait::unlock_bit(w, L);
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(done.load(), 8);
+  EXPECT_EQ(w.load(), W(0));
+}
+
+// -infinity is a deadline long past: one try, at once. A held bit: false; a free bit: taken
+// (lock) or seen clear (wait).
+TYPED_TEST(ApiTest, MinusInfinityTimeoutsTryOnce) {
+  using W = TypeParam;
+  using namespace nonfinite;
+  constexpr W L = 0b1, F = 0b100;
+  const duration<double> minus_inf(-inf_d);
+  const auto steady_past = at<steady_clock>(-inf_d);
+  const auto steady_past_ld = at<steady_clock, long double>(-std::numeric_limits<long double>::infinity());
+  const auto system_past = at<system_clock>(-inf_d);
+  std::atomic<W> w{L};
+  pagewait::bit_lock<W> held(w, L), free_bit(w, F);
+  const auto t0 = steady_clock::now();
+  EXPECT_FALSE(pagewait::try_lock_bit_for(w, L, minus_inf));
+  EXPECT_FALSE(pagewait::try_lock_bit_until(w, L, steady_past));
+  EXPECT_FALSE(pagewait::try_lock_bit_until(w, L, steady_past_ld));
+  EXPECT_FALSE(pagewait::try_lock_bit_until(w, L, system_past));
+  EXPECT_FALSE(held.try_lock_for(minus_inf));
+  EXPECT_FALSE(held.try_lock_until(system_past));
+  EXPECT_FALSE(pagewait::wait_bit_clear_for(w, L, minus_inf));
+  EXPECT_FALSE(pagewait::wait_bit_clear_until(w, L, steady_past));
+  EXPECT_FALSE(pagewait::wait_bit_clear_until(w, L, system_past));
+  EXPECT_LT(steady_clock::now() - t0, 5s) << "a -inf timeout waited";
+  EXPECT_EQ(w.load() & ~pagewait::waiters_bit<W>, L);
+
+  EXPECT_TRUE(pagewait::wait_bit_clear_for(w, F, minus_inf));
+  EXPECT_TRUE(pagewait::wait_bit_clear_until(w, F, steady_past));
+  EXPECT_TRUE(pagewait::wait_bit_clear_until(w, F, system_past));
+  EXPECT_TRUE(pagewait::try_lock_bit_for(w, F, minus_inf));
+  pagewait::unlock_bit(w, F);
+  EXPECT_TRUE(pagewait::try_lock_bit_until(w, F, steady_past));
+  pagewait::unlock_bit(w, F);
+  EXPECT_TRUE(pagewait::try_lock_bit_until(w, F, steady_past_ld));
+  pagewait::unlock_bit(w, F);
+  EXPECT_TRUE(pagewait::try_lock_bit_until(w, F, system_past));
+  pagewait::unlock_bit(w, F);
+  EXPECT_TRUE(free_bit.try_lock_for(minus_inf));
+  free_bit.unlock();
+  EXPECT_TRUE(free_bit.try_lock_until(steady_past));
+  free_bit.unlock();
+  pagewait::unlock_bit(w, L);
+  EXPECT_EQ(w.load(), W(0));
+}
+
+// The conversion itself (detail/deadline.hpp): no float-to-integer conversion of a non-finite
+// or out-of-range value; NaN throws, +inf and anything beyond the clock's range is never(),
+// -inf is now or earlier.
+TEST(Deadline, NonFiniteAndOutOfRangeFloatingTimeouts) {
+  using namespace nonfinite;
+  using pagewait::detail::deadline;
+  constexpr long double inf_ld = std::numeric_limits<long double>::infinity();
+  EXPECT_TRUE(deadline::after(duration<double>(inf_d)).is_never());
+  EXPECT_TRUE(deadline::after(duration<float, std::nano>(std::numeric_limits<float>::infinity())).is_never());
+  EXPECT_TRUE(deadline::after(duration<long double>(inf_ld)).is_never());
+  EXPECT_TRUE(deadline::after(duration<long double>(std::numeric_limits<long double>::max())).is_never());
+  EXPECT_TRUE(deadline::after(duration<double>(1e300)).is_never());
+  EXPECT_TRUE(deadline::until(at<steady_clock>(inf_d)).is_never());
+  EXPECT_TRUE(deadline::until(at<steady_clock, long double>(inf_ld)).is_never());
+  EXPECT_TRUE(deadline::until(at<system_clock>(inf_d)).is_never());
+  EXPECT_TRUE(
+      deadline::until(at<system_clock, long double>(std::numeric_limits<long double>::max())).is_never());
+
+  const auto now = steady_clock::now();
+  for (const deadline d :
+       {deadline::after(duration<double>(-inf_d)), deadline::after(duration<long double>(-inf_ld)),
+        deadline::after(duration<double>(-1e300)), deadline::until(at<steady_clock>(-inf_d)),
+        deadline::until(at<steady_clock, long double>(-inf_ld)), deadline::until(at<system_clock>(-inf_d)),
+        deadline::until(at<system_clock, long double>(-std::numeric_limits<long double>::max()))}) {
+    EXPECT_FALSE(d.is_never());
+    EXPECT_LE(d.at, steady_clock::now());
+  }
+  // A finite timeout still converts, rounded up to the clock's tick.
+  const deadline soon = deadline::after(duration<double>(1.0));
+  EXPECT_GE(soon.at, now + 1s);
+  EXPECT_LT(soon.at, steady_clock::now() + 2s);
+
+  EXPECT_THROW(deadline::after(duration<double>(nan_d)), std::invalid_argument);
+  EXPECT_THROW(deadline::after(duration<long double>(std::numeric_limits<long double>::quiet_NaN())),
+               std::invalid_argument);
+  EXPECT_THROW(deadline::until(at<steady_clock>(nan_d)), std::invalid_argument);
+  EXPECT_THROW(deadline::until(at<system_clock>(nan_d)), std::invalid_argument);
 }

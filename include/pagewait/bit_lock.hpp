@@ -26,6 +26,8 @@ class bit_lock {
   bool try_lock() { return detail::shipped<W>::try_lock(*word_, bit_); }
   void unlock() { detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock); }
 
+  // Timeouts as in pagewait.hpp: NaN throws std::invalid_argument (the word untouched),
+  // +infinity waits without limit, -infinity tries once.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& rel) {
     return pagewait::try_lock_bit_for(*word_, bit_, rel);

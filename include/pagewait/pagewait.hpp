@@ -77,6 +77,21 @@ void lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::shipped<W>::lock(word, bit);
 }
 
+// Timeouts. The timed forms (try_lock_bit_for/_until, wait_bit_clear_for/_until, and
+// bit_lock's try_lock_for/_until) take a std::chrono duration or a time point on any clock,
+// with an integer or a floating-point representation:
+//   * Now or earlier (zero, negative, -infinity, a time point long past): no wait, one try. A
+//     free bit is still taken (locks) or seen clear (waits).
+//   * Too far for steady_clock's nanoseconds (half their range, about 146 years, or more:
+//     +infinity, duration::max(), time_point::max()): "never"; the wait is unbounded.
+//   * NaN: throws std::invalid_argument ("pagewait: timeout is NaN ...") before the word is
+//     touched, whatever state the bit is in: no bit is taken, no waiter is queued, the word
+//     (waiters bit included) is left exactly as it was.
+// A time point on another clock than steady_clock becomes the time left on that clock when
+// the call starts (as std::condition_variable does): adjusting that clock does not re-time a
+// wait in progress. A lock's timeout is checked before its one-RMW try; the untimed forms have
+// no timeout and nothing to check.
+
 // As lock_bit, but gives up when the deadline passes: returns whether this thread owns `bit`.
 // If a release handed the lock over just as the deadline passed, the thread owns it and true
 // is returned: ownership is never dropped on the floor.
@@ -84,6 +99,7 @@ template <word_type W, class Clock, class Duration>
 bool try_lock_bit_until(std::atomic<W>& word, std::type_identity_t<W> bit,
                         const std::chrono::time_point<Clock, Duration>& abs) {
   detail::check_bit(bit);
+  detail::deadline::check(abs);  // a NaN throws here, before the try below touches the word
   if (detail::shipped<W>::try_lock(word, bit)) return true;
   return detail::shipped<W>::lock_slow(word, bit, detail::deadline::until(abs), nullptr);
 }
@@ -92,6 +108,7 @@ template <word_type W, class Rep, class Period>
 bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
                       const std::chrono::duration<Rep, Period>& rel) {
   detail::check_bit(bit);
+  detail::deadline::check(rel);  // as above
   if (detail::shipped<W>::try_lock(word, bit)) return true;
   return detail::shipped<W>::lock_slow(word, bit, detail::deadline::after(rel), nullptr);
 }
@@ -146,6 +163,8 @@ void wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
 }
 
 // Bounded forms: return whether the bit was seen clear (true) or the deadline/stop came first.
+// Timeouts as for the timed locks above: the deadline is computed (and a NaN thrown) before
+// wait_clear looks at the word.
 template <word_type W, class Clock, class Duration>
 bool wait_bit_clear_until(std::atomic<W>& word, std::type_identity_t<W> bit,
                           const std::chrono::time_point<Clock, Duration>& abs) {
