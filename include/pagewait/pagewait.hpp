@@ -24,7 +24,9 @@
 //     to the object needs it alive only while the bit is set (the kernel's DROP wait).
 //
 // Fairness: locking hands the lock directly to a waiter once it has lost too many races to
-// threads that never waited, or has waited too long (set_fairness). No waiter starves.
+// threads that never waited, or has waited too long (set_fairness), even past threads queued
+// ahead of it in wait_bit_clear on the same bit (which, the bit never being clear, wait on).
+// No lock waiter found queued by an unlock starves.
 //
 // Rules for the word
 //   * The waiters bit is pagewait's; every other bit is yours. Change your bits only with atomic
@@ -122,9 +124,13 @@ bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token
   return detail::shipped<W>::lock_slow(word, bit, detail::deadline::never(), &stop);
 }
 
-// Releases a held lock bit. If a waiter has earned a hand-off, the lock passes to it and the
-// bit never becomes clear; otherwise the bit is cleared and waiters are woken (all waiters in
-// wait_bit_clear, and the first queued lock waiter, which races for the bit; lock waiters that
+// Releases a held lock bit. The first lock waiter queued for the bit decides, whatever
+// wait_bit_clear waiters are queued ahead of it. If it has earned a hand-off (set_fairness), the
+// lock passes to it and the bit never becomes clear, so threads in wait_bit_clear on this bit
+// are not woken: they wait on through the hand-off, until an unlock that clears the bit. (A
+// lock bit handed from owner to owner without a pause can keep such readers waiting for as
+// long as that lasts.) Otherwise the bit is cleared and waiters are woken: all waiters in
+// wait_bit_clear, and that first lock waiter, which races for the bit (lock waiters that
 // arrived while a long release walk was in progress are all woken to race). Throws usage_error
 // if the bit is not set (the word is left unchanged).
 // Lifetime: the step that clears the bit or hands the lock off is this call's last access to
