@@ -389,6 +389,12 @@ std::uint32_t runtime::parker_park(model_parker& p, const detail::deadline& dl) 
 
 void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
   stop(pending::run);
+  if (token == detail::token_retry && me().all_earned_unlock) {
+    msg_ = "earned hand-off lost: the unlock woke " + threads_[std::size_t(p.thread)].name +
+           " to race for the lock bit, though every lock waiter has earned a hand-off (max_lost_races 0; "
+           "SPEC 3.6)";
+    fail();
+  }
   p.token |= token;
   if (token == detail::token_handoff && me().rel_slot >= 0) me().rel_done = true;  // the hand-off's step
   for (int i = 0; i < max_threads; ++i)

@@ -204,6 +204,10 @@ class runtime {
   };
   handoff_due earned_waiter(obj o, std::uint64_t bit);
   void check_handoff(const handoff_due& d, obj o, std::uint64_t bit);
+  // [I6] for every lock waiter the unlock reaches, queued or joined: with max_lost_races 0
+  // every lock waiter has earned a hand-off from its first queueing, so an unlock of the shipped
+  // protocol must never wake one with token_retry (checked at the unpark). Set around an unlock.
+  void unlock_must_hand_off(bool on) { me().all_earned_unlock = on; }
   // [I1] directly, for a protocol that claims it without a pin (atomic-clear): between these
   // two calls, once the release's atomic step has cleared the bit (or a hand-off token has been
   // delivered), any further access to the word by the releaser is a violation, whether or not
@@ -260,8 +264,9 @@ class runtime {
     std::uint32_t waits = 0;  // completed waits (shared and exclusive)
     int rel_slot = -1;        // begin_last_touch_check: the word being released
     std::uint64_t rel_bit = 0;
-    bool rel_done = false;    // its atomic step has happened
-    bool timed_lock = false;  // its current or last lock call has a deadline
+    bool rel_done = false;           // its atomic step has happened
+    bool timed_lock = false;         // its current or last lock call has a deadline
+    bool all_earned_unlock = false;  // in an unlock that must hand off to any lock waiter it wakes
   };
 
   static void thread_entry(void* arg);

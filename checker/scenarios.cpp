@@ -77,7 +77,9 @@ struct user {
     // barger in between (the kernel's too); the hand-off rule is checked for atomic-clear.
     const auto due = R == release_protocol::atomic_clear ? r.earned_waiter(o, bit) : runtime::handoff_due{};
     if constexpr (R == release_protocol::atomic_clear) r.begin_last_touch_check(o, bit);
+    r.unlock_must_hand_off(R == release_protocol::atomic_clear && r.fair.max_lost_races == 0);
     C::release(word(o), bit, detail::release_kind::unlock, model_pin{o});
+    r.unlock_must_hand_off(false);
     r.end_last_touch_check();
     r.check_handoff(due, o, bit);
   }

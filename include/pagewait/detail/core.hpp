@@ -25,7 +25,8 @@
 //                                token_retry.
 // A release that spans lock holds registers a release_record; waiters arriving for its
 // (word, bit) join it and are served with it (woken after the clear, or re-queued if the lock
-// was handed off), so the walk never grows [I7].
+// was handed off), so the walk never grows [I7]. An unlock whose walk found no exclusive waiter
+// queued may hand the lock to a lock waiter that joined it, if that one has earned it [I6].
 #pragma once
 
 #include <atomic>
@@ -389,6 +390,25 @@ struct core {
       b.remove_release(&rec);
       b.unlink(&end);
       if (rec.other_bit_arrived) w.keep_waiters = true;
+      if constexpr (atomic_clear) {
+        if (kind == release_kind::unlock && !w.decided) {
+          // [I6] The walk found no exclusive waiter queued, but lock waiters joined while it ran:
+          // the first that asked for a hand-off (else the first, if its time has come) gets the
+          // lock if it has earned it, as it would have found queued. Without this, a waiter that
+          // kept re-queueing during long walks was woken to race, and lose, every time. The
+          // shared waiters claimed so far, and the other joiners, go back to the queue below.
+          node* j = rec.first_wants_handoff ? rec.first_wants_handoff : rec.first_exclusive;
+          if (j && earned_handoff(j)) {
+            rec.unjoin(j);
+            w.requeue = w.wake;
+            w.wake = {};
+            if (w.requeue.head) w.keep_waiters = true;
+            j->token.set(token_handoff);  // [I9] decided by the releaser, under the bucket lock
+            w.wake.append(j, j);
+            w.decided = w.handoff = true;
+          }
+        }
+      }
       if (rec.joined_head) {
         if (w.handoff) {
           w.requeue.append(rec.joined_head, rec.joined_tail);  // still waiting: the bit never clears

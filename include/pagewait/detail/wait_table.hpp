@@ -81,7 +81,28 @@ struct release_record {
   // Arrivals for (word, bit), claimed on arrival, in arrival order.
   waiter_node<P>* joined_head = nullptr;
   waiter_node<P>* joined_tail = nullptr;
+  // The first exclusive arrival, and the first that asked for a hand-off (lost too many races):
+  // an unlock whose walk found no exclusive waiter queued hands the lock to one of them if it
+  // has earned it, rather than waking it to race (bounded unfairness for joiners too).
+  waiter_node<P>* first_exclusive = nullptr;
+  waiter_node<P>* first_wants_handoff = nullptr;
   bool other_bit_arrived = false;
+
+  // Takes n out of the joined list (bucket lock held).
+  void unjoin(waiter_node<P>* n) noexcept {
+    waiter_node<P>* p = n->prev.get();
+    waiter_node<P>* x = n->next.get();
+    if (p)
+      p->next.set(x);
+    else
+      joined_head = x;
+    if (x)
+      x->prev.set(p);
+    else
+      joined_tail = p;
+    n->next.set(nullptr);
+    n->prev.set(nullptr);
+  }
 };
 
 template <class P>
@@ -162,6 +183,10 @@ struct alignas(64) bucket {
       else
         join->joined_head = n;
       join->joined_tail = n;
+      if (n->kind == node_kind::exclusive) {
+        if (!join->first_exclusive) join->first_exclusive = n;
+        if (n->wants_handoff && !join->first_wants_handoff) join->first_wants_handoff = n;
+      }
       n->state.set(node_state::claimed);
       // Its fate is known now if the release clears: woken after the clear. (If the release
       // hands the lock off instead, it re-queues the node and this token is never delivered.)
