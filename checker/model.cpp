@@ -87,7 +87,12 @@ int runtime::add_thread(std::string name, std::function<void()> body) {
 
 std::string runtime::slot_name(int s, std::uint32_t gen) const {
   std::string n = slots_[std::size_t(s)].name;
-  if (gen > 1) n += "#" + std::to_string(gen);
+  if (gen > 1) {
+    // Appended piecewise: `"#" + std::to_string(gen)` trips GCC 12's -Wrestrict false positive
+    // inside std::string at -O3.
+    n += '#';
+    n += std::to_string(gen);
+  }
   return n;
 }
 

@@ -415,29 +415,34 @@ std::string format_trace(const runtime& r, const violation& v) {
   out += line;
   unsigned i = 0;
   for (const step_record& s : r.trace()) {
+    // Appended piecewise: `"literal" + std::string` trips GCC 12's -Wrestrict false positive
+    // inside std::string at -O3 (a plain Release build).
     std::string op = s.op;
     if (s.on_word) {
       const bool wide = r.slot_wide(s.slot);
-      if (s.arg) op += " " + hex(s.arg, wide);
-      if (s.note) op += std::string(" (") + s.note + ")";
-      op += " on " + r.slot_name(s.slot, s.gen) + ": " + r.describe_word(s.before, wide);
+      if (s.arg) op.append(" ").append(hex(s.arg, wide));
+      if (s.note) op.append(" (").append(s.note).append(")");
+      op.append(" on ")
+          .append(r.slot_name(s.slot, s.gen))
+          .append(": ")
+          .append(r.describe_word(s.before, wide));
       if (s.after != s.before)
-        op += " -> " + r.describe_word(s.after, wide);
+        op.append(" -> ").append(r.describe_word(s.after, wide));
       else
-        op += " (unchanged)";
+        op.append(" (unchanged)");
     } else {
-      if (s.slot >= 0) op += " on " + r.slot_name(s.slot, s.gen);
+      if (s.slot >= 0) op.append(" on ").append(r.slot_name(s.slot, s.gen));
       if (s.n >= 0)
-        op += " [" + std::string(s.note ? s.note : "") + " " + std::to_string(s.n) + "]";
+        op.append(" [").append(s.note ? s.note : "").append(" ").append(std::to_string(s.n)).append("]");
       else if (s.note)
-        op += std::string(" [") + s.note + "]";
+        op.append(" [").append(s.note).append("]");
     }
     std::snprintf(line, sizeof line, "  %4u  %-18s %s\n", ++i, r.thread_name(s.thread).c_str(), op.c_str());
     out += line;
   }
   out += "  VIOLATION";
-  if (v.thread >= 0) out += " (" + r.thread_name(v.thread) + ")";
-  out += ": " + v.what + "\n";
+  if (v.thread >= 0) out.append(" (").append(r.thread_name(v.thread)).append(")");
+  out.append(": ").append(v.what).append("\n");
   return out;
 }
 
