@@ -2,6 +2,7 @@
 #include "pagewait/pagewait.hpp"
 
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -32,6 +33,16 @@ void throw_not_set(std::uint64_t bit) {
   throw usage_error("pagewait: releasing bit " + hex(bit) + " which is not set");
 }
 
+void fatal_not_set(const char* who, const void* word, std::uint64_t bit) noexcept {
+  // No allocation, no exception: the program's state is already broken.
+  std::fprintf(stderr,
+               "pagewait: fatal: %s of bit 0x%llx of the word at %p, which is not set (not locked, or "
+               "unlocked twice)\n",
+               who, static_cast<unsigned long long>(bit), word);
+  std::fflush(stderr);
+  std::abort();
+}
+
 namespace {
 std::mutex settings_mutex;
 std::atomic<unsigned> max_lost{fairness_settings{}.max_lost_races};
@@ -39,7 +50,8 @@ std::atomic<long long> max_wait_ns{fairness_settings{}.max_wait.count()};
 }  // namespace
 
 fairness_settings native_policy::fairness() noexcept {
-  return {max_lost.load(std::memory_order_relaxed), std::chrono::nanoseconds(max_wait_ns.load(std::memory_order_relaxed))};
+  return {max_lost.load(std::memory_order_relaxed),
+          std::chrono::nanoseconds(max_wait_ns.load(std::memory_order_relaxed))};
 }
 
 }  // namespace detail

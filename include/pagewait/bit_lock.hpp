@@ -20,11 +20,22 @@ template <word_type W>
 class bit_lock {
  public:
   // Throws std::invalid_argument for a bad bit (see pagewait.hpp).
-  bit_lock(std::atomic<W>& word, std::type_identity_t<W> bit) : word_(&word), bit_(bit) { detail::check_bit(bit); }
+  bit_lock(std::atomic<W>& word, std::type_identity_t<W> bit) : word_(&word), bit_(bit) {
+    detail::check_bit(bit);
+  }
 
   void lock() { detail::shipped<W>::lock(*word_, bit_); }
-  bool try_lock() { return detail::shipped<W>::try_lock(*word_, bit_); }
-  void unlock() { detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock); }
+  bool try_lock() noexcept { return detail::shipped<W>::try_lock(*word_, bit_); }
+  // noexcept, as the standard's Lockable requirements ask (it runs in unique_lock's and
+  // scoped_lock's destructors). Unlocking a bit that is not set is a broken invariant: a clear
+  // message naming the word and the bit, then abort (unlock_bit throws usage_error instead).
+  void unlock() noexcept {
+    try {
+      detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock);
+    } catch (...) {
+      detail::fatal_not_set("bit_lock::unlock", word_, bit_);
+    }
+  }
 
   // Timeouts as in pagewait.hpp: NaN throws std::invalid_argument (the word untouched),
   // +infinity waits without limit, -infinity tries once.

@@ -50,6 +50,9 @@ namespace detail {
 
 [[noreturn]] void throw_bad_bit(std::uint64_t bit, std::uint64_t waiters);
 [[noreturn]] void throw_not_set(std::uint64_t bit);
+// For the Lockable unlocks, which may not throw: prints "pagewait: fatal: <who> of bit <bit> of
+// the word at <address>, which is not set (not locked, or unlocked twice)" and aborts.
+[[noreturn]] void fatal_not_set(const char* who, const void* word, std::uint64_t bit) noexcept;
 
 // A bit argument has exactly one bit set and is not the waiters bit. Checked before the word
 // is touched, so bad input never changes it. No memory access: a few ALU instructions

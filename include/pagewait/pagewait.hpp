@@ -28,6 +28,20 @@
 // ahead of it in wait_bit_clear on the same bit (which, the bit never being clear, wait on).
 // No lock waiter found queued by an unlock starves.
 //
+// Memory ordering (what each operation orders, in the C++ memory model)
+//   * lock_bit, a try_lock_bit or timed lock that returns true, bit_lock/mutex lock: acquire.
+//     The new owner sees everything the previous owner wrote before its unlock, whether it took
+//     the bit itself or was handed it (the hand-off's unpark releases, the park acquires).
+//   * unlock_bit, bit_lock/mutex unlock: release. Pairs with the next owner's acquire.
+//   * clear_bit_and_wake: release. Pairs with the acquire of every wait_bit_clear that returns
+//     because of this clear (or sees the bit clear), and of the next lock of that bit.
+//   * wait_bit_clear, a bounded form that returns true: acquire; it sees everything written
+//     before the release that cleared the bit.
+//   * A try_lock that fails, a timed lock or a bounded wait that gives up (false), and any
+//     operation that throws: no ordering is promised (treat them as relaxed).
+//   * Your own RMWs on the word (fetch_or to start an event) order what you ask of them; pagewait
+//     adds nothing. The waiters bit carries no data and no ordering.
+//
 // Rules for the word
 //   * The waiters bit is pagewait's; every other bit is yours. Change your bits only with atomic
 //     RMWs (fetch_or to start an event, any RMW on bits that are not pagewait-managed).
