@@ -51,9 +51,10 @@ class fiber {
 #endif
   entry_fn fn_ = nullptr;
   void* arg_ = nullptr;
-  // ASan bookkeeping: the scheduler's stack, learnt on the first switch into the fiber.
-  const void* sched_bottom_ = nullptr;
-  std::size_t sched_size_ = 0;
+  // ASan bookkeeping: the scheduler's stack, learnt on the first switch into the fiber. Read
+  // only in ASan builds (clang's -Wunused-private-field otherwise).
+  [[maybe_unused]] const void* sched_bottom_ = nullptr;
+  [[maybe_unused]] std::size_t sched_size_ = 0;
   void* fake_stack_ = nullptr;
 };
 
