@@ -23,16 +23,35 @@
  *   -DSCEN_REWRITE     the Jan 2021 race (KERNEL.md): an ender clears B, a rewriter sets B again
  *                      (writeback restarts) and ends it again; a shared waiter must not be woken
  *                      into the second writeback by the first one's late wake-up.  [woken=cleared]
+ *   -DSCEN_FAIR        (handoff-past-reader) T0 locks/unlocks B twice (a barger between), T1
+ *                      waits for B clear (a reader of the lock bit), T2 locks/unlocks once and may
+ *                      queue behind T1; T3.. (NT > 3) more readers.  [earned hand-off honoured]
  * Knobs: -DNT=n threads, -DITER=n (SCEN_LOCK), -DCHUNK=n node visits per lock hold (the C++
- * P::chunk_visits, 64 natively; 1 or 2 here so that every walk spans holds).
- * Deliberately broken variants (the driver expects spin to find a lost wake-up in each):
- *   -DBROKEN_LATE_CLEAR  the clearing step happens in a later lock hold than the one in which
- *                        the walk reached its end (SPEC section 4: "loses wake-ups").
- *   -DBROKEN_NO_JOIN     arrivals for (word, bit) during a multi-hold walk are queued behind the
- *                        end marker instead of joining the release_record.
- *   -DBROKEN_HANDOFF_CLEARS  a hand-off also clears the bit (the driver expects two owners).
+ * P::chunk_visits, 64 natively; 1 or 2 here so that every walk spans holds), -DSTRICT_FAIR
+ * (max_lost_races 0: every lock waiter asks for, and has earned, a hand-off).
+ * Deliberately broken variants, one per property (the driver expects each to fail it):
+ *   -DBROKEN_SPLIT_CLEAR     the clearing step as two RMWs, B then WB: touch after free.
+ *   -DBROKEN_READ_AFTER_UNPARK  the releaser reads a node's link after its unpark: node lifetime.
+ *   -DBROKEN_LATE_CLEAR      the clearing step happens in a later lock hold than the one in which
+ *                            the walk reached its end (SPEC section 4: "loses wake-ups"): lost.
+ *   -DBROKEN_NO_JOIN         arrivals for (word, bit) during a multi-hold walk are queued behind
+ *                            the end marker instead of joining the release_record: lost, or I4
+ *                            first with the monitor on.
+ *   -DBROKEN_HANDOFF_WAKES_SHARED  a hand-off leaves the shared waiters it dequeued in the wake
+ *                            list: woken means cleared.
+ *   -DBROKEN_HANDOFF_CLEARS  a hand-off also clears the bit: one owner.
+ *   -DBROKEN_RESTART_FROM_HEAD  the walk resumes from the queue's head after each hold: bounded
+ *                            walk.
+ *   -DBROKEN_LATE_UNREGISTER the release record is removed after the unparks: one release per
+ *                            (word, bit) (with pan -E; else the lost wake-up it also causes).
+ *   -DBROKEN_FIRST_DECIDES   the rule before the fairness fix: the first waiter decides, shared
+ *                            or not: an earned hand-off lost behind a reader.
+ *   -DBROKEN_NO_JOINER_HANDOFF  no hand-off to an earned joiner when the walk met no lock waiter
+ *                            queued: with -DSTRICT_FAIR, a joiner is woken to race.
  * Reachability probes (the driver expects each to fire, to show the passing runs are not
- * vacuous): -DPROBE_SPAN, -DPROBE_JOIN, -DPROBE_HANDOFF, -DPROBE_REQUEUE, -DPROBE_FREE.
+ * vacuous): -DPROBE_SPAN, -DPROBE_JOIN, -DPROBE_HANDOFF, -DPROBE_REQUEUE, -DPROBE_FREE,
+ * -DPROBE_OVERTAKE (a hand-off past a dequeued reader), -DPROBE_REQUEUE_BOTH (one re-queue of
+ * dequeued readers and joined arrivals), -DPROBE_JOINER_HANDOFF (a hand-off to a joiner).
  *
  * Properties:
  *   - touch after free: every access to the word asserts !freed (SPEC I1);
@@ -47,8 +66,14 @@
  *   - the waiters bit is conservative: a monitor asserts that WB is set whenever a waiter node
  *     is in the bucket queue (I4; -DNO_I4 drops it);
  *   - bounded walk: a walk visits no more waiter nodes than were queued when it began (I7);
- *   - at most one release_record for (word, bit) is registered at a time; an unpark never
- *     lands on a parker that already holds a token (no double claim).
+ *   - at most one release_record for (word, bit) is registered at a time (checked as a release
+ *     registers and as a waiter arrives); an unpark never lands on a parker that already holds
+ *     a token (no double claim);
+ *   - an earned hand-off is honoured (I6): an unlock that begins while the first exclusive
+ *     waiter queued (past any shared ones) has earned a hand-off hands the bit to it. Checked
+ *     for atomic-clear; the old protocols clear before they walk, so a barger can take the bit
+ *     first (-DCHECK_FAIR_OLD checks them too, -DNO_FAIR checks nobody). With -DSTRICT_FAIR,
+ *     also: no lock waiter, queued or joined, is ever woken to race (token_retry).
  *
  * What is abstracted away:
  *   - the hash table is one bucket, holding one word; all waiters wait on the same bit B (the
@@ -57,10 +82,13 @@
  *     the old protocols use since their record has bit 0);
  *   - deadlines and stop tokens (sleep's unlink-on-timeout, `abandoned`, token_abandoned): every
  *     park waits for its token; the C++ checker's timeout-race scenario covers them;
- *   - fairness counters and clocks: whether the first exclusive waiter has earned a hand-off
- *     (lost >= max_lost_races, or now >= handoff_at) is a nondeterministic choice of the
- *     releaser, which covers both rules and every value of them;
+ *   - fairness counters and clocks: whether a waiter has earned a hand-off (lost >=
+ *     max_lost_races, or now >= handoff_at) is a per-waiter ghost (nearned), chosen
+ *     nondeterministically when first needed in each queueing (by the walk, or by the fairness
+ *     check as an unlock begins) and then kept: every value the C++ can read (see
+ *     earned_handoff);
  *   - lock_slow's spin phase is at most one iteration (load, try_lock); P::spin_limit is a count;
+ *   - sleep()'s abandoned path (token_abandoned in the re-queue after a hand-off): no deadlines;
  *   - memory orders: spin is sequentially consistent, so acquire/release pairing is NOT checked
  *     here (the C++ checker and the native tests carry that);
  *   - the bucket lock is a test-and-set flag; a parker is one token cell per thread (immortal,
@@ -97,8 +125,9 @@
 #error "choose a protocol: -DPROTO_ATOMIC_CLEAR, -DPROTO_CLEAR_THEN_WAKE, -DPROTO_PINNED or -DPROTO_XOR_WAITERS"
 #endif
 
-#if !defined(SCEN_WRITEBACK) && !defined(SCEN_LOCK) && !defined(SCEN_WALK) && !defined(SCEN_REWRITE)
-#error "choose a scenario: -DSCEN_WRITEBACK, -DSCEN_LOCK, -DSCEN_WALK or -DSCEN_REWRITE"
+#if !defined(SCEN_WRITEBACK) && !defined(SCEN_LOCK) && !defined(SCEN_WALK) && !defined(SCEN_REWRITE) \
+    && !defined(SCEN_FAIR)
+#error "choose a scenario: -DSCEN_WRITEBACK, -DSCEN_LOCK, -DSCEN_WALK, -DSCEN_REWRITE or -DSCEN_FAIR"
 #endif
 
 #ifndef NT
@@ -142,6 +171,10 @@
 #define THANDOFF 3
 #define UNLOCK 0
 #define EVENT  1
+/* earned_handoff(n), chosen when first needed (ghost, see earned_handoff) */
+#define EUNK 0
+#define ENO  1
+#define EYES 2
 
 /* Waiter roles in SCEN_WRITEBACK / SCEN_WALK. */
 #define PLAIN    0   /* wait_bit_clear, holds no reference that matters (the object is never freed) */
@@ -159,12 +192,14 @@ bool blk;             /* the bucket lock */
 byte head, tail;      /* the bucket's FIFO queue */
 byte nxt[NN], prv[NN];
 byte nstate[NN], ntoken[NN], nkind[NN];
+byte nearned[NN];     /* EUNK / ENO / EYES: has the waiter earned a hand-off (ghost choice) */
 bool alive[NN];       /* the node's stack frame exists */
 byte parker[NT];      /* one immortal parker per thread: its token word */
 
 /* release_record of thread p (at most one each): registered?, bit, joined list, other bit */
 bool rreg[NT];
 byte rbit[NT], rjh[NT], rjt[NT];
+byte rfx[NT], rfw[NT];   /* first_exclusive, first_wants_handoff joiner */
 bool rother[NT];
 
 /* ghosts */
@@ -172,6 +207,8 @@ byte csince;          /* bit p: B was cleared since thread p's queueing RMW saw 
 byte owners;          /* threads owning the lock bit */
 byte inq;             /* waiter nodes (not bookmarks) in the bucket queue */
 bool reached_join, reached_span, reached_requeue, reached_handoff, reached_free;  /* probes */
+bool reached_overtake, reached_requeue_both, reached_joiner_handoff;
+bool strict;          /* -DSTRICT_FAIR: max_lost_races 0, every lock waiter has earned a hand-off */
 
 /* Every access to the word, by anybody: the object must still exist [I1]. */
 #define TOUCH assert(!freed)
@@ -183,17 +220,25 @@ bool reached_join, reached_span, reached_requeue, reached_handoff, reached_free;
 #endif
 /* [I5] One owner: counted in the same step as the RMW (or the token) that grants the bit. */
 #define OWN owners++; assert(owners == 1)
+/* [I6] An earned hand-off is honoured: checked for atomic-clear (the old protocols clear the bit
+   before they walk, so their hand-off can lose to a barger; -DCHECK_FAIR_OLD checks them too). */
+#if (ATOMIC_CLEAR || defined(CHECK_FAIR_OLD)) && !defined(NO_FAIR)
+#define FAIR 1
+#else
+#define FAIR 0
+#endif
 
 #define LOCALS \
-  byte old, v, tk, n, cur, visits, wvisits, q0, wh, wt, requeue, i, r, j, t1, t2, pk; \
+  byte old, v, tk, n, cur, visits, wvisits, q0, wh, wt, rqh, rqt, requeue, r, j, t1, t2, pk; \
+  byte ftarget, hto; \
   bool ok, got, queued, decided, handoff, exwoken, keepw, spans, earned, done; byte step
 
 /* Dead locals are zeroed when an operation ends, so that stale values do not split states. */
 #define RESET_LOCALS \
   atomic { old = 0; v = 0; tk = 0; n = 0; cur = 0; visits = 0; wvisits = 0; q0 = 0; wh = 0; \
-           wt = 0; requeue = 0; i = 0; r = 0; j = 0; t1 = 0; t2 = 0; pk = 0; ok = 0; got = 0; \
-           queued = 0; decided = 0; handoff = 0; exwoken = 0; keepw = 0; spans = 0; earned = 0; \
-           done = 0; step = 0 }
+           wt = 0; rqh = 0; rqt = 0; requeue = 0; r = 0; j = 0; t1 = 0; t2 = 0; pk = 0; \
+           ftarget = 0; hto = 0; ok = 0; got = 0; queued = 0; decided = 0; handoff = 0; \
+           exwoken = 0; keepw = 0; spans = 0; earned = 0; done = 0; step = 0 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* The bucket: FIFO queue and releases in progress (wait_table.hpp). Bucket lock held.      */
@@ -269,6 +314,26 @@ inline arrive(x) {
      :: else -> rjh[j] = x
      fi;
      rjt[j] = x;
+     if
+     :: nkind[x] == EXCL ->
+        if
+        :: rfx[j] == NIL -> rfx[j] = x
+        :: else -> skip
+        fi;
+        if
+        :: rfw[j] == NIL ->
+           /* n->wants_handoff (lost >= max_lost_races), read here once per queueing: if it
+              is set, the waiter has earned a hand-off (ghost, see earned_handoff) */
+           if
+           :: nearned[x] = EYES; rfw[j] = x
+#ifndef STRICT_FAIR
+           :: skip   /* not asked; its time bound may still have passed */
+#endif
+           fi
+        :: else -> skip
+        fi
+     :: else -> skip
+     fi;
      nstate[x] = CLAIMED;
      ntoken[x] = (nkind[x] == SHARED -> TCLEARED : TRETRY)
   :: else ->
@@ -277,22 +342,49 @@ inline arrive(x) {
   fi
 }
 
-/* walk_state::append / claim */
-inline wappend(first, last) {
+/* node_list::append (walk_state's wake and requeue lists) and walk_state::claim */
+inline lappend(lh, lt, first, last) {
   prv[first] = NIL;
   if
-  :: wt != NIL -> nxt[wt] = first
-  :: else -> wh = first
+  :: lt != NIL -> nxt[lt] = first
+  :: else -> lh = first
   fi;
-  wt = last;
+  lt = last;
   nxt[last] = NIL
+}
+
+/* release_record::unjoin */
+inline unjoin(rr, x) {
+  t1 = prv[x]; t2 = nxt[x];
+  if
+  :: t1 != NIL -> nxt[t1] = t2
+  :: else -> rjh[rr] = t2
+  fi;
+  if
+  :: t2 != NIL -> prv[t2] = t1
+  :: else -> rjt[rr] = t1
+  fi;
+  nxt[x] = NIL; prv[x] = NIL
 }
 
 inline claim(x, tok) {
   unlink(x);
   nstate[x] = CLAIMED;
   ntoken[x] = tok;
-  wappend(x, x)
+  nearned[x] = EUNK;   /* ghost: dead once claimed (the waiter's next queueing chooses afresh) */
+  lappend(wh, wt, x, x)
+}
+
+/* bucket::add_release. The model also checks here that no other release for (word, bit) is
+   registered (one release per (word, bit)); arrive() checks it again as a waiter looks for one. */
+inline add_release() {
+  r = 0;
+  do
+  :: r < NT -> assert(!(rreg[r] && rbit[r] == B && rbit[me] == B)); r++
+  :: else -> break
+  od;
+  r = 0;
+  rreg[me] = true
 }
 
 inline lock_bucket() { atomic { !blk -> blk = true } }
@@ -319,10 +411,89 @@ inline put_ref() {
 inline pin_get() { atomic { TOUCH; assert(refs > 0); refs++ } }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The release walk (core::visit_match, core::release_slow)                                 */
+/* The release walk (core::earned_handoff, core::visit_match, core::release_slow)           */
+
+/* earned_handoff(n): n->wants_handoff || now >= n->handoff_at. Neither can go from true to false
+   while the node waits, and each queueing's value is acted on at most once: by the walk that
+   meets the node as the first exclusive waiter, or by the final step for the joiner it picks;
+   either claims it (the bit, or a wake-up to race after the clear). Only v5.9's failed hand-off
+   reads it and leaves the node queued, and it read true. (wants_handoff alone is also read as a
+   lock waiter joins a release: if set, the waiter has earned.) So the value is chosen when first
+   needed and kept until the waiter runs: every value the C++ can act on, with no counters and no
+   clock. [model] */
+inline earned_handoff(x) {
+  if
+  :: nearned[x] == EUNK ->
+     if
+     :: nearned[x] = EYES
+#ifndef STRICT_FAIR
+     :: nearned[x] = ENO
+#endif
+     fi
+  :: else -> skip
+  fi;
+  earned = (nearned[x] == EYES)
+}
 
 /* One node of the walk whose key is (word, bit). Lock held. */
 inline visit_match(x, kind) {
+#ifndef BROKEN_FIRST_DECIDES
+  if
+  :: kind == EVENT ->
+     claim(x, (nkind[x] == SHARED -> TCLEARED : TRETRY))
+  :: kind == UNLOCK && handoff ->
+     keepw = true   /* everybody else stays queued behind the new owner */
+  :: kind == UNLOCK && !handoff && nkind[x] == SHARED ->
+     claim(x, TCLEARED)   /* woken after the clear; until an exclusive waiter decides, provisionally */
+  :: kind == UNLOCK && !handoff && nkind[x] == EXCL ->
+     done = false;
+     if
+     :: !decided ->
+        decided = true;   /* [I6] the first exclusive waiter decides, past shared ones ahead of it */
+        earned_handoff(x);
+        if
+        :: earned ->
+#if !ATOMIC_CLEAR
+           /* v5.9's hand-off: the waker takes the bit for the waiter after the clear; the
+              shared waiters before it stay claimed (the bit really was cleared) */
+           atomic { TOUCH; old = word; word = word | B };
+           if
+           :: (old & B) -> keepw = true; exwoken = true; done = true
+           :: else -> skip
+           fi;
+#else
+           if
+           :: wh != NIL ->
+              /* [I3] the bit will not clear: the shared waiters claimed so far go back to the
+                 queue (the re-queue after the walk), not to their parkers */
+#ifdef PROBE_OVERTAKE
+              reached_overtake = true; assert(!reached_overtake);
+#endif
+#ifndef BROKEN_HANDOFF_WAKES_SHARED
+              rqh = wh; rqt = wt; wh = NIL; wt = NIL; keepw = true
+#else
+              skip   /* BROKEN: they stay in the wake list, woken although the bit stays set */
+#endif
+           :: else -> skip
+           fi;
+#endif
+           if
+           :: !done -> claim(x, THANDOFF); handoff = true; hto = x; done = true   /* [I9] */
+           :: else -> skip
+           fi
+        :: else -> skip
+        fi
+     :: else -> skip
+     fi;
+     if
+     :: done -> skip
+     :: !done && !exwoken -> claim(x, TRETRY); exwoken = true
+     :: !done && exwoken -> keepw = true
+     fi
+  fi
+#else
+  /* BROKEN (the rule before the fairness fix): the *first* waiter for (word, bit) decides; a
+     shared waiter ahead of an exclusive one that has earned a hand-off costs it the hand-off. */
   done = false;
   if
   :: kind == EVENT ->
@@ -331,15 +502,13 @@ inline visit_match(x, kind) {
      if
      :: !decided ->
         decided = true;
-        /* earned_handoff(n): lost races or time; nondeterministic here */
         if
-        :: nkind[x] == EXCL -> if :: earned = true :: earned = false fi
+        :: nkind[x] == EXCL -> earned_handoff(x)
         :: else -> earned = false
         fi;
         if
         :: earned ->
 #if !ATOMIC_CLEAR
-           /* v5.9's hand-off: the waker takes the bit for the waiter after the clear */
            atomic { TOUCH; old = word; word = word | B };
            if
            :: (old & B) -> keepw = true; exwoken = true; done = true
@@ -347,7 +516,7 @@ inline visit_match(x, kind) {
            fi;
 #endif
            if
-           :: !done -> claim(x, THANDOFF); handoff = true; done = true   /* [I9] */
+           :: !done -> claim(x, THANDOFF); handoff = true; hto = x; done = true
            :: else -> skip
            fi
         :: else -> skip
@@ -362,14 +531,15 @@ inline visit_match(x, kind) {
   :: !done && !handoff && nkind[x] == EXCL && !exwoken -> claim(x, TRETRY); exwoken = true
   :: !done && !handoff && nkind[x] == EXCL && exwoken -> keepw = true
   fi
+#endif
 }
 
 inline release_slow(kind) {
   decided = false; handoff = false; exwoken = false; keepw = false;
-  wh = NIL; wt = NIL; spans = false;
+  wh = NIL; wt = NIL; rqh = NIL; rqt = NIL; spans = false;
   atomic {
     rbit[me] = (ATOMIC_CLEAR -> B : 0);   /* the old protocols register with bit 0 */
-    rjh[me] = NIL; rjt[me] = NIL; rother[me] = false;
+    rjh[me] = NIL; rjt[me] = NIL; rfx[me] = NIL; rfw[me] = NIL; rother[me] = false;
     !blk -> blk = true;
     cur = head; visits = 0; wvisits = 0; q0 = inq
   };
@@ -384,8 +554,13 @@ inline release_slow(kind) {
           /* Retake the lock. Nodes before the bookmark may have left; the node after it is
              the first one not yet visited. */
           !blk -> blk = true;
+#ifndef BROKEN_RESTART_FROM_HEAD
           cur = nxt[MN(me)];
           unlink(MN(me));
+#else
+          unlink(MN(me));
+          cur = head;   /* BROKEN: the walk starts again from the head after each hold */
+#endif
           visits = 0;
           step = 0
        :: else -> skip
@@ -407,7 +582,7 @@ inline release_slow(kind) {
 #ifdef PROBE_SPAN
                       reached_span = true; assert(!reached_span);
 #endif
-                      push_back(EN(me)); rreg[me] = true; spans = true
+                      push_back(EN(me)); add_release(); spans = true
                    :: else -> skip
                    fi;
                    insert_before(cur, MN(me));
@@ -433,22 +608,63 @@ inline release_slow(kind) {
 
   /* The final step, in the same hold in which the walk reached its end [I2]. */
   atomic {
-    requeue = NIL;
     if
     :: spans ->
+#ifndef BROKEN_LATE_UNREGISTER
        rreg[me] = false;
+#endif
        unlink(EN(me));
        if
        :: rother[me] -> keepw = true
        :: else -> skip
        fi;
+#if ATOMIC_CLEAR && !defined(BROKEN_NO_JOINER_HANDOFF)
+       /* [I6] The walk found no exclusive waiter queued: the first joiner that asked for a
+          hand-off, else the first exclusive joiner, gets the lock if it has earned it. */
        if
-       :: rjh[me] != NIL && handoff -> requeue = rjh[me]; keepw = true
-       :: rjh[me] != NIL && !handoff -> wappend(rjh[me], rjt[me])
+       :: kind == UNLOCK && !decided ->
+          n = (rfw[me] != NIL -> rfw[me] : rfx[me]);
+          if
+          :: n != NIL ->
+             earned_handoff(n);
+             if
+             :: earned ->
+#ifdef PROBE_JOINER_HANDOFF
+                reached_joiner_handoff = true; assert(!reached_joiner_handoff);
+#endif
+                unjoin(me, n);
+                rqh = wh; rqt = wt; wh = NIL; wt = NIL;
+                if
+                :: rqh != NIL -> keepw = true
+                :: else -> skip
+                fi;
+                ntoken[n] = THANDOFF;   /* [I9] */
+                lappend(wh, wt, n, n);
+                decided = true; handoff = true; hto = n
+             :: else -> skip
+             fi
+          :: else -> skip
+          fi;
+          n = NIL; earned = false
+       :: else -> skip
+       fi;
+#endif
+       rfx[me] = NIL; rfw[me] = NIL;
+       if
+       :: rjh[me] != NIL && handoff ->
+#ifdef PROBE_REQUEUE_BOTH
+          if
+          :: rqh != NIL -> reached_requeue_both = true; assert(!reached_requeue_both)
+          :: else -> skip
+          fi;
+#endif
+          lappend(rqh, rqt, rjh[me], rjt[me]); keepw = true
+       :: rjh[me] != NIL && !handoff -> lappend(wh, wt, rjh[me], rjt[me])
        :: else -> skip
        fi
     :: else -> skip
-    fi
+    fi;
+    requeue = rqh; rqh = NIL; rqt = NIL
   };
 #ifdef BROKEN_LATE_CLEAR
   /* BROKEN: the clear happens in a later hold than the one that reached the end. */
@@ -459,7 +675,16 @@ inline release_slow(kind) {
   if
   :: !handoff ->
      /* [I1][I2][I3] the clearing step: the release's last access to the word */
+#ifndef BROKEN_SPLIT_CLEAR
      atomic { TOUCH; assert(word & B); word = word & ~(B | (keepw -> 0 : WB)); csince = 255 }
+#else
+     /* BROKEN: B and WB cleared by two RMWs, B first: the second touches the word after the clear */
+     atomic { TOUCH; assert(word & B); word = word & ~B; csince = 255 };
+     if
+     :: !keepw -> atomic { TOUCH; word = word & ~WB }
+     :: else -> skip
+     fi
+#endif
 #ifndef BROKEN_HANDOFF_CLEARS
   :: handoff && !keepw ->
      atomic { TOUCH; word = word & ~WB }   /* [I5] hand-off: only the waiters bit goes */
@@ -475,7 +700,9 @@ inline release_slow(kind) {
   :: else -> skip
   fi;
 #endif
-  /* Joined waiters of a release that handed off go back to the queue, a chunk per hold. */
+  /* After a hand-off, the shared waiters claimed before the decision and then the joined
+     arrivals go back to the queue, a chunk per hold: the hold that ended the walk continues its
+     budget of visits [I7], and every hold that queues sets WB again [I4]. */
   if
   :: requeue != NIL ->
 #ifdef PROBE_REQUEUE
@@ -483,18 +710,17 @@ inline release_slow(kind) {
 #endif
      do
      :: atomic {
-          i = 0;
           do
-          :: requeue != NIL && i < CHUNK -> n = requeue; requeue = nxt[n]; arrive(n); i++
+          :: requeue != NIL && visits < CHUNK -> n = requeue; requeue = nxt[n]; arrive(n); visits++
           :: else -> break
-          od
+          od;
+          TOUCH; word = word | WB
         };
         if
         :: requeue == NIL -> break
-        :: else -> blk = false; lock_bucket()
+        :: else -> blk = false; atomic { !blk -> blk = true; visits = 0 }
         fi
-     od;
-     atomic { TOUCH; word = word | WB }
+     od
   :: else -> skip
   fi;
   blk = false;
@@ -503,22 +729,75 @@ inline release_slow(kind) {
   do
   :: wh == NIL -> break
   :: else ->
+#ifndef BROKEN_READ_AFTER_UNPARK
      /* One step: the node cannot go before its own unpark, and nobody else writes it. */
      atomic {
        assert(alive[wh]); n = nxt[wh]; tk = ntoken[wh]; pk = OWNER(wh);
        assert(parker[pk] == TNONE); parker[pk] = parker[pk] | tk;   /* unpark */
        wh = n
      }
-  od
+#else
+     /* BROKEN: the node's link is read after its unpark */
+     atomic {
+       assert(alive[wh]); tk = ntoken[wh]; pk = OWNER(wh);
+       assert(parker[pk] == TNONE); parker[pk] = parker[pk] | tk   /* unpark */
+     };
+     atomic { assert(alive[wh]); n = nxt[wh]; wh = n }
+#endif
+  od;
+#ifdef BROKEN_LATE_UNREGISTER
+  /* BROKEN: the release record is removed last, in a hold of its own after the unparks (as a
+     scope guard would); meanwhile the bit may be released again by somebody else. */
+  if
+  :: spans -> lock_bucket(); atomic { rreg[me] = false; blk = false }
+  :: else -> skip
+  fi
+#else
+  skip
+#endif
 }
 
 /* The owner leaves the critical section in the first step of its unlock. */
 #define DISOWN(kind) if :: kind == UNLOCK -> owners-- :: else -> skip fi
 
+/* [I6] As an unlock begins: the first exclusive waiter queued (in queue order, past any shared
+   ones), if it has earned a hand-off, is the one this unlock must hand the bit to. Ghost. */
+inline fair_begin(kind) {
+#if FAIR
+  ftarget = NIL;
+  if
+  :: kind == UNLOCK ->
+     n = head;
+     do
+     :: n == NIL -> break
+     :: n != NIL && nkind[n] == EXCL ->
+        earned_handoff(n);
+        if
+        :: earned -> ftarget = n
+        :: else -> skip
+        fi;
+        break
+     :: else -> n = nxt[n]
+     od;
+     n = NIL; earned = false
+  :: else -> skip
+  fi
+#else
+  skip
+#endif
+}
+
+/* [I6] ... and as it ends, it has handed the bit to that waiter. */
+#if FAIR
+#define FAIR_END atomic { assert(ftarget == NIL || hto == ftarget); ftarget = NIL; hto = NIL }
+#else
+#define FAIR_END hto = NIL
+#endif
+
 /* core::release: unlock_bit (kind UNLOCK) or clear_bit_and_wake (kind EVENT). */
 inline release(kind) {
 #if ATOMIC_CLEAR
-  atomic { DISOWN(kind); TOUCH; old = word };
+  atomic { DISOWN(kind); fair_begin(kind); TOUCH; old = word };
   do
   :: assert(old & B);   /* throw_not_set: never in these scenarios */
      if
@@ -536,9 +815,9 @@ inline release(kind) {
         :: else -> skip
         fi
      fi
-  od
+  od;
 #else
-  atomic { DISOWN(kind); TOUCH; old = word };
+  atomic { DISOWN(kind); fair_begin(kind); TOUCH; old = word };
   assert(old & B);
 #if PINS
   pin_get();
@@ -557,13 +836,14 @@ inline release(kind) {
   put_ref();
 #endif
 #endif
+  FAIR_END
 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* Waiters (core::lock_slow, core::wait_clear_slow, core::sleep without deadline/stop)      */
 
 /* sleep(): park until the token arrives */
-inline park() { atomic { parker[me] != TNONE -> tk = parker[me] } }
+inline park() { atomic { parker[me] != TNONE -> tk = parker[me]; nearned[WN(me)] = EUNK } }
 
 inline lock_slow() {
   got = false;
@@ -613,6 +893,7 @@ inline lock_slow() {
 #endif
            atomic { assert(word & B); OWN; got = true }; break   /* [I5] the bit never cleared */
         :: tk == TRETRY ->
+           assert(!strict);                      /* [I6] every unlock hands off when all earned */
            I3_CHECK;                             /* [I3] cleared after we queued */
            atomic {
              TOUCH; old = word; word = word | B;
@@ -696,12 +977,12 @@ proctype rewriter(byte me) {
   release(EVENT)
 }
 
-proctype locker(byte me) {
+proctype locker(byte me; byte iters) {
   LOCALS;
   byte it;
   nkind[WN(me)] = EXCL;
   do
-  :: it < ITER ->
+  :: it < iters ->
      atomic {
        TOUCH; old = word; word = word | B;   /* try_lock: lock bts */
        if
@@ -734,6 +1015,9 @@ end:
 init {
   byte p;
   atomic {
+#ifdef STRICT_FAIR
+    strict = true;
+#endif
     /* bookmarks */
     p = 0;
     do
@@ -771,12 +1055,26 @@ init {
     :: p < NT -> run waiter(p, PLAIN); p++
     :: else -> break
     od
+#elif defined(SCEN_FAIR)
+    /* T0 locks and unlocks twice (between its unlock and its next lock it barges); T1 waits
+       for the lock bit to clear (shared, on the lock bit); T2 locks and unlocks once, and may
+       queue behind T1. */
+    word = 0;
+    refs = 100;   /* never freed */
+    run locker(0, 2);
+    run waiter(1, PLAIN);
+    run locker(2, 1);
+    p = 3;   /* T3..: more readers of the lock bit, which may join a walk in progress */
+    do
+    :: p < NT -> run waiter(p, PLAIN); p++
+    :: else -> break
+    od
 #elif defined(SCEN_LOCK)
     word = 0;
     refs = 100;   /* never freed */
     p = 0;
     do
-    :: p < NT -> run locker(p); p++
+    :: p < NT -> run locker(p, ITER); p++
     :: else -> break
     od
 #endif
