@@ -6,12 +6,14 @@ and the callgrind loops (instructions per op, figures 1, 2); checks every output
 results.json, benchmarks.md (tables of ratios against the named peer of the same run, the
 targets of issue 5, the machine and the command) and PNG plots.
 
-  run.py --bin BUILD/bench [--quick] [--out DIR] [--doc FILE] [--no-callgrind] [--scale X]
+  run.py --bin BUILD/bench [--quick] [--out DIR] [--doc FILE] [--update-docs] [--no-callgrind] [--scale X]
 
-Full run: writes docs/benchmarks.md and docs/benchmarks/*.png|json of the source tree.
---quick (CI, under two minutes): fewer sizes and shorter runs, into BUILD/bench/quick/ unless
---out/--doc say otherwise. Exits non-zero if a benchmark crashes or its output is missing or
-invalid; asserts no thresholds (the machine is shared and noisy).
+Writes into the build directory: BUILD/bench/report/ (full run) or BUILD/bench/quick/ (--quick,
+CI, under two minutes: fewer sizes and shorter runs), benchmarks.md beside results.json and the
+plots, unless --out/--doc say otherwise. --update-docs (full runs only): writes
+docs/benchmarks.md and docs/benchmarks/*.png|json of the source tree instead. Exits non-zero if a
+benchmark crashes or its output is missing or invalid; asserts no thresholds (the machine is
+shared and noisy).
 """
 import argparse
 import datetime
@@ -565,6 +567,17 @@ def document(res, command, plot_files, out_dir, doc_path):
         f.write("\n".join(L))
 
 
+def scale_arg(text):
+    """--scale: a finite number from 0.01 to 100 (float() alone takes "nan" and "inf")."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = math.nan
+    if not (math.isfinite(v) and 0.01 <= v <= 100):
+        raise argparse.ArgumentTypeError(f"got {text!r}, expected a number from 0.01 to 100")
+    return v
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", required=True, help="the build's bench directory (pagewait_micro, pagewait_figures)")
@@ -573,15 +586,23 @@ def main():
     ap.add_argument("--doc", help="the Markdown file to write")
     ap.add_argument("--no-callgrind", action="store_true", help="skip the instruction counts")
     ap.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    ap.add_argument("--scale", type=float, default=1.0, help="multiply durations and iteration counts")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="write docs/benchmarks.md and docs/benchmarks/ of the source tree (full runs only)")
+    ap.add_argument("--scale", type=scale_arg, default=1.0,
+                    help="multiply durations and iteration counts (a number from 0.01 to 100)")
     ap.add_argument("--command", help="the command line to print in the document")
     ap.add_argument("--from-results", metavar="JSON",
                     help="write the plots and the document from a results.json of an earlier run (no run)")
     a = ap.parse_args()
+    if a.update_docs and (a.quick or a.out or a.doc):
+        ap.error("--update-docs writes docs/ from a full run: not with --quick, --out or --doc")
+    if a.update_docs:
+        a.out = os.path.join(ROOT, "docs", "benchmarks")
+        a.doc = os.path.join(ROOT, "docs", "benchmarks.md")
     if a.out is None:
-        a.out = os.path.join(a.bin, "quick") if a.quick else os.path.join(ROOT, "docs", "benchmarks")
+        a.out = os.path.join(a.bin, "quick" if a.quick else "report")
     if a.doc is None:
-        a.doc = os.path.join(a.out, "benchmarks.md") if a.quick else os.path.join(ROOT, "docs", "benchmarks.md")
+        a.doc = os.path.join(a.out, "benchmarks.md")
     os.makedirs(a.out, exist_ok=True)
     command = a.command or ("./scripts/pagewait bench" + (" --quick" if a.quick else ""))
     t0 = time.time()
@@ -623,6 +644,8 @@ def main():
         log(f"pagewait bench: FAILED: {e}")
         return 1
     log(f"pagewait bench: done in {time.time() - t0:.0f} s: {a.doc}")
+    if not a.update_docs and not a.quick:
+        log("pagewait bench: docs/benchmarks.md is unchanged (--update-docs writes it)")
     return 0
 
 

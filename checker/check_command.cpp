@@ -6,12 +6,18 @@
 //                                       fails writeback-free; the broken walk is caught)
 //   pagewait check --protocol P --scenario S    one cell; on a violation, the schedule step by
 //                                       step, and exit 1
+//   --mode random|pct --seed N --runs R          sample instead; the seed is printed, and the
+//                                       command that replays a failing cell
+// Bad options (a value out of range, an option of another mode): a message and exit 2.
 #include <CLI/CLI.hpp>
+#include <cstdint>
 #include <cstdio>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "command.hpp"
+#include "numeric_option.hpp"
 #include "scenarios.hpp"
 
 namespace pagewait::check {
@@ -19,6 +25,31 @@ namespace {
 
 const char* mode_name(mode m) {
   return m == mode::exhaustive ? "exhaustive" : m == mode::random ? "random" : "pct";
+}
+
+// Bounds of the options that have one besides their type's: a preemption bound past this is
+// "unbounded" in every scenario, and a PCT depth past this means more priority change points
+// than any scenario has steps.
+constexpr int max_preemptions = 1000;
+constexpr unsigned max_pct_depth = 1000;
+
+// "random, seed 7, 20000 runs" / "pct, seed 7, depth 3, 20000 runs".
+std::string sampling_text(const run_options& o) {
+  std::string t = std::string(mode_name(o.how)) + ", seed " + std::to_string(o.seed);
+  if (o.how == mode::pct) t += ", depth " + std::to_string(o.pct_depth);
+  return t + ", " + std::to_string(o.runs) + " runs";
+}
+
+// The command line that runs one cell of a random or pct search again, with the same schedules:
+// every cell seeds its own generator with --seed, so a cell alone replays as it ran in the table.
+std::string replay_command(std::string_view scenario, std::string_view protocol, bool broken_walk,
+                           const run_options& o) {
+  std::string c = "./scripts/pagewait check --protocol " + std::string(protocol) + " --scenario " +
+                  std::string(scenario) + " --mode " + mode_name(o.how) + " --seed " +
+                  std::to_string(o.seed) + " --runs " + std::to_string(o.runs);
+  if (o.how == mode::pct) c += " --pct-depth " + std::to_string(o.pct_depth);
+  if (broken_walk) c += " --broken-walk";
+  return c;
 }
 
 std::string cell_text(const cell_result& r) {
@@ -43,13 +74,25 @@ int check_main(int argc, char** argv) {
   app.add_option("--scenario", scenario_name, "scenario (default: all)")->check(CLI::IsMember(names));
   app.add_option("--mode", how, "exhaustive (bounded preemptions), random, or pct")
       ->check(CLI::IsMember({"exhaustive", "random", "pct"}));
-  app.add_option("--seed", o.seed, "seed of the random and pct modes");
-  app.add_option("--runs", o.runs, "schedules tried by the random and pct modes");
-  app.add_option("--preemptions", o.preemptions, "exhaustive: preemption bound (default: the scenario's)");
-  app.add_option("--max-schedules", o.max_schedules, "exhaustive: stop after this many schedules");
-  app.add_option("--pct-depth", o.pct_depth, "pct: bug depth d");
-  app.add_flag("--broken-walk", o.broken_walk, "self-test: atomic-clear with the deliberately broken walk");
-  app.add_flag("--traces", trace_all, "table mode: print the trace of every failing cell");
+  CLI::Option* seed =
+      tool::whole_in(app.add_option("--seed", o.seed, "random, pct: seed (default 1)"), std::uint64_t{0});
+  CLI::Option* runs = tool::whole_in(
+      app.add_option("--runs", o.runs, "random, pct: schedules tried per cell (default 20000)"),
+      std::uint64_t{1});
+  CLI::Option* preemptions =
+      tool::whole_in(app.add_option("--preemptions", o.preemptions,
+                                    "exhaustive: preemption bound (default: the scenario's)"),
+                     0, max_preemptions);
+  CLI::Option* max_schedules =
+      tool::whole_in(app.add_option("--max-schedules", o.max_schedules,
+                                    "exhaustive: stop a cell after this many schedules (default 5000000)"),
+                     std::uint64_t{1});
+  CLI::Option* pct_depth = tool::whole_in(
+      app.add_option("--pct-depth", o.pct_depth, "pct: bug depth d (default 3)"), 1u, max_pct_depth);
+  CLI::Option* broken_walk = app.add_flag(
+      "--broken-walk", o.broken_walk, "self-test, one cell of atomic-clear: the deliberately broken walk");
+  CLI::Option* traces =
+      app.add_flag("--traces", trace_all, "table mode: print the trace of every failing cell");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -61,20 +104,37 @@ int check_main(int argc, char** argv) {
     return 2;
   }
   o.how = how == "random" ? mode::random : how == "pct" ? mode::pct : mode::exhaustive;
+  const bool one_cell = !protocol.empty() && !scenario_name.empty();
+
+  // An option that the chosen mode would ignore is a mistake in the command line: say so.
+  const auto misplaced = [](const CLI::Option* opt, const char* where) {
+    if (opt->count() == 0) return false;
+    std::fprintf(stderr, "pagewait check: %s applies %s\nRun `pagewait check --help` for the options.\n",
+                 opt->get_name().c_str(), where);
+    return true;
+  };
+  const bool sampling = o.how != mode::exhaustive;
+  if ((!sampling && (misplaced(seed, "to --mode random or pct only") ||
+                     misplaced(runs, "to --mode random or pct only"))) ||
+      (o.how != mode::pct && misplaced(pct_depth, "to --mode pct only")) ||
+      (sampling && (misplaced(preemptions, "to --mode exhaustive (the default) only") ||
+                    misplaced(max_schedules, "to --mode exhaustive (the default) only"))) ||
+      (!(one_cell && protocol == "atomic-clear") &&
+       misplaced(broken_walk, "to one cell of atomic-clear only (--protocol atomic-clear --scenario S)")) ||
+      (one_cell && misplaced(traces, "to the table only (one cell always prints its trace)")))
+    return 2;
 
   // One cell.
-  if (!protocol.empty() && !scenario_name.empty()) {
+  if (one_cell) {
     const scenario& s = *find_scenario(scenario_name);
     const release_protocol p = *parse_release_protocol(protocol);
-    if (o.broken_walk && p != release_protocol::atomic_clear) {
-      std::fprintf(stderr, "pagewait check: --broken-walk applies to atomic-clear only\n");
-      return 2;
-    }
     const cell_result r = check_cell(s, p, o.broken_walk, o);
     std::printf("%s%s / %s (%s): %s, %llu schedules, %.2f s%s\n", o.broken_walk ? "[broken walk] " : "",
-                s.name, protocol.c_str(), mode_name(o.how), r.failed ? "VIOLATION" : "pass",
-                static_cast<unsigned long long>(r.schedules), r.seconds,
+                s.name, protocol.c_str(), sampling ? sampling_text(o).c_str() : mode_name(o.how),
+                r.failed ? "VIOLATION" : "pass", static_cast<unsigned long long>(r.schedules), r.seconds,
                 !r.failed && !r.complete ? " (search stopped at --max-schedules: incomplete)" : "");
+    if (r.failed && sampling)
+      std::printf("replay: %s\n", replay_command(s.name, protocol, o.broken_walk, o).c_str());
     if (r.failed) std::printf("\n%s", r.trace.c_str());
     return r.failed ? 1 : 0;
   }
@@ -91,6 +151,9 @@ int check_main(int argc, char** argv) {
   std::printf("cell: verdict, schedules explored, seconds   (! = not the expected verdict)\n");
   if (o.how == mode::exhaustive)
     std::printf("K: preemption bound (every schedule with at most K preemptions)\n");
+  else
+    std::printf("sampled: %s per cell; a cell replays alone: --protocol P --scenario S, same options\n",
+                sampling_text(o).c_str());
   std::printf("\n");
   std::printf("%-22s %2s", "scenario", "K");
   for (release_protocol p : protos) std::printf(" | %-22.*s", int(to_string(p).size()), to_string(p).data());
@@ -113,6 +176,7 @@ int check_main(int argc, char** argv) {
       std::fflush(stdout);
       if (r.failed) {
         failures.push_back(std::string(s->name) + " / " + std::string(to_string(p)) + ": " + r.violation);
+        if (sampling) failures.back() += "\n  replay: " + replay_command(s->name, to_string(p), false, o);
         if (trace_all || (p == release_protocol::clear_then_wake && std::string(s->name) == "writeback-free"))
           failures.back() += "\n" + r.trace;
       }
@@ -130,7 +194,10 @@ int check_main(int argc, char** argv) {
                 r.failed ? " (caught, as it must be)"
                 : ok     ? ""
                          : " NOT CAUGHT: the checker is broken");
-    if (r.failed) failures.push_back(std::string("self-test (broken walk) / ") + s.name + ": " + r.violation);
+    if (r.failed) {
+      failures.push_back(std::string("self-test (broken walk) / ") + s.name + ": " + r.violation);
+      if (sampling) failures.back() += "\n  replay: " + replay_command(s.name, "atomic-clear", true, o);
+    }
   }
   if (o.how == mode::exhaustive)
     std::printf(
