@@ -233,12 +233,12 @@ void runtime::check_object(obj o, const char* what) {
   }
   if (!s.live) {
     msg_ = std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
-           " after it was freed (SPEC 3.1: release is the last touch)";
+           " after it was freed (CONTRACT 3.1: release is the last touch)";
     fail();
   }
   if (s.gen != o.gen) {
     msg_ = std::string("touch of a freed object: ") + what + " on " + slot_name(o.slot, o.gen) +
-           " after it was freed and its memory reused as " + slot_name(o.slot, s.gen) + " (SPEC 3.1)";
+           " after it was freed and its memory reused as " + slot_name(o.slot, s.gen) + " (CONTRACT 3.1)";
     fail();
   }
 }
@@ -260,7 +260,7 @@ int runtime::begin_word(const void* w, const char* op) {
     r.note = "ATTEMPTED after the release's atomic step";
     record(r);
     msg_ = std::string("touch after release: ") + op + " on " + slot_name(s, r.gen) +
-           " by its releaser after the atomic step that cleared the bit or handed it off (SPEC 3.1)";
+           " by its releaser after the atomic step that cleared the bit or handed it off (CONTRACT 3.1)";
     fail();
   }
   return s;
@@ -306,7 +306,7 @@ void runtime::check_waiters_bit() {
     if (si < 0 || !slots_[std::size_t(si)].live) continue;  // a DROP waiter's object may be gone
     const slot& s = slots_[std::size_t(si)];
     if (!(read_word(s) & waiters_mask(s.wide))) {
-      msg_ = "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (SPEC 3.4)";
+      msg_ = "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (CONTRACT 3.4)";
       fail();
     }
   }
@@ -353,7 +353,7 @@ void runtime::visit() {
   }
   if (++l->visits > chunk_visits) {
     msg_ = "bucket lock held for " + std::to_string(l->visits) + " walk visits, more than the chunk bound " +
-           std::to_string(chunk_visits) + " (SPEC 3.7)";
+           std::to_string(chunk_visits) + " (CONTRACT 3.7)";
     fail();
   }
 }
@@ -397,7 +397,7 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
   if (token == detail::token_retry && me().all_earned_unlock) {
     msg_ = "earned hand-off lost: the unlock woke " + threads_[std::size_t(p.thread)].name +
            " to race for the lock bit, though every lock waiter has earned a hand-off (max_lost_races 0; "
-           "SPEC 3.6)";
+           "CONTRACT 3.6)";
     fail();
   }
   p.token |= token;
@@ -564,14 +564,14 @@ void runtime::end_wait(const wait_start& w, bool ok) {
     }
   if (!cleared) {
     msg_ = "woken into a set bit: the wait returned, but no clear of " + describe_word(w.bit, s.wide) +
-           " happened since it began; the bit is still set from before it waited (SPEC 3.3)";
+           " happened since it began; the bit is still set from before it waited (CONTRACT 3.3)";
     fail();
   }
   if (!visible) {
     msg_ =
         "woken by the wrong release: the wait returned, and the bit was cleared since it began, but no such "
         "clear "
-        "happens-before the return; what woke it was a release of the bit as it was before it waited (SPEC "
+        "happens-before the return; what woke it was a release of the bit as it was before it waited (CONTRACT "
         "3.3)";
     fail();
   }
@@ -582,12 +582,12 @@ void runtime::acquired(obj o, std::uint64_t bit) {
   slot& s = slots_[std::size_t(o.slot)];
   const int pos = __builtin_ctzll(bit);
   if (!(read_word(s) & bit)) {
-    msg_ = "lock returned, but the lock bit is clear: not the owner (SPEC 3.3, 3.5)";
+    msg_ = "lock returned, but the lock bit is clear: not the owner (CONTRACT 3.3, 3.5)";
     fail();
   }
   if (s.owner[std::size_t(pos)] >= 0) {
     msg_ = "two owners: " + me().name + " acquired the lock bit held by " +
-           threads_[std::size_t(s.owner[std::size_t(pos)])].name + " (SPEC 3.5)";
+           threads_[std::size_t(s.owner[std::size_t(pos)])].name + " (CONTRACT 3.5)";
     fail();
   }
   s.owner[std::size_t(pos)] = cur_;
@@ -632,7 +632,7 @@ void runtime::check_handoff(const handoff_due& d, obj o, std::uint64_t bit) {
       msg_ = "earned hand-off lost: " + threads_[std::size_t(d.thread)].name +
              " was the first lock waiter queued for " + describe_word(bit, s.wide) +
              " and had earned a hand-off when the unlock began, but the unlock cleared the bit instead "
-             "(SPEC 3.6)";
+             "(CONTRACT 3.6)";
       fail();
     }
 }
@@ -659,7 +659,7 @@ void runtime::check_woken(const waiter_snapshot& w, obj o, std::uint64_t bit) {
       if (w.threads[i] == still.threads[j] && w.waits[i] == still.waits[j]) {
         msg_ = "the release of " + describe_word(bit, slots_[std::size_t(o.slot)].wide) +
                " returned leaving " + threads_[std::size_t(w.threads[i])].name +
-               " queued, though it queued before the release began (SPEC 3.2: it would need a later clear)";
+               " queued, though it queued before the release began (CONTRACT 3.2: it would need a later clear)";
         fail();
       }
 }

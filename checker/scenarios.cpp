@@ -21,7 +21,7 @@ constexpr std::uint32_t WBK = 1u << 1;
 constexpr auto untimed = std::chrono::nanoseconds(-1);
 
 // The user's side of the API, on the model: each call names its object (so that an access to
-// a freed or reused object is recognised) and checks what SPEC §3 promises when it returns.
+// a freed or reused object is recognised) and checks what CONTRACT §3 promises when it returns.
 template <class P, release_protocol R, class W>
 struct user {
   using C = detail::core<P, R, W>;
@@ -87,7 +87,7 @@ struct user {
 
 void names(runtime& r) { r.bit_names = {"locked", "writeback"}; }
 
-// writeback-free (SPEC §5): T1 ends writeback; T2 waits for it, then drops the last reference
+// writeback-free (CONTRACT §5): T1 ends writeback; T2 waits for it, then drops the last reference
 // (truncation frees the page); T3 reuses the memory for a new page and writes it back. Any
 // touch of the first page after the free is the 2020 bug.
 struct writeback_free {
@@ -111,7 +111,7 @@ struct writeback_free {
   }
 };
 
-// lock-handoff (SPEC §5): three threads lock and unlock one bit twice each. Hand-off is earned
+// lock-handoff (CONTRACT §5): three threads lock and unlock one bit twice each. Hand-off is earned
 // after one lost race (the kernel allows five), so that both ways of unlocking are explored.
 struct lock_handoff {
   template <class P, release_protocol R>
@@ -131,7 +131,7 @@ struct lock_handoff {
   }
 };
 
-// mixed-bits (SPEC §5): waiters on two bits of one 64-bit word, and two words in one bucket.
+// mixed-bits (CONTRACT §5): waiters on two bits of one 64-bit word, and two words in one bucket.
 struct mixed_bits {
   template <class P, release_protocol R>
   static void setup(runtime& r) {
@@ -160,7 +160,7 @@ struct mixed_bits {
   }
 };
 
-// timeout-race (SPEC §5): a timed waiter's deadline may fire at any step, including while the
+// timeout-race (CONTRACT §5): a timed waiter's deadline may fire at any step, including while the
 // release is dequeuing it; likewise a timed lock waiter against the unlock.
 struct timeout_race {
   template <class P, release_protocol R>
@@ -183,7 +183,7 @@ struct timeout_race {
   }
 };
 
-// bookmark-walk (SPEC §5): chunk of 2 visits, three waiters (one timed, which may leave while
+// bookmark-walk (CONTRACT §5): chunk of 2 visits, three waiters (one timed, which may leave while
 // the bookmark holds the walk's place) on two words in one bucket.
 struct bookmark_walk {
   template <class P, release_protocol R>
@@ -245,7 +245,7 @@ struct arrivals_during_walk {
   }
 };
 
-// handoff-walk (beyond SPEC §5): every lock waiter has earned a hand-off, the chunk is 1
+// handoff-walk (beyond CONTRACT §5): every lock waiter has earned a hand-off, the chunk is 1
 // visit, so unlocks hand off in multi-hold walks while other lockers arrive and join the
 // release (and are re-queued behind the new owner); meanwhile a writeback waiter and the end
 // of writeback work on another bit of the same word.

@@ -1,4 +1,4 @@
-// checker/scenarios.hpp — the scenarios of SPEC §5 (and two more), and how to run one cell.
+// checker/scenarios.hpp — the scenarios of CONTRACT §5 (and two more), and how to run one cell.
 #pragma once
 
 #include <chrono>

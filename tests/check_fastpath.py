@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks SPEC §3.8 ("no work when uncontended") in the generated code.
+"""Checks CONTRACT §3.8 ("no work when uncontended") in the generated code.
 
 Usage: check_fastpath.py OBJDUMP OBJECT [--expect-fail]
 

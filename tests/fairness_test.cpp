@@ -1,4 +1,4 @@
-// Hand-off fairness (SPEC §3.6). Two properties that hold whatever the scheduler does:
+// Hand-off fairness (CONTRACT §3.6). Two properties that hold whatever the scheduler does:
 //   * strict hand-off ({0 lost races, 0 ns}) is FIFO: the thread at the head of the queue when
 //     the owner unlocks is the next owner. Checked exactly, acquisition by acquisition, from a
 //     snapshot of the queue taken inside each critical section. No timing involved.
@@ -29,7 +29,7 @@ using WordTypes = ::testing::Types<std::uint32_t, std::uint64_t>;
 TYPED_TEST_SUITE(Fairness, WordTypes);
 
 // The first exclusive waiter queued for (word, bit), as seen by the lock's owner: its thread
-// index (-1 if none) and whether it has earned a hand-off (SPEC §3.6). Both are decided before
+// index (-1 if none) and whether it has earned a hand-off (CONTRACT §3.6). Both are decided before
 // the node became visible (wants_handoff, handoff_at) and read here under the bucket lock.
 struct head_info {
   int who = -1;

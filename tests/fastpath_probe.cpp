@@ -1,7 +1,7 @@
 // tests/fastpath_probe.cpp — the uncontended paths of the public API, compiled as the user's
 // code would be, one function each. Never run: tests/check_fastpath.py disassembles the object
 // and checks that each function's path from its entry to its first `ret` is the fast path of
-// SPEC §3.8 — exactly one locked (atomic RMW) instruction, no call, no syscall, no fence, and,
+// CONTRACT §3.8 — exactly one locked (atomic RMW) instruction, no call, no syscall, no fence, and,
 // for the lock operations, no loop. The bit is a run-time argument, as in real use.
 #include <atomic>
 #include <cstdint>

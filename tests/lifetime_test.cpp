@@ -1,4 +1,4 @@
-// The lifetime promise (SPEC §3.1, §3.4): the release step that clears a bit or hands a lock
+// The lifetime promise (CONTRACT §3.1, §3.4): the release step that clears a bit or hands a lock
 // off is the releaser's last touch of the word, and a woken waiter never reads the word again.
 // So the object holding the word may be destroyed by whoever wakes first, while the releaser
 // is still waking the others.
@@ -112,7 +112,7 @@ TYPED_TEST(Lifetime, FirstEventWaiterToWakeKillsTheObjectQuarantined) {
 }
 
 // A thread that never sleeps frees the object the instant it sees the bit clear (the
-// writeback-free scenario of SPEC §5), while sleeping waiters keep the waiters bit set, so
+// writeback-free scenario of CONTRACT §5), while sleeping waiters keep the waiters bit set, so
 // that the release goes through the wait table. Under clear_then_wake the release would still
 // be walking the table, and would clear the waiters bit of a dead word, after that instant.
 template <class W, class Kill>

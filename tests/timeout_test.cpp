@@ -222,7 +222,7 @@ void timed_lockers_under_handoff(bool spanning) {
   EXPECT_EQ(successes.load() + failures.load(), 6L * iters);
   EXPECT_EQ(w.load() & ~pagewait::waiters_bit<W>, W(0)) << "lost lock: the bit is still set";
   EXPECT_EQ(pwtest::queued_on(w), 0u) << "a waiter is still queued after every thread returned";
-  // At most a stale waiters bit is left (SPEC §3.4): the next release finds nobody for the
+  // At most a stale waiters bit is left (CONTRACT §3.4): the next release finds nobody for the
   // word (the blockers wait on other words) and clears it.
   pagewait::lock_bit(w, L);
   pagewait::unlock_bit(w, L);

@@ -144,7 +144,7 @@ TYPED_TEST(Wake, WordsOfOneBucketChurnWithoutLostWakeups) {
   EXPECT_EQ(failed.load(), 0);
   for (auto* w : sb.words) {
     EXPECT_EQ(w->load() & ~pagewait::waiters_bit<W>, W(0));
-    // A stale waiters bit is allowed (SPEC §3.4); the next release clears it.
+    // A stale waiters bit is allowed (CONTRACT §3.4); the next release clears it.
     w->fetch_or(E);
     pagewait::clear_bit_and_wake(*w, E);
     EXPECT_EQ(w->load(), W(0));

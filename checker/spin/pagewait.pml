@@ -7,12 +7,12 @@
  * two side by side. It backs the C++ model checker (checker/, which runs the real core.hpp); it
  * does not replace it.
  *
- * Protocol, one of (cf. SPEC section 4):
+ * Protocol, one of (cf. CONTRACT section 4):
  *   -DPROTO_ATOMIC_CLEAR     the seed (what the library ships)
  *   -DPROTO_CLEAR_THEN_WAKE  Linux v5.9 before the Nov 2020 fix
  *   -DPROTO_PINNED           clear-then-wake with the caller's reference around clear+wake
  *   -DPROTO_XOR_WAITERS      one xor clears the bit and reports the waiters bit; pinned
- * Scenario, one of (cf. SPEC section 5):
+ * Scenario, one of (cf. CONTRACT section 5):
  *   -DSCEN_WRITEBACK   an ender clears the event bit B (clear_bit_and_wake); a truncating waiter
  *                      waits for B clear and then drops its reference; a DROP waiter drops its
  *                      reference once queued. The last reference frees the object. The ender
@@ -33,7 +33,7 @@
  *   -DBROKEN_SPLIT_CLEAR     the clearing step as two RMWs, B then WB: touch after free.
  *   -DBROKEN_READ_AFTER_UNPARK  the releaser reads a node's link after its unpark: node lifetime.
  *   -DBROKEN_LATE_CLEAR      the clearing step happens in a later lock hold than the one in which
- *                            the walk reached its end (SPEC section 4: "loses wake-ups"): lost.
+ *                            the walk reached its end (CONTRACT section 4: "loses wake-ups"): lost.
  *   -DBROKEN_NO_JOIN         arrivals for (word, bit) during a multi-hold walk are queued behind
  *                            the end marker instead of joining the release_record: lost, or I4
  *                            first with the monitor on.
@@ -54,7 +54,7 @@
  * dequeued readers and joined arrivals), -DPROBE_JOINER_HANDOFF (a hand-off to a joiner).
  *
  * Properties:
- *   - touch after free: every access to the word asserts !freed (SPEC I1);
+ *   - touch after free: every access to the word asserts !freed (CONTRACT I1);
  *   - node lifetime: the releaser reads a claimed node only while its waiter is still inside
  *     the wait (alive[]), i.e. before that node's unpark;
  *   - one owner: owners == 1 inside the critical section (I5); a hand-off arrives with B set;

@@ -42,7 +42,7 @@ PROTO = {
 
 # name, protocol, extra macros, expected verdict, what it shows
 RUNS = [
-    # writeback-free (SPEC 5): the ender holds no reference; the truncating waiter frees.
+    # writeback-free (CONTRACT 5): the ender holds no reference; the truncating waiter frees.
     ("writeback-free.atomic-clear", "atomic-clear", ["-DSCEN_WRITEBACK"], "pass",
      "no touch after free, without a pin"),
     ("writeback-free.clear-then-wake", "clear-then-wake", ["-DSCEN_WRITEBACK"], "fail:free",
@@ -60,7 +60,7 @@ RUNS = [
     ("writeback-free.broken-read-after-unpark", "atomic-clear",
      ["-DSCEN_WRITEBACK", "-DBROKEN_READ_AFTER_UNPARK"], "fail:node",
      "reading a node's link after its unpark reads a waiter's stack frame that is gone"),
-    # lock-handoff (SPEC 5): three threads lock/unlock one bit twice each.
+    # lock-handoff (CONTRACT 5): three threads lock/unlock one bit twice each.
     ("lock-handoff.atomic-clear", "atomic-clear", ["-DSCEN_LOCK", "-DNT=3", "-DITER=2"], "pass",
      "one owner, no lost wake-up, woken means cleared"),
     ("lock-handoff.clear-then-wake", "clear-then-wake", ["-DSCEN_LOCK", "-DNT=3", "-DITER=2"], "fail:late",
@@ -126,7 +126,7 @@ RUNS = [
      "v5.9: the first release's late wake-up wakes a waiter of the second writeback (c2407cf7d22d)"),
     ("rewrite.xor-waiters", "xor-waiters", ["-DSCEN_REWRITE", "-DNT=4"], "fail:late",
      "mainline keeps the late wake-up (hence its `while` loop, and the 2024 starvation)"),
-    # bookmark-walk (SPEC 5): chunked walk, waiters arriving during it.
+    # bookmark-walk (CONTRACT 5): chunked walk, waiters arriving during it.
     ("bookmark-walk.atomic-clear.chunk1", "atomic-clear", ["-DSCEN_WALK", "-DNT=4", "-DCHUNK=1"], "pass",
      "bookmark, end marker and joining: every waiter woken, after the clear"),
     ("bookmark-walk.atomic-clear.chunk2", "atomic-clear", ["-DSCEN_WALK", "-DNT=4", "-DCHUNK=2"], "pass",
@@ -136,7 +136,7 @@ RUNS = [
      "non-vacuity: an arrival joins the release in progress"),
     ("bookmark-walk.broken-late-clear", "atomic-clear",
      ["-DSCEN_WALK", "-DNT=4", "-DCHUNK=1", "-DBROKEN_LATE_CLEAR", "-DNO_I4"], "fail:lost",
-     "SPEC 4: clearing in a later hold than the one that reached the end loses a wake-up"),
+     "CONTRACT 4: clearing in a later hold than the one that reached the end loses a wake-up"),
     ("bookmark-walk.broken-no-join", "atomic-clear",
      ["-DSCEN_WALK", "-DNT=4", "-DCHUNK=1", "-DBROKEN_NO_JOIN", "-DNO_I4"], "fail:lost",
      "arrivals queued behind the end marker instead of joining are lost"),

@@ -73,7 +73,7 @@ TEST(Checker, RandomAndPctFindThe2020BugAndThe2021Race) {
 TEST(Checker, LateWakeUpIsReportedAsWokenIntoASetBit) {
   const pc::cell_result r = run("writeback-restart", release_protocol::pinned);
   ASSERT_TRUE(r.failed);
-  EXPECT_NE(r.violation.find("SPEC 3.3"), std::string::npos) << r.violation;
+  EXPECT_NE(r.violation.find("CONTRACT 3.3"), std::string::npos) << r.violation;
 }
 
 TEST(Checker, RandomAndPctPassTheShippedProtocol) {

@@ -1,11 +1,11 @@
-// pagewait/fairness.hpp — the bounds on unfairness of lock hand-off (SPEC §3.6).
+// pagewait/fairness.hpp — the bounds on unfairness of lock hand-off (CONTRACT §3.6).
 #pragma once
 
 #include <chrono>
 
 namespace pagewait {
 
-// Bounded unfairness (SPEC §3.6). A lock waiter woken without a hand-off may lose the race for
+// Bounded unfairness (CONTRACT §3.6). A lock waiter woken without a hand-off may lose the race for
 // the bit to a thread that never queued. After `max_lost_races` such losses, or once it has
 // waited `max_wait`, the next release hands the lock to it directly.
 struct fairness_settings {

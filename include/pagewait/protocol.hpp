@@ -1,4 +1,4 @@
-// pagewait/protocol.hpp — the four release protocols of SPEC §4.
+// pagewait/protocol.hpp — the four release protocols of CONTRACT §4.
 //
 // The library ships `atomic_clear`. The other three reproduce the kernel's history so that the
 // checker, the demo and the benchmarks can run them on the same core (detail/core.hpp): they

@@ -6,7 +6,7 @@
 //                   checker supplies another), R: the release protocol (protocol.hpp), W: the
 //                   word type. Every access to shared state goes through P.
 //
-// The invariants of SPEC §3 are marked where they are kept: [I1] release is the last touch,
+// The invariants of CONTRACT §3 are marked where they are kept: [I1] release is the last touch,
 // [I2] no lost wake-up, [I3] woken means cleared, [I4] the waiters bit is conservative,
 // [I5] one owner, [I6] bounded unfairness, [I7] bounded hold and walk, [I8] no work when
 // uncontended, [I9] the releaser knows.
@@ -43,7 +43,7 @@
 namespace pagewait::detail {
 
 // The model checker's self-test (checker/, docs/CHECKER.md) must show that the checker catches
-// a walk broken in the way SPEC §4 warns about: one that clears the bit in a later lock hold
+// a walk broken in the way CONTRACT §4 warns about: one that clears the bit in a later lock hold
 // than the one in which it reached the queue's end. A policy that declares
 // `static constexpr bool selftest_clear_in_later_hold = true` gets that broken walk from this
 // very source. Only the checker's broken_walk_policy declares it; for every other policy this

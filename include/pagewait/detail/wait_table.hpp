@@ -72,7 +72,7 @@ struct waiter_node {
 
 // A release that drops the bucket lock between chunks registers itself in its bucket, so that
 // waiters arriving for its (word, bit) meanwhile join its list instead of lengthening its walk
-// (SPEC §3.7), and arrivals for other bits of the word tell it to keep the waiters bit.
+// (CONTRACT §3.7), and arrivals for other bits of the word tell it to keep the waiters bit.
 template <class P>
 struct release_record {
   const void* word = nullptr;
