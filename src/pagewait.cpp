@@ -14,6 +14,12 @@ template struct detail::core<detail::native_policy, release_protocol::atomic_cle
 
 namespace detail {
 
+// For the TSan annotations of a user's TSan build (detail/tsan.hpp): whether this library was
+// itself built with TSan (then TSan sees its synchronization, and the annotations stand aside),
+// and the wait slots, which are only ever used as addresses.
+const bool library_tsan_instrumented = PAGEWAIT_TSAN != 0;
+unsigned char tsan_wait_slots[wait_slot_count];
+
 namespace {
 std::string hex(std::uint64_t v) {
   char buf[32];

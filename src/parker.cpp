@@ -59,10 +59,19 @@ struct parker_pool {
   native_parker* unpooled = nullptr;
 };
 
-parker_pool& pool() {
-  static parker_pool* p = new parker_pool;  // immortal too: threads may exit after main
-  return *p;
-}
+// Immortal too (threads may exit after main): constant-initialized, never destroyed. Not a
+// function-local static allocated on first use: a TSan build of a program linked with this
+// library uninstrumented sees neither the guard's check nor the pool's construction, only the
+// allocation (as a write) and the std::mutex calls (intercepted), and reported them as a race
+// between two threads' first contended waits.
+union immortal_pool {
+  parker_pool pool;
+  constexpr immortal_pool() : pool() {}
+  ~immortal_pool() {}
+};
+constinit immortal_pool the_pool;
+
+parker_pool& pool() { return the_pool.pool; }
 
 // The calling thread's parker. Plain (trivially destructible) thread-locals, so they stay
 // readable while the thread's other thread-local objects are destroyed: a user's thread-local

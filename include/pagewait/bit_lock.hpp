@@ -24,13 +24,24 @@ class bit_lock {
     detail::check_bit(bit);
   }
 
-  void lock() { detail::shipped<W>::lock(*word_, bit_); }
-  bool try_lock() noexcept { return detail::shipped<W>::try_lock(*word_, bit_); }
+  // Under ThreadSanitizer these are annotated as lock_bit, try_lock_bit and unlock_bit are (see
+  // pagewait.hpp, "ThreadSanitizer"): a bit_lock is not a TSan mutex, since other bits of its
+  // word may be held by other threads at the same time (detail/tsan.hpp says why).
+  void lock() {
+    detail::tsan::acquiring t(word_);
+    detail::shipped<W>::lock(*word_, bit_);
+    t.locked(true);
+  }
+  bool try_lock() noexcept {
+    detail::tsan::acquiring t(word_);
+    return t.locked(detail::shipped<W>::try_lock(*word_, bit_));
+  }
   // noexcept, as the standard's Lockable requirements ask (it runs in unique_lock's and
   // scoped_lock's destructors). Unlocking a bit that is not set is a broken invariant: a clear
   // message naming the word and the bit, then abort (unlock_bit throws usage_error instead).
   void unlock() noexcept {
     try {
+      detail::tsan::releasing t(word_);
       detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock);
     } catch (...) {
       detail::fatal_not_set("bit_lock::unlock", word_, bit_);

@@ -22,6 +22,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <type_traits>
 
 #include "pagewait/pagewait.hpp"
 
@@ -29,15 +30,36 @@ namespace pagewait {
 
 class mutex {
  public:
+#if PAGEWAIT_TSAN_ANNOTATE
+  // Under ThreadSanitizer it is a TSan mutex (pagewait.hpp, "ThreadSanitizer"). One that is not
+  // constant-initialized is created and destroyed for TSan, so that destroying it while locked is
+  // reported; a global one is not (its destructor does nothing, and threads may still lock it as
+  // the program exits).
+  constexpr mutex() noexcept {
+    if (!std::is_constant_evaluated()) detail::tsan::mutex_create(&word_);
+  }
+  constexpr ~mutex() {
+    if (!std::is_constant_evaluated()) detail::tsan::mutex_destroy(&word_);
+  }
+#else
   constexpr mutex() noexcept = default;
+  ~mutex() = default;
+#endif
   mutex(const mutex&) = delete;
   mutex& operator=(const mutex&) = delete;
-  ~mutex() = default;
 
-  void lock() { core::lock(word_, locked_bit); }
-  bool try_lock() noexcept { return core::try_lock(word_, locked_bit); }
+  void lock() {
+    detail::tsan::mutex_locking t(&word_, false);
+    core::lock(word_, locked_bit);
+    t.done(true);
+  }
+  bool try_lock() noexcept {
+    detail::tsan::mutex_locking t(&word_, true);
+    return t.done(core::try_lock(word_, locked_bit));
+  }
   void unlock() noexcept {
     try {
+      detail::tsan::mutex_unlocking t(&word_);
       core::release(word_, locked_bit, detail::release_kind::unlock);
     } catch (...) {
       detail::fatal_not_set("pagewait::mutex::unlock", &word_, locked_bit);
@@ -48,11 +70,15 @@ class mutex {
   // waits without limit, now or earlier tries once.
   template <class Rep, class Period>
   bool try_lock_for(const std::chrono::duration<Rep, Period>& rel) {
-    return pagewait::try_lock_bit_for(word_, locked_bit, rel);
+    detail::deadline::check(rel);  // a NaN throws before the word is touched
+    detail::tsan::mutex_locking t(&word_, true);
+    return t.done(detail::lock_for(word_, locked_bit, rel));
   }
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& abs) {
-    return pagewait::try_lock_bit_until(word_, locked_bit, abs);
+    detail::deadline::check(abs);
+    detail::tsan::mutex_locking t(&word_, true);
+    return t.done(detail::lock_until(word_, locked_bit, abs));
   }
 
  private:

@@ -42,6 +42,26 @@
 //   * Your own RMWs on the word (fetch_or to start an event) order what you ask of them; pagewait
 //     adds nothing. The waiters bit carries no data and no ordering.
 //
+// ThreadSanitizer
+//   A program built with -fsanitize=thread can link the release library as it is (built without
+//   TSan). TSan cannot see the library's slow paths (hand-offs, clears under the bucket lock,
+//   futex wake-ups), so pagewait's headers tell it the orderings above: in a TSan build each
+//   successful lock acquires, each release (unlock_bit, clear_bit_and_wake, unlock) releases, and
+//   each wait_bit_clear that returns true acquires what the releases of the word before it
+//   published (through a slot picked by a hash of the word's address, which outlives the object;
+//   rarely another word shares it). Data a pagewait lock or event orders raises no report;
+//   data touched outside them still does. pagewait::mutex is a TSan mutex: lock-order
+//   inversions, unlocking an unlocked mutex and destroying a locked one are reported, and race
+//   reports name it. A bit lock is not (several bits of one word can be held at once): for TSan a
+//   release of any bit of a word happens before every later lock of any bit of it, as the
+//   word's atomics already say. pagewait's own accesses to the word are not checked (as a
+//   mutex's internals are not): freeing an object the instant its bit is seen clear is rightly
+//   not reported, but neither is a free that races with another thread's pagewait call on the
+//   word. Outside TSan builds nothing changes: the fast paths are the same instructions. If the
+//   library itself is built with TSan, TSan sees everything and the annotations step aside;
+//   define PAGEWAIT_TSAN_ANNOTATIONS to 0 to turn them off, to 1 to keep them on even then.
+//   How and why: detail/tsan.hpp.
+//
 // Rules for the word
 //   * The waiters bit is pagewait's; every other bit is yours. Change your bits only with atomic
 //     RMWs (fetch_or to start an event, any RMW on bits that are not pagewait-managed).
@@ -62,6 +82,7 @@
 #include "pagewait/detail/core.hpp"
 #include "pagewait/detail/deadline.hpp"
 #include "pagewait/detail/native_policy.hpp"
+#include "pagewait/detail/tsan.hpp"
 #include "pagewait/protocol.hpp"
 
 namespace pagewait {
@@ -74,6 +95,22 @@ using shipped = core<native_policy, release_protocol::atomic_clear, W>;
 extern template struct detail::core<detail::native_policy, release_protocol::atomic_clear, std::uint32_t>;
 extern template struct detail::core<detail::native_policy, release_protocol::atomic_clear, std::uint64_t>;
 
+namespace detail {
+// The timed locks without argument checks or TSan annotations (the callers do both): one try,
+// then the slow path. The deadline is computed after the try, so an uncontended timed lock reads
+// no clock; a NaN has been thrown by the caller's deadline::check.
+template <word_type W, class Clock, class Duration>
+bool lock_until(std::atomic<W>& word, W bit, const std::chrono::time_point<Clock, Duration>& abs) {
+  if (shipped<W>::try_lock(word, bit)) return true;
+  return shipped<W>::lock_slow(word, bit, deadline::until(abs), nullptr);
+}
+template <word_type W, class Rep, class Period>
+bool lock_for(std::atomic<W>& word, W bit, const std::chrono::duration<Rep, Period>& rel) {
+  if (shipped<W>::try_lock(word, bit)) return true;
+  return shipped<W>::lock_slow(word, bit, deadline::after(rel), nullptr);
+}
+}  // namespace detail
+
 // ---------------------------------------------------------------------------------------------
 // Exclusive: bit locks.
 
@@ -82,7 +119,8 @@ extern template struct detail::core<detail::native_policy, release_protocol::ato
 template <word_type W>
 bool try_lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
-  return detail::shipped<W>::try_lock(word, bit);
+  detail::tsan::acquiring t(&word);
+  return t.locked(detail::shipped<W>::try_lock(word, bit));
 }
 
 // Blocks until this thread owns `bit` (it was clear and this thread set it, or the previous
@@ -90,7 +128,9 @@ bool try_lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
 template <word_type W>
 void lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
+  detail::tsan::acquiring t(&word);
   detail::shipped<W>::lock(word, bit);
+  t.locked(true);
 }
 
 // Timeouts. The timed forms (try_lock_bit_for/_until, wait_bit_clear_for/_until, and
@@ -116,8 +156,8 @@ bool try_lock_bit_until(std::atomic<W>& word, std::type_identity_t<W> bit,
                         const std::chrono::time_point<Clock, Duration>& abs) {
   detail::check_bit(bit);
   detail::deadline::check(abs);  // a NaN throws here, before the try below touches the word
-  if (detail::shipped<W>::try_lock(word, bit)) return true;
-  return detail::shipped<W>::lock_slow(word, bit, detail::deadline::until(abs), nullptr);
+  detail::tsan::acquiring t(&word);
+  return t.locked(detail::lock_until(word, bit, abs));
 }
 
 template <word_type W, class Rep, class Period>
@@ -125,8 +165,8 @@ bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
                       const std::chrono::duration<Rep, Period>& rel) {
   detail::check_bit(bit);
   detail::deadline::check(rel);  // as above
-  if (detail::shipped<W>::try_lock(word, bit)) return true;
-  return detail::shipped<W>::lock_slow(word, bit, detail::deadline::after(rel), nullptr);
+  detail::tsan::acquiring t(&word);
+  return t.locked(detail::lock_for(word, bit, rel));
 }
 
 // As lock_bit, but gives up when stop is requested: returns whether this thread owns `bit`.
@@ -134,8 +174,9 @@ bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
 template <word_type W>
 bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
   detail::check_bit(bit);
-  if (detail::shipped<W>::try_lock(word, bit)) return true;
-  return detail::shipped<W>::lock_slow(word, bit, detail::deadline::never(), &stop);
+  detail::tsan::acquiring t(&word);
+  if (detail::shipped<W>::try_lock(word, bit)) return t.locked(true);
+  return t.locked(detail::shipped<W>::lock_slow(word, bit, detail::deadline::never(), &stop));
 }
 
 // Releases a held lock bit. The first lock waiter queued for the bit decides, whatever
@@ -153,6 +194,7 @@ bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token
 template <word_type W>
 void unlock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
+  detail::tsan::releasing t(&word);
   detail::shipped<W>::release(word, bit, detail::release_kind::unlock);
 }
 
@@ -168,6 +210,7 @@ void unlock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
 template <word_type W>
 void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
+  detail::tsan::releasing t(&word);
   detail::shipped<W>::release(word, bit, detail::release_kind::event);
 }
 
@@ -179,7 +222,8 @@ void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
 template <word_type W>
 void wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
-  detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), nullptr);
+  detail::tsan::acquiring t(&word);
+  t.waited(detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), nullptr));
 }
 
 // Bounded forms: return whether the bit was seen clear (true) or the deadline/stop came first.
@@ -189,20 +233,25 @@ template <word_type W, class Clock, class Duration>
 bool wait_bit_clear_until(std::atomic<W>& word, std::type_identity_t<W> bit,
                           const std::chrono::time_point<Clock, Duration>& abs) {
   detail::check_bit(bit);
-  return detail::shipped<W>::wait_clear(word, bit, detail::deadline::until(abs), nullptr);
+  const detail::deadline dl = detail::deadline::until(abs);
+  detail::tsan::acquiring t(&word);
+  return t.waited(detail::shipped<W>::wait_clear(word, bit, dl, nullptr));
 }
 
 template <word_type W, class Rep, class Period>
 bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
                         const std::chrono::duration<Rep, Period>& rel) {
   detail::check_bit(bit);
-  return detail::shipped<W>::wait_clear(word, bit, detail::deadline::after(rel), nullptr);
+  const detail::deadline dl = detail::deadline::after(rel);
+  detail::tsan::acquiring t(&word);
+  return t.waited(detail::shipped<W>::wait_clear(word, bit, dl, nullptr));
 }
 
 template <word_type W>
 bool wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
   detail::check_bit(bit);
-  return detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), &stop);
+  detail::tsan::acquiring t(&word);
+  return t.waited(detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), &stop));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -25,21 +25,11 @@
 #include "pagewait/detail/futex.hpp"
 #include "pagewait/fairness.hpp"
 #include "pagewait/detail/parker.hpp"
+#include "pagewait/detail/tsan.hpp"  // PAGEWAIT_TSAN: this translation unit is built with TSan
 #include "pagewait/detail/wait_table.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
-#endif
-
-#if defined(__SANITIZE_THREAD__)
-#define PAGEWAIT_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define PAGEWAIT_TSAN 1
-#endif
-#endif
-#ifndef PAGEWAIT_TSAN
-#define PAGEWAIT_TSAN 0
 #endif
 
 namespace pagewait {
