@@ -70,6 +70,24 @@ struct waiter_node {
   ~waiter_node() { P::retire_node(this, sizeof(*this)); }
 };
 
+// Takes n out of the doubly linked list [head, tail] (the bucket queue or a release's joined
+// list; bucket lock held).
+template <class P>
+void unlink_node(waiter_node<P>*& head, waiter_node<P>*& tail, waiter_node<P>* n) noexcept {
+  waiter_node<P>* p = n->prev.get();
+  waiter_node<P>* x = n->next.get();
+  if (p)
+    p->next.set(x);
+  else
+    head = x;
+  if (x)
+    x->prev.set(p);
+  else
+    tail = p;
+  n->next.set(nullptr);
+  n->prev.set(nullptr);
+}
+
 // A release that drops the bucket lock between chunks registers itself in its bucket, so that
 // waiters arriving for its (word, bit) meanwhile join its list instead of lengthening its walk
 // (CONTRACT §3.7), and arrivals for other bits of the word tell it to keep the waiters bit.
@@ -89,20 +107,7 @@ struct release_record {
   bool other_bit_arrived = false;
 
   // Takes n out of the joined list (bucket lock held).
-  void unjoin(waiter_node<P>* n) noexcept {
-    waiter_node<P>* p = n->prev.get();
-    waiter_node<P>* x = n->next.get();
-    if (p)
-      p->next.set(x);
-    else
-      joined_head = x;
-    if (x)
-      x->prev.set(p);
-    else
-      joined_tail = p;
-    n->next.set(nullptr);
-    n->prev.set(nullptr);
-  }
+  void unjoin(waiter_node<P>* n) noexcept { unlink_node(joined_head, joined_tail, n); }
 };
 
 template <class P>
@@ -136,20 +141,7 @@ struct alignas(64) bucket {
     else
       head = n;
   }
-  void unlink(node* n) noexcept {
-    node* p = n->prev.get();
-    node* x = n->next.get();
-    if (p)
-      p->next.set(x);
-    else
-      head = x;
-    if (x)
-      x->prev.set(p);
-    else
-      tail = p;
-    n->next.set(nullptr);
-    n->prev.set(nullptr);
-  }
+  void unlink(node* n) noexcept { unlink_node(head, tail, n); }
 
   // --- releases in progress (bucket lock held) ---
   void add_release(release_record<P>* r) noexcept {
