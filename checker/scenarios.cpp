@@ -111,23 +111,29 @@ struct writeback_free {
   }
 };
 
+// Three lockers that lock and unlock one bit twice each, under the fairness bounds `f`.
+template <class P, release_protocol R>
+void three_lockers_twice(runtime& r, fairness_settings f) {
+  using U = user<P, R, std::uint32_t>;
+  names(r);
+  install_table<P>(r, 1, 64);
+  r.fair = f;
+  const obj a = r.new_object("page", 0, false, 1);
+  for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
+    r.add_thread(n, [a] {
+      for (int i = 0; i < 2; ++i) {
+        U::lock(a, LCK);
+        U::unlock(a, LCK);
+      }
+    });
+}
+
 // lock-handoff (CONTRACT §5): three threads lock and unlock one bit twice each. Hand-off is earned
 // after one lost race (the kernel allows five), so that both ways of unlocking are explored.
 struct lock_handoff {
   template <class P, release_protocol R>
   static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {1, std::chrono::hours(1)};
-    const obj a = r.new_object("page", 0, false, 1);
-    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-      r.add_thread(n, [a] {
-        for (int i = 0; i < 2; ++i) {
-          U::lock(a, LCK);
-          U::unlock(a, LCK);
-        }
-      });
+    three_lockers_twice<P, R>(r, {1, std::chrono::hours(1)});
   }
 };
 
@@ -368,18 +374,7 @@ struct timed_lock_gives_up {
 struct handoff_by_time {
   template <class P, release_protocol R>
   static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {5, std::chrono::nanoseconds(0)};
-    const obj a = r.new_object("page", 0, false, 1);
-    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-      r.add_thread(n, [a] {
-        for (int i = 0; i < 2; ++i) {
-          U::lock(a, LCK);
-          U::unlock(a, LCK);
-        }
-      });
+    three_lockers_twice<P, R>(r, {5, std::chrono::nanoseconds(0)});
   }
 };
 
