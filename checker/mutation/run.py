@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import re
@@ -392,6 +393,9 @@ def main() -> int:
     ap.add_argument("--json", type=Path, help="write the results as JSON")
     ap.add_argument("--markdown", type=Path, help="write the results as a Markdown table ('-': stdout)")
     ap.add_argument("--strict", action="store_true", help="exit 1 if a mutant survived that is not declared equivalent")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse the results of an interrupted run (<workdir>/results.jsonl) for mutants whose "
+                         "snippet, replacement, core.hpp and checker sources are unchanged")
     a = ap.parse_args()
 
     root = a.root.resolve()
@@ -476,6 +480,40 @@ def main() -> int:
         if m not in to_run:
             results[m.id] = Result(id=m.id, what=m.what, line=line_of(core, m.original), status="skipped",
                                    note=m.skip)
+    # Each result is appended to results.jsonl as it comes, keyed by the core and the mutant, so
+    # that --resume can finish an interrupted run.
+    journal = workdir / "results.jsonl"
+    # The key covers the core and the checker (its checks and scenarios decide every verdict).
+    h = hashlib.sha256(core.encode())
+    for f in sorted((root / "checker").glob("*.[ch]pp")):
+        h.update(f.read_bytes())
+    core_sha = h.hexdigest()
+
+    def key(m: Mutant) -> str:
+        return hashlib.sha256(f"{core_sha}\0{m.original}\0{m.replacement}".encode()).hexdigest()
+
+    if a.resume and journal.exists():
+        old = {}
+        for ln in journal.read_text().splitlines():
+            try:
+                e = json.loads(ln)
+                old[e["key"]] = e["result"]
+            except (ValueError, KeyError):
+                continue
+        for m in list(to_run):
+            r = old.get(key(m))
+            if r is not None:
+                r = Result(**r)
+                r.what = m.what
+                if r.status in ("survived", "equivalent"):  # judged again: the annotations may have changed
+                    r.status = "equivalent" if m.equivalent else "survived"
+                    r.note = m.equivalent or m.gap
+                results[m.id] = r
+                to_run.remove(m)
+        print(f"run.py: --resume: {len(results) - sum(r.status == 'skipped' for r in results.values())} "
+              f"results reused from {journal}\n", flush=True)
+    elif journal.exists():
+        journal.unlink()
     free = list(slots)
     lock = threading.Lock()
     done = [0]
@@ -504,6 +542,8 @@ def main() -> int:
         for f in concurrent.futures.as_completed(futs):
             r = f.result()
             results[r.id] = r
+            with journal.open("a") as jf:
+                jf.write(json.dumps({"key": key(futs[f]), "result": asdict(r)}) + "\n")
             with lock:
                 done[0] += 1
                 print_line(r, len(to_run), done[0])
