@@ -6,7 +6,7 @@
 //   - counting:  atomic RMWs on the user's word (test_and_set, fetch_*, compare_exchange
 //                attempts) and plain loads; the pin adds its own RMWs (counted_pin).
 //   - holding:   each bucket-lock hold taken by the thread, with its duration and the node
-//                visits of the release walk made in it (lock() / visit() / unlock()).
+//                visits of the release walk made in it (lock() / visit(node) / unlock()).
 //   - parking:   how many threads of the process have entered park(), i.e. are queued and
 //                about to sleep: the wake-all figure waits for all N before releasing.
 //   - Chunk:     walk visits per hold (the shipped bound is native_policy::chunk_visits = 64;
@@ -116,7 +116,7 @@ struct probe_policy : pagewait::detail::native_policy {
     }
     base::unlock(l);
   }
-  static void visit() noexcept {
+  static void visit(const void*) noexcept {
     if (meters.holding) {
       ++meters.hold_visits;
       ++meters.visits;

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 
 #include "pagewait/bits.hpp"
 
@@ -41,7 +42,9 @@ void runtime::reset() {
     s.rel = {};
     s.clears.clear();
     s.owner.fill(-1);
+    s.calls_ended = 0;
   }
+  joined_ever_n_ = 0;
   for (thread& t : threads_) fiber_pool_.push_back(std::move(t.fib));
   threads_.clear();
   trace_.clear();
@@ -67,7 +70,7 @@ obj runtime::new_object(const char* name, std::uint64_t value, bool wide, int re
   std::abort();
 }
 
-int runtime::add_thread(std::string name, std::function<void()> body) {
+int runtime::add_thread(std::string name, std::function<void()> body, bool at_quiescence) {
   if (threads_.size() == max_threads) std::abort();
   thread t;
   t.name = std::move(name);
@@ -81,6 +84,7 @@ int runtime::add_thread(std::string name, std::function<void()> body) {
   const int id = int(threads_.size());
   t.parker.thread = id;
   t.vc[std::size_t(id)] = 1;
+  if (at_quiescence) t.what = pending::quiescent;
   threads_.push_back(std::move(t));
   return id;
 }
@@ -116,7 +120,16 @@ std::string runtime::describe_word(std::uint64_t v, bool wide) const {
 
 void runtime::thread_entry(void* arg) {
   auto* t = static_cast<thread*>(arg);
-  t->body();
+  bool threw = false;
+  try {
+    t->body();
+  } catch (const std::exception& e) {
+    // A usage error thrown by the core (say, unlocking a bit that is not set: a thread that
+    // believed it owned the lock) is the schedule's violation, reported with its trace.
+    g_runtime.msg_ = std::string("the core threw: ") + e.what();
+    threw = true;
+  }
+  if (threw) g_runtime.fail();
   t->finished = true;
 }
 
@@ -136,6 +149,10 @@ bool runtime::enabled(const thread& t) const {
       const slot& s = *static_cast<const slot*>(t.on);
       return !s.live || !(read_word(s) & t.bit);
     }
+    case pending::quiescent:
+      for (const thread& o : threads_)
+        if (&o != &t && !o.finished) return false;
+      return true;
   }
   return false;
 }
@@ -252,6 +269,7 @@ int runtime::begin_word(const void* w, const char* op) {
   }
   const obj t = me().target;
   check_object(t.slot == s ? t : obj{s, slots_[std::size_t(s)].gen}, op);
+  if (me().releasing && !me().rel_started) start_release();
   if (me().rel_slot == s && me().rel_done) {
     step_record r;
     r.op = op;
@@ -320,6 +338,17 @@ void runtime::lock(model_lock& l) {
   l.owner = cur_;
   l.visits = 0;
   me().held = &l;
+  if (me().releasing && !me().rel_snap) {
+    // [I7] The queue as the release's walk first sees it: the walk may visit only these nodes
+    // (and bookmarks of other releases): waiters that queue later are behind its end marker.
+    thread& t = me();
+    t.rel_snap = true;
+    const std::size_t n = view_->nodes(scratch_nodes_.data(), scratch_nodes_.size());
+    t.rel_nodes_n = 0;
+    for (std::size_t i = 0; i < std::min(n, scratch_nodes_.size()); ++i)
+      if (scratch_nodes_[i].queued) t.rel_nodes[t.rel_nodes_n++] = scratch_nodes_[i].node;
+    if (n > scratch_nodes_.size()) t.rel_nodes_n = max_nodes + 1;  // too many to check: skip
+  }
   join(l.vc);
   tick();
   step_record r;
@@ -343,13 +372,83 @@ void runtime::unlock(model_lock& l) {
   tick();
   record(r);
   check_waiters_bit();
+  check_queue();
+  if (me().releasing && me().rel_obj_slot >= 0) {
+    thread& t = me();
+    const slot& s = slots_[std::size_t(t.rel_obj_slot)];
+    t.last_wb = (read_word(s) & waiters_mask(s.wide)) != 0;
+    t.last_inside = 0;
+    for (const thread& o : threads_)
+      if (&o != &t && o.call_slot == t.rel_obj_slot) ++t.last_inside;
+    if (t.rel_first >= 0) {
+      scratch_threads_.clear();
+      view_->waiters_for(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, t.rel_obj_bit, scratch_threads_);
+      t.last_first_queued = std::find(scratch_threads_.begin(), scratch_threads_.end(), t.rel_first) !=
+                            scratch_threads_.end();
+    }
+  }
 }
 
-void runtime::visit() {
+// The queue's structure, and what its nodes' threads know, at every bucket unlock:
+// - a queued node is in state `queued`, a joined one in `claimed` (a node queued while claimed
+//   could not leave the queue at its deadline);
+// - [I6, DESIGN.md item 3] a waiter whose deadline passed while a release held it claimed is
+//   never queued again: it waits only for that release to let it go.
+// It also records which lock waiters are joined to a release rather than queued.
+void runtime::check_queue() {
+  const std::size_t n = std::min(view_->nodes(scratch_nodes_.data(), scratch_nodes_.size()), max_nodes);
+  for (std::size_t i = 0; i < n; ++i) {
+    const node_info& x = scratch_nodes_[i];
+    if (x.bookmark) continue;
+    thread& t = threads_[std::size_t(x.thread)];
+    if (x.queued == x.state_claimed) {
+      msg_ = t.name + "'s node is " + (x.queued ? "queued" : "joined to a release") + " in state " +
+             (x.state_claimed ? "claimed" : "queued") + ": " +
+             (x.queued ? "at its deadline it would wait for a release that will never come for it"
+                       : "a release could not tell it from a queued one") +
+             " (CONTRACT 3.2)";
+      fail();
+    }
+    if (x.queued && t.must_not_requeue) {
+      msg_ = t.name + " is queued again after its deadline passed while a release held it: it waits past its " +
+             "deadline for a later release (CONTRACT 3.6; DESIGN.md item 3 bounds that wait by the walk that held it)";
+      fail();
+    }
+    t.joiner = !x.queued;
+    if (!x.queued) {
+      bool seen = false;
+      for (std::size_t j = 0; j < joined_ever_n_; ++j) seen |= joined_ever_[j] == x.node;
+      if (!seen && joined_ever_n_ < joined_ever_.size()) joined_ever_[joined_ever_n_++] = x.node;
+    }
+  }
+}
+
+void runtime::visit(const void* node) {
   model_lock* l = me().held;
   if (!l) {
     msg_ = "a release walk visited a node without holding the bucket lock";
     fail();
+  }
+  // [I7] A release visits only the nodes queued when it began (and those that joined it, which
+  // its re-queue visits): never a waiter that queued behind its end marker.
+  const thread& t = me();
+  if (t.releasing && t.rel_snap && t.rel_nodes_n <= max_nodes) {
+    bool known = false;
+    for (std::size_t i = 0; i < t.rel_nodes_n; ++i) known |= t.rel_nodes[i] == node;
+    for (std::size_t i = 0; i < joined_ever_n_; ++i) known |= joined_ever_[i] == node;
+    if (!known) {
+      const std::size_t n = std::min(view_->nodes(scratch_nodes_.data(), scratch_nodes_.size()), max_nodes);
+      for (std::size_t i = 0; i < n; ++i)
+        if (scratch_nodes_[i].node == node) {
+          known = scratch_nodes_[i].bookmark;  // another release's place holder
+          if (!known) {
+            msg_ = "the release walk visited " + threads_[std::size_t(scratch_nodes_[i].thread)].name +
+                   "'s node, which queued after the release began: a walk ends at the tail as it stood "
+                   "when the release began (CONTRACT 3.7)";
+            fail();
+          }
+        }
+    }
   }
   if (++l->visits > chunk_visits) {
     msg_ = "bucket lock held for " + std::to_string(l->visits) + " walk visits, more than the chunk bound " +
@@ -374,6 +473,14 @@ void runtime::parker_prepare(model_parker& p) {
 }
 
 std::uint32_t runtime::parker_park(model_parker& p, const detail::deadline& dl) {
+  {
+    thread& t = me();
+    if (t.in_lock && !t.parked) {
+      t.parked = true;  // it queued before this park: the time bound runs from no later than now
+      t.first_park = clock_;
+    }
+    if (t.deadline_fired && dl.is_never()) t.must_not_requeue = true;
+  }
   stop(pending::park, &p, !dl.is_never());
   step_record r;
   r.op = "park returns";
@@ -382,10 +489,12 @@ std::uint32_t runtime::parker_park(model_parker& p, const detail::deadline& dl) 
     join(p.vc);  // acquire: pairs with the unparker's release
     r.n = t;
     r.note = "token";
+    if (t == detail::token_retry && me().in_lock) ++me().retries;
   } else {
     // A timed park with no token: its deadline fires now. Time jumps to the deadline.
     clock_ = std::max(clock_, dl.at);
     r.note = "deadline passed";
+    if (me().call_slot >= 0) me().deadline_fired = true;
   }
   tick();
   record(r);
@@ -399,6 +508,49 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
            " to race for the lock bit, though every lock waiter has earned a hand-off (max_lost_races 0; "
            "CONTRACT 3.6)";
     fail();
+  }
+  thread& me_ = me();
+  const thread& to = threads_[std::size_t(p.thread)];
+  if (me_.releasing && me_.rel_decides) {
+    // [I5][I6][I9] What one unlock grants: at most one hand-off, and then nobody woken to race
+    // nor woken as if the bit cleared; at most one queued lock waiter woken to race (joiners
+    // are all woken to race when it clears, DESIGN.md item 2); a hand-off only to a waiter that
+    // has earned it (counted here from what it lived through, not read from its node). And [I4]:
+    // a hand-off drops the waiters bit when no other waiter of the word is left: checked when,
+    // at its last bucket unlock, no thread but the new owner was in a call on the word and no
+    // call on the word had ended since it began (a waiter its walk saw may have left since, by
+    // timeout or through another release: then the bit is rightly kept, conservatively).
+    const char* bad = nullptr;
+    if (token == detail::token_handoff) {
+      ++me_.handoffs;
+      if (me_.handoffs > 1)
+        bad = "handed the lock to a second waiter (two owners)";
+      else if (me_.queued_retries || me_.cleared_tokens)
+        bad = "handed the lock off after waking a waiter as if it cleared the bit";
+      else if (me_.rel_first >= 0 && me_.rel_first != p.thread && me_.last_first_queued &&
+               threads_[std::size_t(me_.rel_first)].waits == me_.rel_first_waits &&
+               threads_[std::size_t(me_.rel_first)].retries == me_.rel_first_retries)
+        bad = "handed the lock past the first lock waiter queued when it began, which its walk must have met "
+              "and which is queued still (the first lock waiter decides)";
+      else if (!earned_loose(to))
+        bad = "handed the lock to a waiter that had not earned a hand-off (too few lost races, too short a wait)";
+      else if (me_.last_wb && me_.last_inside <= 1 &&
+               slots_[std::size_t(me_.rel_obj_slot)].calls_ended == me_.rel_calls_ended)
+        bad = "handed the lock off leaving the waiters bit set, though nobody else waited on the word "
+              "(CONTRACT 3.4: a release that finds no other waiter clears it)";
+    } else if (token == detail::token_retry || token == detail::token_cleared) {
+      if (me_.handoffs) bad = "woke a waiter as if the bit cleared after handing the lock off";
+      if (token == detail::token_cleared) ++me_.cleared_tokens;
+      if (token == detail::token_retry && !to.joiner && ++me_.queued_retries > 1)
+        bad = "woke a second queued lock waiter to race for the bit (only the first one races)";
+      if (token == detail::token_retry && to.joiner && to.in_lock && to.retries >= fair.max_lost_races &&
+          me_.earned_joiner_raced < 0)
+        me_.earned_joiner_raced = p.thread;
+    }
+    if (bad) {
+      msg_ = std::string("unlock ") + bad + ": " + to.name + " (CONTRACT 3.6)";
+      fail();
+    }
   }
   p.token |= token;
   if (token == detail::token_handoff && me().rel_slot >= 0) me().rel_done = true;  // the hand-off's step
@@ -546,15 +698,50 @@ void runtime::start_bit(obj o, std::uint64_t bit) {
 
 runtime::wait_start runtime::begin_wait(obj o, std::uint64_t bit) {
   const slot& s = slots_[std::size_t(o.slot)];
+  thread& t = me();
+  t.call_slot = o.slot;
+  t.in_lock = false;
+  t.deadline_fired = t.must_not_requeue = t.joiner = false;
   return {o, bit, !(read_word(s) & bit), s.clears.size()};
+}
+
+void runtime::locking(obj o, bool timed) {
+  thread& t = me();
+  t.timed_lock = timed;
+  t.call_slot = o.slot;
+  t.in_lock = true;
+  t.retries = 0;
+  t.lock_start = clock_;
+  t.parked = t.deadline_fired = t.must_not_requeue = t.joiner = false;
+}
+
+void runtime::end_call() {
+  thread& t = me();
+  if (t.call_slot >= 0) ++slots_[std::size_t(t.call_slot)].calls_ended;
+  t.call_slot = -1;
+  t.in_lock = false;
+}
+
+// [I6] Earned, counted by the checker from what the waiter lived through: races lost in this
+// lock call (each token_retry it got while it still waits was a race it lost), or time since
+// it began. `loose` measures time from the call's start, before it queued: a hand-off not
+// earned even so is certainly unearned. `strict` measures from its first park, after it
+// queued: a waiter earned even so has certainly earned it. The core's own clock reading lies
+// between the two.
+bool runtime::earned_loose(const thread& t) const {
+  return t.in_lock && (t.retries >= fair.max_lost_races || clock_ - t.lock_start >= fair.max_wait);
+}
+bool runtime::earned_strict(const thread& t) const {
+  return t.in_lock && (t.retries >= fair.max_lost_races || (t.parked && clock_ - t.first_park >= fair.max_wait));
 }
 
 // [I3] Woken means cleared: a waiter that returns true saw the bit clear when it began, or a
 // clear of the bit happened after it began to wait and happens-before its return.
 void runtime::end_wait(const wait_start& w, bool ok) {
   ++me().waits;
-  if (!ok || w.clear_at_start) return;
+  end_call();
   const slot& s = slots_[std::size_t(w.o.slot)];
+  if (!ok || w.clear_at_start) return;
   if (s.gen != w.o.gen) return;  // not the scenarios' case: waiters hold a reference
   bool cleared = false, visible = false;
   for (std::size_t i = w.clears; i < s.clears.size(); ++i)
@@ -579,6 +766,7 @@ void runtime::end_wait(const wait_start& w, bool ok) {
 
 void runtime::acquired(obj o, std::uint64_t bit) {
   ++me().waits;
+  end_call();
   slot& s = slots_[std::size_t(o.slot)];
   const int pos = __builtin_ctzll(bit);
   if (!(read_word(s) & bit)) {
@@ -601,7 +789,90 @@ void runtime::begin_last_touch_check(obj o, std::uint64_t bit) {
 
 void runtime::end_last_touch_check() { me().rel_slot = -1; }
 
-void runtime::lock_failed() { ++me().waits; }
+void runtime::lock_failed() {
+  ++me().waits;
+  end_call();
+}
+
+void runtime::begin_release(obj o, std::uint64_t bit, bool unlock, bool decides) {
+  thread& t = me();
+  t.releasing = true;
+  t.rel_unlock = unlock;
+  t.rel_decides = decides;
+  t.rel_obj_slot = o.slot;
+  t.rel_obj_bit = bit;
+  t.rel_obj = o;
+  t.rel_started = false;
+  t.rel_due = {};
+  t.rel_queued = {};
+  t.rel_snap = false;
+  t.rel_nodes_n = 0;
+  t.rel_calls_ended = slots_[std::size_t(o.slot)].calls_ended;
+  t.handoffs = t.queued_retries = t.cleared_tokens = 0;
+  t.earned_joiner_raced = -1;
+  t.last_wb = false;
+  t.last_inside = 0;
+  t.rel_first = -1;
+  t.last_first_queued = false;
+}
+
+// [I6] for joiners: an unlock whose walk found no lock waiter queued (it woke none to race and
+// handed off to none) and cleared the bit must not have woken a joiner that had asked for a
+// hand-off (lost max_lost_races races): the first such joiner gets the lock.
+// A release begins with its first access to the word: what is queued then is what it must
+// serve. (Taken there, after the scheduler's choice, not when the user's call is entered: that
+// would be the end of the thread's previous step, before other threads could queue.)
+void runtime::start_release() {
+  thread& t = me();
+  t.rel_started = true;
+  if (t.rel_decides) {
+    t.rel_due = earned_waiter(t.rel_obj, t.rel_obj_bit);
+    const slot& s = slots_[std::size_t(t.rel_obj.slot)];
+    bool node_says = false;
+    const int f = view_->first_exclusive(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, t.rel_obj_bit,
+                                         clock_, node_says);
+    t.rel_first = f >= 0 && !threads_[std::size_t(f)].timed_lock ? f : -1;
+    if (t.rel_first >= 0) {
+      t.rel_first_waits = threads_[std::size_t(f)].waits;
+      t.rel_first_retries = threads_[std::size_t(f)].retries;
+    }
+  }
+  if (!t.rel_unlock) t.rel_queued = snapshot_waiters(t.rel_obj, t.rel_obj_bit);
+}
+
+void runtime::end_release() {
+  thread& t = me();
+  t.releasing = false;
+  if (t.rel_started) {
+    if (!t.rel_unlock) check_woken(t.rel_queued, t.rel_obj, t.rel_obj_bit);
+    if (t.rel_decides) check_handoff(t.rel_due, t.rel_obj, t.rel_obj_bit);
+  }
+  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0) {
+    msg_ = "earned hand-off lost: the unlock found no lock waiter queued and cleared the bit, but " +
+           threads_[std::size_t(t.earned_joiner_raced)].name +
+           ", which joined it having lost its races, was woken to race instead of being handed the lock "
+           "(CONTRACT 3.6)";
+    fail();
+  }
+}
+
+std::size_t runtime::live_objects(std::array<obj, max_slots>& out) const {
+  std::size_t n = 0;
+  for (int i = 0; i < max_slots; ++i) {
+    const slot& s = slots_[std::size_t(i)];
+    if (s.used && s.live) out[n++] = obj{i, s.gen};
+  }
+  return n;
+}
+
+void runtime::check_waiters_bit_clear(obj o) {
+  const slot& s = slots_[std::size_t(o.slot)];
+  if (read_word(s) & waiters_mask(s.wide)) {
+    msg_ = "the waiters bit of " + slot_name(o.slot, o.gen) +
+           " stays set after a release, though nobody waits any more (CONTRACT 3.4: the next release clears it)";
+    fail();
+  }
+}
 
 void runtime::releasing(obj o, std::uint64_t bit) {
   slot& s = slots_[std::size_t(o.slot)];
@@ -615,11 +886,11 @@ void runtime::releasing(obj o, std::uint64_t bit) {
 
 runtime::handoff_due runtime::earned_waiter(obj o, std::uint64_t bit) {
   slot& s = slots_[std::size_t(o.slot)];
-  bool earned = false;
+  bool node_says = false;  // the node's own fields: not trusted (a mutant may corrupt them)
   const int t =
-      view_->first_exclusive(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, bit, clock_, earned);
+      view_->first_exclusive(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, bit, clock_, node_says);
   handoff_due d;
-  if (t >= 0 && earned && !threads_[std::size_t(t)].timed_lock) d.thread = t;
+  if (t >= 0 && earned_strict(threads_[std::size_t(t)]) && !threads_[std::size_t(t)].timed_lock) d.thread = t;
   d.clears = s.clears.size();
   return d;
 }

@@ -57,7 +57,8 @@ enum class pending : std::uint8_t {
   lock,      // bucket lock: enabled while the lock is free
   park,      // enabled once a token arrived; a timed park is always enabled (it may time out)
   alloc,     // take a freed object slot: enabled once the slot is free (memory reuse)
-  bit_clear  // a user step that needs the bit clear first (starting writeback): enabled then
+  bit_clear,  // a user step that needs the bit clear first (starting writeback): enabled then
+  quiescent   // the quiescence probe: enabled once every other thread has returned
 };
 
 struct model_lock {
@@ -102,6 +103,19 @@ struct step_record {
   const char* note = nullptr;
 };
 
+// One node of the wait table as the checker sees it (raw, unchecked reads).
+struct node_info {
+  const void* node = nullptr;
+  int thread = -1;  // -1 for a bookmark
+  const void* word = nullptr;
+  std::uint64_t bit = 0;
+  bool bookmark = false;
+  bool exclusive = false;
+  bool queued = false;          // in a bucket queue (else in a release's joined list)
+  bool state_claimed = false;   // the node's `state` field says claimed
+};
+inline constexpr std::size_t max_nodes = 32;  // nodes of one execution's table at once, bookmarks too
+
 // The checker's view of the wait table, to check invariants about the queue. Implemented for
 // each policy by table_view_for<P> (the node type depends on P).
 struct table_view {
@@ -110,6 +124,8 @@ struct table_view {
   virtual void queued_words(std::vector<const void*>& out) const = 0;  // words of queued waiters
   virtual void waiters_for(const void* word, std::uint64_t bit, std::vector<int>& threads) const = 0;
   virtual bool idle() const = 0;  // no node queued, no release registered
+  // Every node queued or joined, in queue order; at most `cap` (returns how many there are).
+  virtual std::size_t nodes(node_info* out, std::size_t cap) const = 0;
   // The first exclusive waiter queued for (word, bit), in queue order, whatever shared waiters
   // are ahead of it: its thread (-1 if none), and whether it has earned a hand-off at `now`.
   virtual int first_exclusive(const void* word, std::uint64_t bit, std::chrono::steady_clock::time_point now,
@@ -136,7 +152,8 @@ class runtime {
   // ---- scenario construction ----
   void reset();
   obj new_object(const char* name, std::uint64_t value, bool wide, int refs);
-  int add_thread(std::string name, std::function<void()> body);
+  // `at_quiescence`: the thread starts only once every other thread has returned (the probe).
+  int add_thread(std::string name, std::function<void()> body, bool at_quiescence = false);
   void set_table(std::unique_ptr<table_view> v) { view_ = std::move(v); }
 
   // ---- one execution ----
@@ -166,7 +183,7 @@ class runtime {
   void cell_init(cell_meta& m);
   void cell_read(const cell_meta& m);
   void cell_write(cell_meta& m);
-  void visit();
+  void visit(const void* node);
   void retire_node(const void* p);
 
   // ---- scenario steps (user code around the core) ----
@@ -190,10 +207,15 @@ class runtime {
   };
   wait_start begin_wait(obj o, std::uint64_t bit);
   void end_wait(const wait_start& s, bool returned_true);
-  void acquired(obj o, std::uint64_t bit);               // a lock call returned true
-  void lock_failed();                                    // a timed lock call returned false
-  void locking(bool timed) { me().timed_lock = timed; }  // a lock call begins
+  void acquired(obj o, std::uint64_t bit);  // a lock call returned true
+  void lock_failed();                       // a timed lock call returned false
+  void locking(obj o, bool timed);          // a lock call begins
   void releasing(obj o, std::uint64_t bit);
+  // A release (unlock or clear-and-wake) of (o, bit) begins and ends, for the checks of its
+  // walk and its wake-ups below. `decides`: an unlock of the shipped protocol, whose hand-off
+  // decisions are checked (the old protocols clear before they walk and may lose a hand-off).
+  void begin_release(obj o, std::uint64_t bit, bool unlock, bool decides);
+  void end_release();
   // [I6] An unlock that begins while the first exclusive waiter queued for the bit has earned a
   // hand-off must hand the bit to it, not clear it, whatever shared waiters are queued ahead.
   // `earned_waiter` is taken before the release (the thread, or -1 when no untimed earned
@@ -221,6 +243,12 @@ class runtime {
   };
   waiter_snapshot snapshot_waiters(obj o, std::uint64_t bit);
   void check_woken(const waiter_snapshot& s, obj o, std::uint64_t bit);
+  // [I4] "the next release clears it": once every thread has returned, a release on each live
+  // word whose waiters bit is still set must clear it (nobody waits any more). The objects to
+  // probe, for the scenario's last thread (enabled once every other thread has returned).
+  std::size_t live_objects(std::array<obj, max_slots>& out) const;
+  bool table_idle() const { return view_->idle(); }
+  void check_waiters_bit_clear(obj o);
 
   // Reports msg_ as the violation and abandons the calling fiber.
   [[noreturn]] void fail();
@@ -246,6 +274,7 @@ class runtime {
     vclock rel{};
     std::vector<clear_event> clears;
     std::array<int, 64> owner{};
+    unsigned calls_ended = 0;  // waits and lock calls on this object that returned
   };
   struct thread {
     std::string name;
@@ -267,6 +296,41 @@ class runtime {
     bool rel_done = false;           // its atomic step has happened
     bool timed_lock = false;         // its current or last lock call has a deadline
     bool all_earned_unlock = false;  // in an unlock that must hand off to any lock waiter it wakes
+
+    // Its current wait or lock call (independent of the core's own bookkeeping).
+    int call_slot = -1;  // the object it waits on or locks, -1 between calls
+    bool in_lock = false;
+    unsigned retries = 0;  // lock call: token_retry received (each one a race lost, or the last, won)
+    std::chrono::steady_clock::time_point lock_start{}, first_park{};
+    bool parked = false;            // lock call: has parked (so it had queued) at `first_park`
+    bool deadline_fired = false;    // a timed park of this call returned without a token
+    bool must_not_requeue = false;  // ... and it then parked untimed: a release held it claimed
+    bool joiner = false;            // its node was last seen joined to a release (not queued)
+
+    // Its current release (begin_release .. end_release).
+    bool releasing = false;
+    bool rel_unlock = false, rel_decides = false;
+    int rel_obj_slot = -1;
+    std::uint64_t rel_obj_bit = 0;
+    bool rel_snap = false;  // the queue as it stood at the release's first bucket lock
+    std::size_t rel_nodes_n = 0;
+    std::array<const void*, max_nodes> rel_nodes{};
+    unsigned rel_calls_ended = 0;  // the object's calls_ended when it began
+    unsigned handoffs = 0, queued_retries = 0, cleared_tokens = 0;
+    int earned_joiner_raced = -1;  // a joiner that had asked for a hand-off, woken to race
+    obj rel_obj;
+    bool rel_started = false;  // its first access to the word has happened (taken as its start)
+    handoff_due rel_due;       // an unlock: the earned waiter it must hand off to, at its start
+    waiter_snapshot rel_queued;  // an event release: who was queued at its start
+    // At its last bucket unlock: the waiters bit, and how many other threads were in a call on it.
+    bool last_wb = false;
+    int last_inside = 0;
+    // An unlock: the first lock waiter queued at its start (untimed, else -1), its call and lost
+    // races then, and whether it was queued at the unlock's last bucket unlock.
+    int rel_first = -1;
+    std::uint32_t rel_first_waits = 0;
+    unsigned rel_first_retries = 0;
+    bool last_first_queued = false;
   };
 
   static void thread_entry(void* arg);
@@ -291,6 +355,11 @@ class runtime {
   }
   void record(step_record r);
   void check_waiters_bit();
+  void check_queue();
+  void start_release();
+  bool earned_loose(const thread& t) const;
+  bool earned_strict(const thread& t) const;
+  void end_call();
   void check_object(obj o, const char* what);
 
   std::array<slot, max_slots> slots_;
@@ -300,6 +369,9 @@ class runtime {
   std::vector<step_record> trace_;
   std::vector<const void*> scratch_words_;
   std::vector<int> scratch_threads_;
+  std::array<node_info, max_nodes> scratch_nodes_{};
+  std::array<const void*, max_nodes> joined_ever_{};  // nodes seen joined to a release
+  std::size_t joined_ever_n_ = 0;
   violation violation_;
   int cur_ = -1;
   unsigned steps_ = 0;
@@ -397,7 +469,7 @@ struct basic_model_policy {
     }
   };
   static void retire_node(const void* p, std::size_t) { rt().retire_node(p); }
-  static void visit() { rt().visit(); }
+  static void visit(const void* n) { rt().visit(n); }
 
   static inline detail::wait_table<basic_model_policy>* table_ = nullptr;
   static detail::wait_table<basic_model_policy>& table() { return *table_; }
@@ -457,6 +529,24 @@ struct table_view_for final : table_view {
           return n->parker->thread;
         }
     return -1;
+  }
+  std::size_t nodes(node_info* out, std::size_t cap) const override {
+    std::size_t k = 0;
+    each([&](node* n, bool queued) {
+      if (k < cap) {
+        node_info& i = out[k];
+        i.node = n;
+        i.bookmark = n->kind == detail::node_kind::bookmark;
+        i.thread = i.bookmark ? -1 : n->parker->thread;
+        i.word = n->word;
+        i.bit = n->bit;
+        i.exclusive = n->kind == detail::node_kind::exclusive;
+        i.queued = queued;
+        i.state_claimed = n->state.v == detail::node_state::claimed;
+      }
+      ++k;
+    });
+    return k;
   }
   bool idle() const override {
     for (std::size_t i = 0; i < t->size(); ++i)

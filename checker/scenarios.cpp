@@ -32,11 +32,11 @@ struct user {
   static void end_writeback(obj o, W bit) {
     runtime& r = rt();
     r.set_target(o);
-    const auto queued = r.snapshot_waiters(o, bit);
     if constexpr (R == release_protocol::atomic_clear) r.begin_last_touch_check(o, bit);
+    r.begin_release(o, bit, false, false);  // checks that every waiter queued at its start is woken
     C::release(word(o), bit, detail::release_kind::event, model_pin{o});
+    r.end_release();
     r.end_last_touch_check();
-    r.check_woken(queued, o, bit);
   }
   static bool wait(obj o, W bit, std::chrono::nanoseconds timeout = untimed) {
     runtime& r = rt();
@@ -54,7 +54,7 @@ struct user {
   static bool lock(obj o, W bit, std::chrono::nanoseconds timeout = untimed) {
     runtime& r = rt();
     r.set_target(o);
-    r.locking(timeout >= 0ns);
+    r.locking(o, timeout >= 0ns);
     bool ok = true;
     if (timeout < 0ns) {
       C::lock(word(o), bit);
@@ -74,14 +74,14 @@ struct user {
     r.set_target(o);
     r.releasing(o, bit);
     // The old protocols clear the bit before they walk, so their hand-off can be lost to a
-    // barger in between (the kernel's too); the hand-off rule is checked for atomic-clear.
-    const auto due = R == release_protocol::atomic_clear ? r.earned_waiter(o, bit) : runtime::handoff_due{};
+    // barger in between (the kernel's too); the hand-off rules are checked for atomic-clear.
     if constexpr (R == release_protocol::atomic_clear) r.begin_last_touch_check(o, bit);
     r.unlock_must_hand_off(R == release_protocol::atomic_clear && r.fair.max_lost_races == 0);
+    r.begin_release(o, bit, true, R == release_protocol::atomic_clear);
     C::release(word(o), bit, detail::release_kind::unlock, model_pin{o});
+    r.end_release();
     r.unlock_must_hand_off(false);
     r.end_last_touch_check();
-    r.check_handoff(due, o, bit);
   }
 };
 
@@ -403,16 +403,121 @@ struct requeue_two_holds {
   }
 };
 
+// The quiescence probe, the last thread of every scenario: once every other thread has
+// returned and the table is empty, a release on each live word whose waiters bit is still set
+// (left for nobody, which CONTRACT 3.4 allows) must clear it: "the next release clears it".
+// It releases a bit of its own (bit 4, used by no scenario) with clear_bit_and_wake.
+// handoff-time-requeue (mutation gaps, issue 8): the time bound runs from a locker's first
+// queueing, across the re-queue after a lost race. T2 queues behind the barger T1, is woken to
+// race and loses; T3's deadline (a wait on the writeback bit, which never ends) moves the model
+// clock past max_wait before T2 queues again. T1's next unlock must hand T2 the lock: it has
+// waited long enough since it first queued, though not since it queued again.
+struct handoff_time_requeue {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {5, std::chrono::milliseconds(5)};
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 barger", [a] {
+      for (int i = 0; i < 2; ++i) {
+        U::lock(a, LCK);
+        U::unlock(a, LCK);
+      }
+    });
+    r.add_thread("T2 locker", [a] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+    });
+    r.add_thread("T3 timed waiter", [a] { U::wait(a, WBK, 10ms); });
+  }
+};
+
+// joiner-unearned (mutation gaps, issue 8): lock waiters join an unlock's walk, which two
+// readers of the lock bit make span holds (chunk 1) and in which no lock waiter is queued.
+// A joiner gets the lock only if it has earned it (max_lost_races 1: a joiner that has lost no
+// race has not), else the bit clears and the joiners race (DESIGN.md item 2).
+struct joiner_unearned {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 owner", [a] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+    });
+    r.add_thread("T2 locker", [a] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+    });
+    r.add_thread("T3 reader", [a] { U::wait(a, LCK); });
+    r.add_thread("T4 reader", [a] { U::wait(a, LCK); });
+  }
+};
+
+// spin-race: three lockers, once each, deep enough (4 preemptions) that a locker's spin sees
+// the bit clear and loses it to another before its own test-and-set.
+struct spin_race {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
+      r.add_thread(n, [a] {
+        U::lock(a, LCK);
+        U::unlock(a, LCK);
+      });
+  }
+};
+
+template <class P, release_protocol R, class W>
+void probe_word(obj o) {
+  using U = user<P, R, W>;
+  constexpr W PROBE = W(1) << 4;
+  runtime& r = rt();
+  if (!(r.word<W>(o).load() & waiters_bit<W>)) return;
+  r.set_target(o);
+  r.start_bit(o, PROBE);
+  U::end_writeback(o, PROBE);
+  r.check_waiters_bit_clear(o);
+}
+
+template <class S, class P, release_protocol R>
+void setup_with_probe(runtime& r) {
+  S::template setup<P, R>(r);
+  r.add_thread(
+      "probe",
+      [] {
+        runtime& q = rt();
+        if (!q.table_idle()) return;  // reported when the execution ends
+        std::array<obj, max_slots> objs;
+        const std::size_t n = q.live_objects(objs);
+        for (std::size_t i = 0; i < n; ++i) {
+          if (q.slot_wide(objs[i].slot))
+            probe_word<P, R, std::uint64_t>(objs[i]);
+          else
+            probe_word<P, R, std::uint32_t>(objs[i]);
+        }
+      },
+      true);
+}
+
 template <class S>
 scenario entry(const char* name, const char* summary, unsigned bound) {
   using rp = release_protocol;
-  return {
-      name,
-      summary,
-      bound,
-      {&S::template setup<model_policy, rp::clear_then_wake>, &S::template setup<model_policy, rp::pinned>,
-       &S::template setup<model_policy, rp::xor_waiters>, &S::template setup<model_policy, rp::atomic_clear>},
-      &S::template setup<broken_walk_policy, rp::atomic_clear>};
+  return {name,
+          summary,
+          bound,
+          {&setup_with_probe<S, model_policy, rp::clear_then_wake>, &setup_with_probe<S, model_policy, rp::pinned>,
+           &setup_with_probe<S, model_policy, rp::xor_waiters>, &setup_with_probe<S, model_policy, rp::atomic_clear>},
+          &setup_with_probe<S, broken_walk_policy, rp::atomic_clear>};
 }
 
 // ------------------------------------------------------------------------------------------
@@ -580,6 +685,11 @@ const std::vector<scenario>& scenarios() {
       entry<handoff_by_time>("handoff-by-time", "hand-off earned by time only (max_wait 0)", 3),
       entry<requeue_two_holds>("requeue-two-holds",
                                "a re-queue of two readers over two holds, another bit released between", 2),
+      entry<handoff_time_requeue>("handoff-time-requeue",
+                                  "the time bound runs from the first queueing, across a re-queue", 2),
+      entry<joiner_unearned>("joiner-unearned",
+                             "chunk of 1: a locker joins an unlock walking over two readers", 3),
+      entry<spin_race>("spin-race", "three lockers once each, 4 preemptions: a spin loses the bit", 4),
   };
   return all;
 }
@@ -595,16 +705,17 @@ const scenario* find_scenario(const std::string& name) {
 // broken). The three old protocols also fail writeback-restart: they clear before they wake,
 // so a late wake-up releases a waiter that queued behind a restarted writeback (the Jan 2021
 // race, c2407cf7d22d; the kernel papers over it with a `while` loop, whose starvation is the
-// 2024 XFS thread). They fail handoff-past-reader the same way: a walk that runs after the
-// lock was re-taken wakes the reader, which queued after the clear that walk belongs to. Cells
-// not listed must pass.
+// 2024 XFS thread). They fail handoff-past-reader and joiner-unearned the same way: a walk
+// that runs after the lock was re-taken wakes the reader, which queued after the clear that
+// walk belongs to. Cells not listed must pass.
 bool expected_to_fail(release_protocol p, const std::string& scenario) {
   if (p == release_protocol::atomic_clear) return false;
   // The same late wake-up, reached through other doors: a lock waiter on an event bit
   // (event-to-locker, event-to-joiner) and readers re-queued after a hand-off while another bit
   // of the word is released (requeue-two-holds). xor-waiters, whose xor reports the waiters bit
   // atomically, needs two waiters before the release to show it, which only event-to-joiner has.
-  if (scenario == "writeback-restart" || scenario == "handoff-past-reader" || scenario == "event-to-joiner")
+  if (scenario == "writeback-restart" || scenario == "handoff-past-reader" || scenario == "event-to-joiner" ||
+      scenario == "joiner-unearned")
     return true;
   if ((scenario == "event-to-locker" || scenario == "requeue-two-holds") &&
       p != release_protocol::xor_waiters)

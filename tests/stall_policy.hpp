@@ -19,7 +19,7 @@ struct stall_policy : pagewait::detail::native_policy {
   static inline std::atomic<bool> armed{false};
   static inline std::atomic<bool> killed{false};
   static inline std::atomic<int> stalls{0};
-  static void visit() noexcept {
+  static void visit(const void*) noexcept {
     if (!armed.load()) return;
     stalls.fetch_add(1);
     const auto until = now() + std::chrono::milliseconds(50);

@@ -373,7 +373,7 @@ struct core {
         continue;
       }
       ++visits;
-      P::visit();
+      P::visit(cur);
       node* n = cur;
       cur = n->next.get();
       if (n->kind == node_kind::bookmark || n->word != &word) continue;
@@ -462,7 +462,7 @@ struct core {
         // continues its budget rather than starting a fresh one (which let one hold make up to
         // twice chunk_visits visits; found by the model checker's handoff-walk scenario).
         for (; requeue && visits < P::chunk_visits; ++visits) {
-          P::visit();
+          P::visit(requeue);
           node* n = requeue;
           requeue = n->next.get();
           if (n->abandoned.get()) {

@@ -8,7 +8,8 @@
 //                     on the user's std::atomic<W>, with the memory order the core asks for
 //   bucket lock       P::bucket_lock (a type), P::lock(l), P::unlock(l)
 //   node fields       P::cell<T>: get()/set(); P::retire_node(p, size) when a node dies;
-//                     P::visit() for each node a release walk visits under the bucket lock
+//                     P::visit(node) for each node a release walk (or its re-queue) visits under
+//                     the bucket lock
 //   the table         P::table() -> wait_table<P>&
 //   parking           P::parker (a type with prepare/park/unpark), P::current_parker()
 //   time              P::now() -> steady_clock::time_point
@@ -108,7 +109,7 @@ struct native_policy {
     void set(T x) noexcept { v = x; }
   };
   static void retire_node(const void*, std::size_t) noexcept {}
-  static void visit() noexcept {}
+  static void visit(const void*) noexcept {}
 
   static wait_table<native_policy>& table() noexcept;
 
