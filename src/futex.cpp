@@ -4,6 +4,7 @@
 #include <cerrno>
 #include <climits>
 #include <ctime>
+#include <new>
 
 #if PAGEWAIT_HAVE_FUTEX
 #include <linux/futex.h>
@@ -65,5 +66,13 @@ void sleep_word::wake_all() noexcept {
 }
 
 #endif
+
+void sleep_word::reset_after_fork() noexcept {
+  value.store(0, std::memory_order_relaxed);
+#if !PAGEWAIT_HAVE_FUTEX
+  new (&m) std::mutex;  // the old one may be locked by a thread the child does not have
+  new (&cv) std::condition_variable;
+#endif
+}
 
 }  // namespace pagewait::detail

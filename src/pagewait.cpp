@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+
+#include "at_fork.hpp"
 #include <stdexcept>
 #include <string>
 
@@ -54,6 +56,13 @@ std::mutex settings_mutex;
 std::atomic<unsigned> max_lost{fairness_settings{}.max_lost_races};
 std::atomic<long long> max_wait_ns{fairness_settings{}.max_wait.count()};
 }  // namespace
+
+void settings_at_fork(fork_phase ph) noexcept {
+  if (ph == fork_phase::prepare)
+    settings_mutex.lock();
+  else
+    settings_mutex.unlock();  // in the child too: the forking thread is the one that locked it
+}
 
 fairness_settings native_policy::fairness() noexcept {
   return {max_lost.load(std::memory_order_relaxed),

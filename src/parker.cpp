@@ -4,6 +4,8 @@
 #include <mutex>
 #include <optional>
 
+#include "at_fork.hpp"
+
 namespace pagewait::detail {
 
 std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
@@ -92,6 +94,20 @@ struct parker_return {
   }
 };
 }  // namespace
+
+// The pool's lock is held across fork(), so the child never inherits it held. The parkers of
+// the parent's other threads stay owned in the child: those threads do not exist there, and
+// their parkers are simply never used again (immortal memory, as always).
+void parker_pool_at_fork(fork_phase ph) noexcept {
+  if (ph == fork_phase::prepare) {
+    pool().m.lock();
+    return;
+  }
+  pool().m.unlock();
+  // The forking thread keeps its parker. A thread of the parent may have been unparking it
+  // (the portable form locks the parker's mutex to wake): start it afresh.
+  if (ph == fork_phase::child && mine) mine->word.reset_after_fork();
+}
 
 native_parker& native_parker::current() noexcept {
   if (native_parker* p = mine) [[likely]]

@@ -1,6 +1,10 @@
-// src/wait_table.cpp — the native wait table and its bucket lock.
+// src/wait_table.cpp — the native wait table, its bucket lock, and fork().
+#include <pthread.h>
+
+#include <atomic>
 #include <thread>
 
+#include "at_fork.hpp"
 #include "pagewait/detail/native_policy.hpp"
 #include "pagewait/detail/wait_table.hpp"
 
@@ -18,12 +22,57 @@ void word_lock::lock_slow() noexcept {
   while (w_.value.exchange(2, std::memory_order_acquire) != 0) w_.wait(2, deadline::never());
 }
 
+namespace {
+// Created on first contention, outside any bucket lock; never freed, so that threads still
+// running after main returns can use it. Installed by a CAS rather than as a function-local
+// static: a fork() while another thread constructs it must not leave the child a static's
+// guard held by a thread it does not have.
+std::atomic<wait_table<native_policy>*> the_table{nullptr};
+
+// fork() (CONTRACT §2; the manual in pagewait.hpp): the child has one thread, the one that forked. Every waiter queued in
+// the table and every release in progress belonged to another thread of the parent (the forker
+// was calling fork, not waiting or walking), so the child drops them all: it empties each queue
+// in use, forgets the releases registered in it and frees its lock, which may have been held
+// by a thread that does not exist in the child. The queues may be mid-update; nothing is read
+// from them, and their nodes were on the other threads' stacks, which nobody will free or use.
+// Buckets not in use are only read, so that the child does not copy the table's pages.
+// What stays: every word as the parent left it, bits held by the parent's threads included.
+void fork_prepare() noexcept {
+  settings_at_fork(fork_phase::prepare);
+  parker_pool_at_fork(fork_phase::prepare);
+}
+void fork_parent() noexcept {
+  parker_pool_at_fork(fork_phase::parent);
+  settings_at_fork(fork_phase::parent);
+}
+void fork_child() noexcept {
+  if (wait_table<native_policy>* t = the_table.load(std::memory_order_acquire)) {
+    for (std::size_t i = 0; i < t->size(); ++i) {
+      bucket<native_policy>& b = t->at(i);
+      if (!b.head && !b.releases && b.lock.free_after_fork()) continue;
+      b.lock.reset_after_fork();
+      b.head = b.tail = nullptr;
+      b.releases = nullptr;
+    }
+  }
+  parker_pool_at_fork(fork_phase::child);
+  settings_at_fork(fork_phase::child);
+}
+// Registered when the library is loaded (this file holds the table, so every program that can
+// queue a waiter links it). glibc removes the handlers if a shared library is unloaded.
+[[maybe_unused]] const bool fork_handlers = pthread_atfork(fork_prepare, fork_parent, fork_child) == 0;
+}  // namespace
+
 wait_table<native_policy>& native_policy::table() noexcept {
-  // Created on first contention, outside any bucket lock; never freed, so that threads still
-  // running after main returns can use it.
-  static auto* t = new wait_table<native_policy>(
-      wait_table<native_policy>::size_for_machine(std::thread::hardware_concurrency()));
-  return *t;
+  if (wait_table<native_policy>* t = the_table.load(std::memory_order_acquire)) [[likely]]
+    return *t;
+  auto* fresh =
+      new wait_table<native_policy>(wait_table<native_policy>::size_for_machine(std::thread::hardware_concurrency()));
+  wait_table<native_policy>* expected = nullptr;
+  if (the_table.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+    return *fresh;
+  delete fresh;  // another thread installed one first
+  return *expected;
 }
 
 }  // namespace pagewait::detail

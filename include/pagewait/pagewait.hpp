@@ -62,6 +62,20 @@
 //   define PAGEWAIT_TSAN_ANNOTATIONS to 0 to turn them off, to 1 to keep them on even then.
 //   How and why: detail/tsan.hpp.
 //
+// fork()
+//   A child may use pagewait on any word it can reach, at once, from its one thread and from
+//   threads it starts. The waits, locks and releases that the parent's *other* threads had in
+//   progress do not exist in the child (those threads are not there): handlers registered with
+//   pthread_atfork when the library is loaded drop them from the child's copy of the wait table
+//   and free any table lock such a thread held. Nothing is added to the fast paths; the parent
+//   pays for two uncontended mutex lock/unlock pairs per fork. What the child inherits:
+//   * Every word exactly as the parent left it. A bit another parent thread held stays set and
+//     nobody in the child will release it, as with a std::mutex held across fork: wait for it
+//     only with a deadline. A release another thread had begun may not have cleared its bit.
+//   * The forking thread's own bits are still its own: it may release them in the child.
+//   * A waiters bit left set by the dropped waiters is harmless: the next release clears it.
+//   * vfork() and posix_spawn() children that only exec need none of this.
+//
 // Rules for the word
 //   * The waiters bit is pagewait's; every other bit is yours. Change your bits only with atomic
 //     RMWs (fetch_or to start an event, any RMW on bits that are not pagewait-managed).

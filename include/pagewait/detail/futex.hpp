@@ -35,6 +35,9 @@ struct sleep_word {
   // Wakes one sleeper (or all, for the bucket lock's use it is always at most one that matters).
   void wake_one() noexcept;
   void wake_all() noexcept;
+  // In a child after fork(), single-threaded: back to the initial state (value 0, and the
+  // portable form's mutex, which a thread of the parent may have held, made anew).
+  void reset_after_fork() noexcept;
 };
 
 }  // namespace pagewait::detail

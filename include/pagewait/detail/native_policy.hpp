@@ -50,6 +50,10 @@ class word_lock {
   void unlock() noexcept {
     if (w_.value.exchange(0, std::memory_order_release) == 2) w_.wake_one();
   }
+  // In a child after fork(), single-threaded: whether the lock is free, and making it free
+  // (a thread of the parent may have held it; it does not exist in the child).
+  bool free_after_fork() const noexcept { return w_.value.load(std::memory_order_relaxed) == 0; }
+  void reset_after_fork() noexcept { w_.reset_after_fork(); }
 
  private:
   void lock_slow() noexcept;
