@@ -484,6 +484,12 @@ struct basic_model_policy {
   static constexpr unsigned spin_limit = 1;  // one spin: the path is explored, cheaply
   static void cpu_relax() {}
   static fairness_settings fairness() { return rt().fair; }
+
+  // Statistics: never on in the model (no clock reads, no new steps).
+  static constexpr bool stats_on() { return false; }
+  static void stat_wait_done(const void*, std::uint64_t, bool, bool, std::chrono::steady_clock::duration) {}
+  static void stat_lost_race(const void*) {}
+  static void stat_release_done(const void*, bool) {}
 };
 
 using model_policy = basic_model_policy<false>;

@@ -40,6 +40,7 @@
 #include <memory>
 #include <mutex>
 #include <pagewait/pagewait.hpp>
+#include <pagewait/stats.hpp>
 #include <random>
 #include <stop_token>
 #include <string>
@@ -614,6 +615,8 @@ int stress_main(int argc, char** argv) {
               o.seed, o.threads, o.words);
   std::fflush(stdout);
 
+  enable_stats();  // printed at the end (pagewait/stats.hpp)
+  reset_stats();
   const auto t0 = clock_type::now();
   std::vector<std::thread> ts;
   const std::uint64_t quota = o.ops ? (o.ops + o.threads - 1) / o.threads : 0;
@@ -663,6 +666,7 @@ int stress_main(int argc, char** argv) {
   for (auto& t : ts) t.join();
   s.stop = true;
   cancel.join();
+  enable_stats(false);  // the workload's counts, not those of the end-of-run checks
   const double elapsed = std::chrono::duration<double>(clock_type::now() - t0).count();
 
   // Objects still published: their events have ended; their waits return at once.
@@ -686,6 +690,23 @@ int stress_main(int argc, char** argv) {
   for (auto* sl : s.w64) acq += sl->acquisitions.load();
   std::printf("%-12s %14s ops in %.1f s (%.0f ops/s); %s lock acquisitions\n", "total", grouped(n).c_str(), elapsed,
               double(n) / elapsed, grouped(acq).c_str());
+  const stats_snapshot st = get_stats();
+  const contention_stats& t = st.total;
+  std::printf("\ncontention (pagewait/stats.hpp): %s lock waits, %s shared waits, %s gave up, %s lost races, "
+              "%s slow releases, %s hand-offs\n",
+              grouped(t.lock_waits).c_str(), grouped(t.shared_waits).c_str(), grouped(t.gave_up).c_str(),
+              grouped(t.lost_races).c_str(), grouped(t.releases).c_str(), grouped(t.handoffs).c_str());
+  std::printf("  longest wait %.3f ms, longest bucket-lock hold %.1f us, longest walk %s nodes; %zu buckets used",
+              double(t.longest_wait.count()) / 1e6, double(t.longest_hold.count()) / 1e3,
+              grouped(t.longest_walk).c_str(), st.buckets.size());
+  if (!st.buckets.empty()) {
+    const auto busiest = std::max_element(st.buckets.begin(), st.buckets.end(), [](const auto& a, const auto& b) {
+      return a.second.lock_waits + a.second.shared_waits < b.second.lock_waits + b.second.shared_waits;
+    });
+    std::printf(", busiest %zu (%s waits)", busiest->first,
+                grouped(busiest->second.lock_waits + busiest->second.shared_waits).c_str());
+  }
+  std::printf("\n");
   std::uint64_t bad = 0;
   std::printf("\nviolations:");
   for (int v = 0; v < v_count; ++v) {

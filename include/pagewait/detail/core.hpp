@@ -155,8 +155,30 @@ struct core {
     return t == token_abandoned ? token_none : t;
   }
 
+  // Statistics (opt-in, pagewait/stats.hpp) wrap the slow paths: while they are off, P::stats_on()
+  // is one relaxed load here and nothing else changes; the model's is constexpr false. Nothing
+  // of the fast paths. The counting itself is the policy's (P::stat_*), outside the protocol.
   [[gnu::noinline]] static bool lock_slow(std::atomic<W>& word, W bit, const deadline& dl,
                                           const std::stop_token* stop) {
+    if (!P::stats_on()) [[likely]]
+      return lock_contended(word, bit, dl, stop);
+    const auto t0 = P::now();
+    const bool ok = lock_contended(word, bit, dl, stop);
+    P::stat_wait_done(&word, std::uint64_t(bit), true, ok, P::now() - t0);
+    return ok;
+  }
+
+  [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl,
+                                                const std::stop_token* stop) {
+    if (!P::stats_on()) [[likely]]
+      return wait_clear_contended(word, bit, dl, stop);
+    const auto t0 = P::now();
+    const bool ok = wait_clear_contended(word, bit, dl, stop);
+    P::stat_wait_done(&word, std::uint64_t(bit), false, ok, P::now() - t0);
+    return ok;
+  }
+
+  static bool lock_contended(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
     // Spin briefly while nobody is queued: the holder is likely to release within a few hundred
     // cycles, and sleeping costs two syscalls. Once the waiters bit is set, queue (FIFO).
     for (unsigned i = 0; i < P::spin_limit; ++i) {
@@ -206,6 +228,7 @@ struct core {
           // queued is the bounded unfairness [I6]: count it.
           if (try_lock(word, bit)) return true;
           ++lost;
+          if (P::stats_on()) P::stat_lost_race(&word);
           break;
         default:
           return false;  // deadline or stop, nothing granted
@@ -213,8 +236,8 @@ struct core {
     }
   }
 
-  [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl,
-                                                const std::stop_token* stop) {
+  static bool wait_clear_contended(std::atomic<W>& word, W bit, const deadline& dl,
+                                   const std::stop_token* stop) {
     // Acquire pairs with the release of the clear (CAS or fetch_and in release / release_slow).
     if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
     bucket_t& b = P::table().bucket_for(&word);
@@ -479,6 +502,8 @@ struct core {
         visits = 0;
       }
     }
+    // Only the word's address, never the word: a key for the statistics' bucket.
+    if (P::stats_on()) P::stat_release_done(&word, w.handoff);
     P::unlock(b.lock);
 
     // [I1] From here on, the word is not touched: the object may already be gone. Unpark the

@@ -103,8 +103,14 @@ struct native_policy {
   }
 
   using bucket_lock = word_lock;
-  static void lock(bucket_lock& l) noexcept { l.lock(); }
-  static void unlock(bucket_lock& l) noexcept { l.unlock(); }
+  static void lock(bucket_lock& l) noexcept {
+    l.lock();
+    if (stats_on()) stat_hold_begin();
+  }
+  static void unlock(bucket_lock& l) noexcept {
+    if (stats_on()) stat_hold_end(&l);
+    l.unlock();
+  }
 
   template <class T>
   struct cell {
@@ -113,7 +119,9 @@ struct native_policy {
     void set(T x) noexcept { v = x; }
   };
   static void retire_node(const void*, std::size_t) noexcept {}
-  static void visit(const void*) noexcept {}
+  static void visit(const void*) noexcept {
+    if (stats_on()) stat_visit();
+  }
 
   static wait_table<native_policy>& table() noexcept;
 
@@ -132,6 +140,18 @@ struct native_policy {
 #endif
   }
   static fairness_settings fairness() noexcept;
+
+  // Statistics (pagewait/stats.hpp; src/stats.cpp). Slow paths only: the bucket lock, the
+  // walk's visits, and the ends of waits and releases.
+  static bool stats_on() noexcept { return stats_flag.load(std::memory_order_relaxed); }
+  static void stat_wait_done(const void* word, std::uint64_t bit, bool exclusive, bool ok,
+                             std::chrono::steady_clock::duration waited) noexcept;
+  static void stat_lost_race(const void* word) noexcept;
+  static void stat_release_done(const void* word, bool handoff) noexcept;
+  static void stat_hold_begin() noexcept;
+  static void stat_hold_end(const bucket_lock* l) noexcept;
+  static void stat_visit() noexcept;
+  static std::atomic<bool> stats_flag;
 };
 
 }  // namespace detail

@@ -1,0 +1,81 @@
+// pagewait/stats.hpp — contention statistics, opt-in.
+//
+//   pagewait::enable_stats();               // off by default
+//   ... run ...
+//   pagewait::stats_snapshot s = pagewait::get_stats();
+//   s.total.lock_waits, s.total.longest_wait, s.buckets (the busy buckets, by index)
+//   pagewait::reset_stats();
+//
+// Free when off: the fast paths (one RMW to lock, one to release, one load to wait) never look
+// at them, on or off; the slow paths test one relaxed flag. When on, each slow-path wait reads
+// the clock twice and updates a few relaxed counters of its bucket; each bucket-lock hold reads
+// the clock twice. Counts are per bucket of the wait table (words that hash to one bucket share
+// its counters: `bucket_of(&word)` tells which) and summed in `total`.
+//
+// What is counted (a "wait" is a call that took the slow path: the bit was set, or a waiter was
+// queued, when it came):
+//   lock_waits, shared_waits   slow-path lock calls (lock_bit and its timed and stop forms) and
+//                              wait_bit_clear calls; a lock that took the bit in the slow path's
+//                              brief spin counts too
+//   gave_up                    of those, the ones that returned false (deadline or stop)
+//   lost_races                 lock waiters woken to race for the bit that lost it to another
+//                              thread (each one a step towards a hand-off)
+//   releases, handoffs         releases that took the slow path (waiters bit set) and walked the
+//                              bucket; unlocks among them that handed the lock to a waiter
+//   longest_wait               the longest slow-path wait, from its start to its return
+//   longest_hold, longest_walk the longest bucket-lock hold (any holder), and the most nodes one
+//                              release visited (bounded per hold by the walk's chunk)
+// Counters are updated with relaxed atomics: a snapshot taken while threads wait is a
+// consistent-enough sum, not an instant; reset_stats() while waits are in progress may keep
+// parts of theirs.
+//
+// Attributing contention to call sites: set_contention_hook(fn, arg) has fn called (while stats
+// are on) at the end of every slow-path wait, in the waiting thread, after the wait and outside
+// any lock of the library, with the word, the bit, the kind, how long it waited and whether it
+// got what it waited for. Take a stack trace there (as absl's mutex profiler does with its
+// hook) to learn where contention comes from. The hook must not throw; it may use pagewait (its
+// own slow-path waits are counted but do not call it again).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+namespace pagewait {
+
+struct contention_stats {
+  std::uint64_t lock_waits = 0;
+  std::uint64_t shared_waits = 0;
+  std::uint64_t gave_up = 0;
+  std::uint64_t lost_races = 0;
+  std::uint64_t releases = 0;
+  std::uint64_t handoffs = 0;
+  std::chrono::nanoseconds longest_wait{0};
+  std::chrono::nanoseconds longest_hold{0};
+  std::uint64_t longest_walk = 0;
+};
+
+struct stats_snapshot {
+  contention_stats total;
+  // (bucket index, its counters), ascending, for the buckets with anything counted.
+  std::vector<std::pair<std::size_t, contention_stats>> buckets;
+};
+
+// Turns counting on or off (off by default). Turning it on the first time allocates the
+// counters (one cache line per bucket of the wait table).
+void enable_stats(bool on = true);
+bool stats_enabled() noexcept;
+stats_snapshot get_stats();
+void reset_stats() noexcept;
+// The bucket of the wait table whose queue `word`'s waiters use (and whose counters count them).
+std::size_t bucket_of(const void* word) noexcept;
+
+enum class wait_kind { lock, shared };
+using contention_hook = void (*)(void* arg, const void* word, std::uint64_t bit, wait_kind kind,
+                                 std::chrono::nanoseconds waited, bool got_it);
+// Installs the hook (nullptr: none). Calls already running may still use the previous one.
+void set_contention_hook(contention_hook hook, void* arg = nullptr) noexcept;
+
+}  // namespace pagewait
