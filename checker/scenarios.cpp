@@ -69,6 +69,15 @@ struct user {
       r.lock_failed();
     return ok;
   }
+  // A thread's body: lock and unlock `bit` of `o`, `times` times.
+  static std::function<void()> locker(obj o, W bit, int times = 1) {
+    return [o, bit, times] {
+      for (int i = 0; i < times; ++i) {
+        lock(o, bit);
+        unlock(o, bit);
+      }
+    };
+  }
   static void unlock(obj o, W bit) {
     runtime& r = rt();
     r.set_target(o);
@@ -120,12 +129,7 @@ void three_lockers_twice(runtime& r, fairness_settings f) {
   r.fair = f;
   const obj a = r.new_object("page", 0, false, 1);
   for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-    r.add_thread(n, [a] {
-      for (int i = 0; i < 2; ++i) {
-        U::lock(a, LCK);
-        U::unlock(a, LCK);
-      }
-    });
+    r.add_thread(n, U::locker(a, LCK, 2));
 }
 
 // lock-handoff (CONTRACT §5): three threads lock and unlock one bit twice each. Hand-off is earned
@@ -147,14 +151,8 @@ struct mixed_bits {
     r.fair = {1, std::chrono::hours(1)};
     const obj a = r.new_object("A", WBK, true, 1);
     const obj b = r.new_object("B", WBK, true, 1);
-    r.add_thread("T1 locker", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
-    r.add_thread("T2 locker", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
+    r.add_thread("T1 locker", U::locker(a, LCK));
+    r.add_thread("T2 locker", U::locker(a, LCK));
     r.add_thread("T3 waiter", [a, b] {
       U::wait(a, WBK);
       U::wait(b, WBK);
@@ -264,10 +262,7 @@ struct handoff_walk {
     r.fair = {0, std::chrono::hours(1)};
     const obj a = r.new_object("page", WBK, false, 1);
     for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-      r.add_thread(n, [a] {
-        U::lock(a, LCK);
-        U::unlock(a, LCK);
-      });
+      r.add_thread(n, U::locker(a, LCK));
     r.add_thread("T4 waiter", [a] { U::wait(a, WBK); });
     r.add_thread("T5 writeback", [a] { U::end_writeback(a, WBK); });
   }
@@ -287,17 +282,9 @@ struct handoff_past_reader {
     install_table<P>(r, 1, 1);
     r.fair = {0, std::chrono::nanoseconds(0)};
     const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 barger", [a] {
-      for (int i = 0; i < 2; ++i) {
-        U::lock(a, LCK);
-        U::unlock(a, LCK);
-      }
-    });
+    r.add_thread("T1 barger", U::locker(a, LCK, 2));
     r.add_thread("T2 reader", [a] { U::wait(a, LCK); });
-    r.add_thread("T3 locker", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
+    r.add_thread("T3 locker", U::locker(a, LCK));
     // Its deadline may pass while a walk holds it dequeued and then hands off: it must leave
     // with "timed out" (the bit never cleared), not be re-queued nor woken as if cleared.
     r.add_thread("T4 timed reader", [a] { U::wait(a, LCK, 10ms); });
@@ -313,10 +300,7 @@ struct event_to_locker {
     names(r);
     install_table<P>(r, 1, 64);
     const obj a = r.new_object("page", WBK, false, 1);
-    r.add_thread("T1 locker", [a] {
-      U::lock(a, WBK);
-      U::unlock(a, WBK);
-    });
+    r.add_thread("T1 locker", U::locker(a, WBK));
     r.add_thread("T2 writeback", [a] { U::end_writeback(a, WBK); });
     r.add_thread("T3 waiter", [a] { U::wait(a, WBK); });
   }
@@ -336,10 +320,7 @@ struct event_to_joiner {
     r.add_thread("T1 waiter", [a] { U::wait(a, WBK); });
     r.add_thread("T2 waiter", [a] { U::wait(a, WBK); });
     r.add_thread("T3 writeback", [a] { U::end_writeback(a, WBK); });
-    r.add_thread("T4 locker", [a] {
-      U::lock(a, WBK);
-      U::unlock(a, WBK);
-    });
+    r.add_thread("T4 locker", U::locker(a, WBK));
   }
 };
 
@@ -354,12 +335,7 @@ struct timed_lock_gives_up {
     install_table<P>(r, 1, 64);
     r.fair = {0, std::chrono::hours(1)};
     const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 locker", [a] {
-      for (int i = 0; i < 2; ++i) {
-        U::lock(a, LCK);
-        U::unlock(a, LCK);
-      }
-    });
+    r.add_thread("T1 locker", U::locker(a, LCK, 2));
     r.add_thread("T2 timed locker", [a] {
       if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
       U::lock(a, LCK);
@@ -389,16 +365,10 @@ struct requeue_two_holds {
     install_table<P>(r, 1, 1);
     r.fair = {0, std::chrono::hours(1)};
     const obj a = r.new_object("page", WBK, false, 1);
-    r.add_thread("T1 owner", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
+    r.add_thread("T1 owner", U::locker(a, LCK));
     r.add_thread("T2 reader", [a] { U::wait(a, LCK); });
     r.add_thread("T3 reader", [a] { U::wait(a, LCK); });
-    r.add_thread("T4 locker", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
+    r.add_thread("T4 locker", U::locker(a, LCK));
     r.add_thread("T5 writeback", [a] { U::end_writeback(a, WBK); });
   }
 };
@@ -420,16 +390,8 @@ struct handoff_time_requeue {
     install_table<P>(r, 1, 64);
     r.fair = {5, std::chrono::milliseconds(5)};
     const obj a = r.new_object("page", WBK, false, 1);
-    r.add_thread("T1 barger", [a] {
-      for (int i = 0; i < 2; ++i) {
-        U::lock(a, LCK);
-        U::unlock(a, LCK);
-      }
-    });
-    r.add_thread("T2 locker", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
+    r.add_thread("T1 barger", U::locker(a, LCK, 2));
+    r.add_thread("T2 locker", U::locker(a, LCK));
     r.add_thread("T3 timed waiter", [a] { U::wait(a, WBK, 10ms); });
   }
 };
@@ -446,14 +408,8 @@ struct joiner_unearned {
     install_table<P>(r, 1, 1);
     r.fair = {1, std::chrono::hours(1)};
     const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 owner", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
-    r.add_thread("T2 locker", [a] {
-      U::lock(a, LCK);
-      U::unlock(a, LCK);
-    });
+    r.add_thread("T1 owner", U::locker(a, LCK));
+    r.add_thread("T2 locker", U::locker(a, LCK));
     r.add_thread("T3 reader", [a] { U::wait(a, LCK); });
     r.add_thread("T4 reader", [a] { U::wait(a, LCK); });
   }
@@ -470,10 +426,7 @@ struct spin_race {
     r.fair = {1, std::chrono::hours(1)};
     const obj a = r.new_object("page", 0, false, 1);
     for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-      r.add_thread(n, [a] {
-        U::lock(a, LCK);
-        U::unlock(a, LCK);
-      });
+      r.add_thread(n, U::locker(a, LCK));
   }
 };
 
