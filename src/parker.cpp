@@ -104,9 +104,13 @@ void parker_pool_at_fork(fork_phase ph) noexcept {
     return;
   }
   pool().m.unlock();
-  // The forking thread keeps its parker. A thread of the parent may have been unparking it
-  // (the portable form locks the parker's mutex to wake): start it afresh.
-  if (ph == fork_phase::child && mine) mine->word.reset_after_fork();
+  if (ph != fork_phase::child) return;
+  // The forking thread keeps its parker; the pooled ones go to the child's new threads. A thread
+  // of the parent may have been unparking any of them (a late wake lands on a pooled parker;
+  // the portable form locks the parker's mutex to wake): start them afresh. The pool's list is
+  // consistent: its mutex was held across the fork.
+  if (mine) mine->word.reset_after_fork();
+  for (native_parker* p = pool().free; p; p = p->next_free) p->word.reset_after_fork();
 }
 
 native_parker& native_parker::current() noexcept {

@@ -35,7 +35,8 @@ std::atomic<wait_table<native_policy>*> the_table{nullptr};
 // in use, forgets the releases registered in it and frees its lock, which may have been held
 // by a thread that does not exist in the child. The queues may be mid-update; nothing is read
 // from them, and their nodes were on the other threads' stacks, which nobody will free or use.
-// Buckets not in use are only read, so that the child does not copy the table's pages.
+// Buckets not in use are only read, so that the child does not copy the table's pages (with
+// futexes; the portable parking form writes every bucket's lock).
 // What stays: every word as the parent left it, bits held by the parent's threads included.
 void fork_prepare() noexcept {
   settings_at_fork(fork_phase::prepare);
@@ -49,7 +50,10 @@ void fork_child() noexcept {
   if (wait_table<native_policy>* t = the_table.load(std::memory_order_acquire)) {
     for (std::size_t i = 0; i < t->size(); ++i) {
       bucket<native_policy>& b = t->at(i);
-      if (!b.head && !b.releases && b.lock.free_after_fork()) continue;
+      // The portable parking form's lock also has a mutex, which a parent thread may hold while
+      // the lock word reads free (waking a sleeper in unlock): reset every bucket there.
+      const bool lock_clean = PAGEWAIT_HAVE_FUTEX && b.lock.free_after_fork();
+      if (!b.head && !b.releases && lock_clean) continue;
       b.lock.reset_after_fork();
       b.head = b.tail = nullptr;
       b.releases = nullptr;
