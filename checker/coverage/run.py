@@ -64,21 +64,20 @@ REASONS: list[tuple[str, bool | None, str]] = [
      "the broken walk exists only in broken_walk_policy (the self-test), not in the shipped instantiation"),
     ("return (max - t) <= dd ? max : t + dd;", True,
      "saturation: no scenario's fairness max_wait comes near time_point::max (native tests/fairness_test covers it)"),
+    ("if (!P::stats_on()) [[likely]]", True,
+     "statistics are never on in the model (its stats_on() is constexpr false, so that counting adds no "
+     "step to any schedule); the counting wrappers run natively in tests/stats_test.cpp"),
+    ("P::stat_", None,
+     "statistics are never on in the model (stats_on() is constexpr false); tests/stats_test.cpp runs them"),
+    ("const auto t0 = P::now();", False,
+     "statistics are never on in the model (stats_on() is constexpr false); tests/stats_test.cpp runs them"),
+    ("const bool ok = lock_contended(", False,
+     "statistics are never on in the model (stats_on() is constexpr false); tests/stats_test.cpp runs them"),
+    ("const bool ok = wait_clear_contended(", False,
+     "statistics are never on in the model (stats_on() is constexpr false); tests/stats_test.cpp runs them"),
+    ("return ok;", False,
+     "statistics are never on in the model (stats_on() is constexpr false); tests/stats_test.cpp runs them"),
     # Gaps: reachable in the shipped protocol, not reached by the scenarios (docs: checker/mutation/README.md).
-    ("if (!(v & bit) && try_lock(word, bit)) return true;", True,
-     "**gap**: the spin sees the bit clear and then *loses* the test_and_set to a barger. Needs the barger to "
-     "take the bit between the spin's load and its RMW and then stop (block or end) before releasing: 4 "
-     "preemptions in lock-handoff (K = 3); a barger that locks and then waits on another bit would need fewer"),
-    ("static bool earned_handoff(const node* n)", True,
-     "**gap**: a hand-off earned by *time* (`now >= handoff_at` true) never happens: every scenario with lock "
-     "waiters has max_wait 1 h (the clock stands still), or max_lost_races 0 (earned by count first). "
-     "Scenario: fairness {5, 0 ns} (prototype proto-handoff-by-time)"),
-    ("w.claim(b, n, n->kind == node_kind::shared ? token_cleared : token_retry);", True,
-     "**gap**: clear_bit_and_wake never meets a *lock* waiter on its bit (token_retry). Scenario: lock_bit on "
-     "the writeback bit while writeback runs (prototype proto-event-to-locker)"),
-    ("if (j && earned_handoff(j)) {", True,
-     "**gap**: a lock waiter that joined an unlock's walk has always earned its hand-off (the scenarios with "
-     "joiners use max_lost_races 0). Scenario: multi-hold unlock walks with joiners under fairness {1, 1 h}"),
     ("if (w.requeue.head) w.keep_waiters = true;", True,
      "minor gap: a hand-off to a joiner always found shared waiters claimed (handoff-past-reader); never one "
      "after a walk over waiters of other keys only. The untaken side only leaves keep_waiters as it was, "
