@@ -324,7 +324,8 @@ void runtime::check_waiters_bit() {
     if (si < 0 || !slots_[std::size_t(si)].live) continue;  // a DROP waiter's object may be gone
     const slot& s = slots_[std::size_t(si)];
     if (!(read_word(s) & waiters_mask(s.wide))) {
-      msg_ = "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (CONTRACT 3.4)";
+      msg_ =
+          "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (CONTRACT 3.4)";
       fail();
     }
   }
@@ -383,8 +384,8 @@ void runtime::unlock(model_lock& l) {
     if (t.rel_first >= 0) {
       scratch_threads_.clear();
       view_->waiters_for(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, t.rel_obj_bit, scratch_threads_);
-      t.last_first_queued = std::find(scratch_threads_.begin(), scratch_threads_.end(), t.rel_first) !=
-                            scratch_threads_.end();
+      t.last_first_queued =
+          std::find(scratch_threads_.begin(), scratch_threads_.end(), t.rel_first) != scratch_threads_.end();
     }
   }
 }
@@ -410,8 +411,10 @@ void runtime::check_queue() {
       fail();
     }
     if (x.queued && t.must_not_requeue) {
-      msg_ = t.name + " is queued again after its deadline passed while a release held it: it waits past its " +
-             "deadline for a later release (CONTRACT 3.6; DESIGN.md item 3 bounds that wait by the walk that held it)";
+      msg_ = t.name +
+             " is queued again after its deadline passed while a release held it: it waits past its " +
+             "deadline for a later release (CONTRACT 3.6; DESIGN.md item 3 bounds that wait by the walk that "
+             "held it)";
       fail();
     }
     t.joiner = !x.queued;
@@ -530,14 +533,18 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
       else if (me_.rel_first >= 0 && me_.rel_first != p.thread && me_.last_first_queued &&
                threads_[std::size_t(me_.rel_first)].waits == me_.rel_first_waits &&
                threads_[std::size_t(me_.rel_first)].retries == me_.rel_first_retries)
-        bad = "handed the lock past the first lock waiter queued when it began, which its walk must have met "
-              "and which is queued still (the first lock waiter decides)";
+        bad =
+            "handed the lock past the first lock waiter queued when it began, which its walk must have met "
+            "and which is queued still (the first lock waiter decides)";
       else if (!earned_loose(to))
-        bad = "handed the lock to a waiter that had not earned a hand-off (too few lost races, too short a wait)";
+        bad =
+            "handed the lock to a waiter that had not earned a hand-off (too few lost races, too short a "
+            "wait)";
       else if (me_.last_wb && me_.last_inside <= 1 &&
                slots_[std::size_t(me_.rel_obj_slot)].calls_ended == me_.rel_calls_ended)
-        bad = "handed the lock off leaving the waiters bit set, though nobody else waited on the word "
-              "(CONTRACT 3.4: a release that finds no other waiter clears it)";
+        bad =
+            "handed the lock off leaving the waiters bit set, though nobody else waited on the word "
+            "(CONTRACT 3.4: a release that finds no other waiter clears it)";
     } else if (token == detail::token_retry || token == detail::token_cleared) {
       if (me_.handoffs) bad = "woke a waiter as if the bit cleared after handing the lock off";
       if (token == detail::token_cleared) ++me_.cleared_tokens;
@@ -732,7 +739,8 @@ bool runtime::earned_loose(const thread& t) const {
   return t.in_lock && (t.retries >= fair.max_lost_races || clock_ - t.lock_start >= fair.max_wait);
 }
 bool runtime::earned_strict(const thread& t) const {
-  return t.in_lock && (t.retries >= fair.max_lost_races || (t.parked && clock_ - t.first_park >= fair.max_wait));
+  return t.in_lock &&
+         (t.retries >= fair.max_lost_races || (t.parked && clock_ - t.first_park >= fair.max_wait));
 }
 
 // [I3] Woken means cleared: a waiter that returns true saw the bit clear when it began, or a
@@ -758,7 +766,8 @@ void runtime::end_wait(const wait_start& w, bool ok) {
     msg_ =
         "woken by the wrong release: the wait returned, and the bit was cleared since it began, but no such "
         "clear "
-        "happens-before the return; what woke it was a release of the bit as it was before it waited (CONTRACT "
+        "happens-before the return; what woke it was a release of the bit as it was before it waited "
+        "(CONTRACT "
         "3.3)";
     fail();
   }
@@ -868,8 +877,9 @@ std::size_t runtime::live_objects(std::array<obj, max_slots>& out) const {
 void runtime::check_waiters_bit_clear(obj o) {
   const slot& s = slots_[std::size_t(o.slot)];
   if (read_word(s) & waiters_mask(s.wide)) {
-    msg_ = "the waiters bit of " + slot_name(o.slot, o.gen) +
-           " stays set after a release, though nobody waits any more (CONTRACT 3.4: the next release clears it)";
+    msg_ =
+        "the waiters bit of " + slot_name(o.slot, o.gen) +
+        " stays set after a release, though nobody waits any more (CONTRACT 3.4: the next release clears it)";
     fail();
   }
 }
@@ -928,9 +938,10 @@ void runtime::check_woken(const waiter_snapshot& w, obj o, std::uint64_t bit) {
   for (std::size_t i = 0; i < w.count; ++i)
     for (std::size_t j = 0; j < still.count; ++j)
       if (w.threads[i] == still.threads[j] && w.waits[i] == still.waits[j]) {
-        msg_ = "the release of " + describe_word(bit, slots_[std::size_t(o.slot)].wide) +
-               " returned leaving " + threads_[std::size_t(w.threads[i])].name +
-               " queued, though it queued before the release began (CONTRACT 3.2: it would need a later clear)";
+        msg_ =
+            "the release of " + describe_word(bit, slots_[std::size_t(o.slot)].wide) + " returned leaving " +
+            threads_[std::size_t(w.threads[i])].name +
+            " queued, though it queued before the release began (CONTRACT 3.2: it would need a later clear)";
         fail();
       }
 }

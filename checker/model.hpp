@@ -52,11 +52,11 @@ using vclock = std::array<std::uint32_t, max_threads>;
 
 // What a thread stopped at a branch point is about to do, for the scheduler's "enabled" test.
 enum class pending : std::uint8_t {
-  start,     // not started yet
-  run,       // an operation that can always proceed
-  lock,      // bucket lock: enabled while the lock is free
-  park,      // enabled once a token arrived; a timed park is always enabled (it may time out)
-  alloc,     // take a freed object slot: enabled once the slot is free (memory reuse)
+  start,      // not started yet
+  run,        // an operation that can always proceed
+  lock,       // bucket lock: enabled while the lock is free
+  park,       // enabled once a token arrived; a timed park is always enabled (it may time out)
+  alloc,      // take a freed object slot: enabled once the slot is free (memory reuse)
   bit_clear,  // a user step that needs the bit clear first (starting writeback): enabled then
   quiescent   // the quiescence probe: enabled once every other thread has returned
 };
@@ -111,8 +111,8 @@ struct node_info {
   std::uint64_t bit = 0;
   bool bookmark = false;
   bool exclusive = false;
-  bool queued = false;          // in a bucket queue (else in a release's joined list)
-  bool state_claimed = false;   // the node's `state` field says claimed
+  bool queued = false;         // in a bucket queue (else in a release's joined list)
+  bool state_claimed = false;  // the node's `state` field says claimed
 };
 inline constexpr std::size_t max_nodes = 32;  // nodes of one execution's table at once, bookmarks too
 
@@ -319,8 +319,8 @@ class runtime {
     unsigned handoffs = 0, queued_retries = 0, cleared_tokens = 0;
     int earned_joiner_raced = -1;  // a joiner that had asked for a hand-off, woken to race
     obj rel_obj;
-    bool rel_started = false;  // its first access to the word has happened (taken as its start)
-    handoff_due rel_due;       // an unlock: the earned waiter it must hand off to, at its start
+    bool rel_started = false;    // its first access to the word has happened (taken as its start)
+    handoff_due rel_due;         // an unlock: the earned waiter it must hand off to, at its start
     waiter_snapshot rel_queued;  // an event release: who was queued at its start
     // At its last bucket unlock: the waiters bit, and how many other threads were in a call on it.
     bool last_wb = false;

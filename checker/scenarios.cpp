@@ -128,8 +128,7 @@ void three_lockers_twice(runtime& r, fairness_settings f) {
   install_table<P>(r, 1, 64);
   r.fair = f;
   const obj a = r.new_object("page", 0, false, 1);
-  for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-    r.add_thread(n, U::locker(a, LCK, 2));
+  for (const char* n : {"T1 locker", "T2 locker", "T3 locker"}) r.add_thread(n, U::locker(a, LCK, 2));
 }
 
 // lock-handoff (CONTRACT §5): three threads lock and unlock one bit twice each. Hand-off is earned
@@ -261,8 +260,7 @@ struct handoff_walk {
     install_table<P>(r, 1, 1);
     r.fair = {0, std::chrono::hours(1)};
     const obj a = r.new_object("page", WBK, false, 1);
-    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-      r.add_thread(n, U::locker(a, LCK));
+    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"}) r.add_thread(n, U::locker(a, LCK));
     r.add_thread("T4 waiter", [a] { U::wait(a, WBK); });
     r.add_thread("T5 writeback", [a] { U::end_writeback(a, WBK); });
   }
@@ -425,8 +423,7 @@ struct spin_race {
     install_table<P>(r, 1, 64);
     r.fair = {1, std::chrono::hours(1)};
     const obj a = r.new_object("page", 0, false, 1);
-    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"})
-      r.add_thread(n, U::locker(a, LCK));
+    for (const char* n : {"T1 locker", "T2 locker", "T3 locker"}) r.add_thread(n, U::locker(a, LCK));
   }
 };
 
@@ -465,12 +462,14 @@ void setup_with_probe(runtime& r) {
 template <class S>
 scenario entry(const char* name, const char* summary, unsigned bound) {
   using rp = release_protocol;
-  return {name,
-          summary,
-          bound,
-          {&setup_with_probe<S, model_policy, rp::clear_then_wake>, &setup_with_probe<S, model_policy, rp::pinned>,
-           &setup_with_probe<S, model_policy, rp::xor_waiters>, &setup_with_probe<S, model_policy, rp::atomic_clear>},
-          &setup_with_probe<S, broken_walk_policy, rp::atomic_clear>};
+  return {
+      name,
+      summary,
+      bound,
+      {&setup_with_probe<S, model_policy, rp::clear_then_wake>,
+       &setup_with_probe<S, model_policy, rp::pinned>, &setup_with_probe<S, model_policy, rp::xor_waiters>,
+       &setup_with_probe<S, model_policy, rp::atomic_clear>},
+      &setup_with_probe<S, broken_walk_policy, rp::atomic_clear>};
 }
 
 // ------------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ bool sleep_word::wait(std::uint32_t expected, const deadline& dl) noexcept {
   const auto secs = std::chrono::duration_cast<std::chrono::seconds>(since_epoch);
   timespec ts{};
   ts.tv_sec = static_cast<time_t>(secs.count());
-  ts.tv_nsec = static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
+  ts.tv_nsec =
+      static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
   const long r = futex(&value, FUTEX_WAIT_BITSET_PRIVATE, expected, &ts, FUTEX_BITSET_MATCH_ANY);
   return !(r == -1 && errno == ETIMEDOUT);
 }

@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
-
-#include "at_fork.hpp"
 #include <stdexcept>
 #include <string>
+
+#include "at_fork.hpp"
 
 namespace pagewait {
 

@@ -1,4 +1,6 @@
 // src/wait_table.cpp — the native wait table, its bucket lock, and fork().
+#include "pagewait/detail/wait_table.hpp"
+
 #include <pthread.h>
 
 #include <atomic>
@@ -6,7 +8,6 @@
 
 #include "at_fork.hpp"
 #include "pagewait/detail/native_policy.hpp"
-#include "pagewait/detail/wait_table.hpp"
 
 namespace pagewait::detail {
 
@@ -29,14 +30,13 @@ namespace {
 // guard held by a thread it does not have.
 std::atomic<wait_table<native_policy>*> the_table{nullptr};
 
-// fork() (CONTRACT §2; the manual in pagewait.hpp): the child has one thread, the one that forked. Every waiter queued in
-// the table and every release in progress belonged to another thread of the parent (the forker
-// was calling fork, not waiting or walking), so the child drops them all: it empties each queue
-// in use, forgets the releases registered in it and frees its lock, which may have been held
-// by a thread that does not exist in the child. The queues may be mid-update; nothing is read
-// from them, and their nodes were on the other threads' stacks, which nobody will free or use.
-// Buckets not in use are only read, so that the child does not copy the table's pages (with
-// futexes; the portable parking form writes every bucket's lock).
+// fork() (CONTRACT §2; the manual in pagewait.hpp): the child has one thread, the one that forked. Every
+// waiter queued in the table and every release in progress belonged to another thread of the parent (the
+// forker was calling fork, not waiting or walking), so the child drops them all: it empties each queue in
+// use, forgets the releases registered in it and frees its lock, which may have been held by a thread that
+// does not exist in the child. The queues may be mid-update; nothing is read from them, and their nodes were
+// on the other threads' stacks, which nobody will free or use. Buckets not in use are only read, so that the
+// child does not copy the table's pages (with futexes; the portable parking form writes every bucket's lock).
 // What stays: every word as the parent left it, bits held by the parent's threads included.
 void fork_prepare() noexcept {
   settings_at_fork(fork_phase::prepare);
@@ -70,10 +70,11 @@ void fork_child() noexcept {
 wait_table<native_policy>& native_policy::table() noexcept {
   if (wait_table<native_policy>* t = the_table.load(std::memory_order_acquire)) [[likely]]
     return *t;
-  auto* fresh =
-      new wait_table<native_policy>(wait_table<native_policy>::size_for_machine(std::thread::hardware_concurrency()));
+  auto* fresh = new wait_table<native_policy>(
+      wait_table<native_policy>::size_for_machine(std::thread::hardware_concurrency()));
   wait_table<native_policy>* expected = nullptr;
-  if (the_table.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel, std::memory_order_acquire))
+  if (the_table.compare_exchange_strong(expected, fresh, std::memory_order_acq_rel,
+                                        std::memory_order_acquire))
     return *fresh;
   delete fresh;  // another thread installed one first
   return *expected;

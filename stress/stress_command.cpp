@@ -87,8 +87,8 @@ enum op_kind : int {
   k_drop_wait,   // take a published object, wait for its bit (DROP), free it at once
   k_count
 };
-constexpr const char* kind_name[k_count] = {"lock",      "try_lock",  "timed lock", "stop lock",  "event",
-                                            "wait",      "timed wait", "stop wait", "drop start", "drop wait"};
+constexpr const char* kind_name[k_count] = {"lock", "try_lock",   "timed lock", "stop lock",  "event",
+                                            "wait", "timed wait", "stop wait",  "drop start", "drop wait"};
 constexpr int kind_weight[k_count] = {18, 8, 10, 5, 14, 14, 10, 5, 8, 8};
 
 enum violation_kind : int {
@@ -105,10 +105,17 @@ enum violation_kind : int {
   v_exception,
   v_count
 };
-constexpr const char* violation_name[v_count] = {
-    "two owners",           "lost update (lock counter)", "woken into a set bit", "timed out early",
-    "gave up, no stop",     "touch after free",           "hang",                 "bit left set",
-    "wait table not empty", "waiters bit not cleared",    "exception"};
+constexpr const char* violation_name[v_count] = {"two owners",
+                                                 "lost update (lock counter)",
+                                                 "woken into a set bit",
+                                                 "timed out early",
+                                                 "gave up, no stop",
+                                                 "touch after free",
+                                                 "hang",
+                                                 "bit left set",
+                                                 "wait table not empty",
+                                                 "waiters bit not cleared",
+                                                 "exception"};
 
 struct counters {
   std::array<std::atomic<std::uint64_t>, k_count> ops{};
@@ -161,7 +168,8 @@ struct alignas(64) slot {
 // ------------------------------------------------------------------------------------------
 // DROP objects: freed by their waiter the moment the bit is seen clear, and reused at once.
 
-constexpr std::uint32_t poison = 0xA5A5A5A4u;  // bits 0 and 1 clear, waiters bit set: any release RMW changes it
+constexpr std::uint32_t poison =
+    0xA5A5A5A4u;  // bits 0 and 1 clear, waiters bit set: any release RMW changes it
 
 struct alignas(64) drop_object {  // a granule of its own, for ASan's poisoning
   std::atomic<std::uint32_t> word{poison};
@@ -423,8 +431,10 @@ class worker {
       // again by a later event (another generation).
       const W v1 = sl.word.load(std::memory_order_acquire);
       if ((v1 & bits<W>::event) && gen_of(v1) == gen_of(v0))
-        s_.violation(v_woken_set, "wait on word %p returned true with the event of generation %" PRIu64
-                     " it waited for still running", static_cast<const void*>(&sl.word), gen_of(v0));
+        s_.violation(v_woken_set,
+                     "wait on word %p returned true with the event of generation %" PRIu64
+                     " it waited for still running",
+                     static_cast<const void*>(&sl.word), gen_of(v0));
     }
   }
 
@@ -455,7 +465,7 @@ class worker {
     drop_object* o = s_.drops.claim();
     if (!o) return;
     wait_bit_clear(o->word, bits<std::uint32_t>::event);  // DROP: no reference held, none needed
-    s_.drops.give_back(o);                                  // freed the moment the bit is seen clear
+    s_.drops.give_back(o);                                // freed the moment the bit is seen clear
     s_.c.done[k_drop_wait].fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -524,8 +534,8 @@ void check_quiescent(shared_state& s, std::vector<slot<W>*>& words) {
       s.violation(v_bit_left_set, "word %p: 0x%llx has a lock or event bit set at the end",
                   static_cast<const void*>(&sl->word), static_cast<unsigned long long>(v));
     if (sl->counter != sl->acquisitions.load())
-      s.violation(v_lost_update, "word %p: counter %llu after %llu acquisitions", static_cast<const void*>(&sl->word),
-                  static_cast<unsigned long long>(sl->counter),
+      s.violation(v_lost_update, "word %p: counter %llu after %llu acquisitions",
+                  static_cast<const void*>(&sl->word), static_cast<unsigned long long>(sl->counter),
                   static_cast<unsigned long long>(sl->acquisitions.load()));
     if (v & waiters_bit<W>) {
       sl->word.fetch_or(bits<W>::probe);
@@ -577,16 +587,17 @@ int stress_main(int argc, char** argv) {
   CLI::App app{"pagewait stress: a randomized soak of every kind of wait, checking the contract as it goes"};
   options o;
   CLI::Option* seconds = tool::real_in(
-      app.add_option("--seconds", o.seconds, "run this long (default 10; with --ops: at most this long)"), 0.05,
-      1e6);
+      app.add_option("--seconds", o.seconds, "run this long (default 10; with --ops: at most this long)"),
+      0.05, 1e6);
   tool::whole_in(app.add_option("--ops", o.ops, "stop after this many operations in all (default: by time)"),
                  std::uint64_t{1});
   tool::whole_in(app.add_option("--threads", o.threads, "worker threads (default 8)"), 2u, 1024u);
   CLI::Option* seed =
       tool::whole_in(app.add_option("--seed", o.seed, "seed of the operation sequences (default: random)"),
                      std::uint64_t{0});
-  tool::whole_in(app.add_option("--words", o.words, "words to work on, half 32-bit, half 64-bit (default 64)"), 4u,
-                 1u << 20);
+  tool::whole_in(
+      app.add_option("--words", o.words, "words to work on, half 32-bit, half 64-bit (default 64)"), 4u,
+      1u << 20);
   tool::real_in(app.add_option("--hang-seconds", o.hang_seconds,
                                "an operation in progress this long is a violation (default 30)"),
                 1.0, 3600.0);
@@ -609,9 +620,11 @@ int stress_main(int argc, char** argv) {
   s.w32 = make_words<std::uint32_t>(std::max(2u, o.words / 2), keep32);
   s.w64 = make_words<std::uint64_t>(std::max(2u, o.words - o.words / 2), keep64);
 
-  std::printf("pagewait stress: %u threads, %u words (%zu 32-bit, %zu 64-bit), seed %" PRIu64 "%s\n", o.threads,
-              o.words, s.w32.size(), s.w64.size(), o.seed, o.inject.empty() ? "" : (", inject " + o.inject).c_str());
-  std::printf("replay the same operation sequences: pagewait stress --seed %" PRIu64 " --threads %u --words %u\n",
+  std::printf("pagewait stress: %u threads, %u words (%zu 32-bit, %zu 64-bit), seed %" PRIu64 "%s\n",
+              o.threads, o.words, s.w32.size(), s.w64.size(), o.seed,
+              o.inject.empty() ? "" : (", inject " + o.inject).c_str());
+  std::printf("replay the same operation sequences: pagewait stress --seed %" PRIu64
+              " --threads %u --words %u\n",
               o.seed, o.threads, o.words);
   std::fflush(stdout);
 
@@ -620,8 +633,7 @@ int stress_main(int argc, char** argv) {
   const auto t0 = clock_type::now();
   std::vector<std::thread> ts;
   const std::uint64_t quota = o.ops ? (o.ops + o.threads - 1) / o.threads : 0;
-  for (unsigned i = 0; i < o.threads; ++i)
-    ts.emplace_back([&s, i, quota] { worker(s, i).run(quota); });
+  for (unsigned i = 0; i < o.threads; ++i) ts.emplace_back([&s, i, quota] { worker(s, i).run(quota); });
   std::thread cancel([&s] { canceller(s, s.o.seed + 1); });
 
   // Progress, the watchdog and the clock, once every 100 ms.
@@ -688,21 +700,24 @@ int stress_main(int argc, char** argv) {
   std::uint64_t acq = 0;
   for (auto* sl : s.w32) acq += sl->acquisitions.load();
   for (auto* sl : s.w64) acq += sl->acquisitions.load();
-  std::printf("%-12s %14s ops in %.1f s (%.0f ops/s); %s lock acquisitions\n", "total", grouped(n).c_str(), elapsed,
-              double(n) / elapsed, grouped(acq).c_str());
+  std::printf("%-12s %14s ops in %.1f s (%.0f ops/s); %s lock acquisitions\n", "total", grouped(n).c_str(),
+              elapsed, double(n) / elapsed, grouped(acq).c_str());
   const stats_snapshot st = get_stats();
   const contention_stats& t = st.total;
-  std::printf("\ncontention (pagewait/stats.hpp): %s lock waits, %s shared waits, %s gave up, %s lost races, "
-              "%s slow releases, %s hand-offs\n",
-              grouped(t.lock_waits).c_str(), grouped(t.shared_waits).c_str(), grouped(t.gave_up).c_str(),
-              grouped(t.lost_races).c_str(), grouped(t.releases).c_str(), grouped(t.handoffs).c_str());
-  std::printf("  longest wait %.3f ms, longest bucket-lock hold %.1f us, longest walk %s nodes; %zu buckets used",
-              double(t.longest_wait.count()) / 1e6, double(t.longest_hold.count()) / 1e3,
-              grouped(t.longest_walk).c_str(), st.buckets.size());
+  std::printf(
+      "\ncontention (pagewait/stats.hpp): %s lock waits, %s shared waits, %s gave up, %s lost races, "
+      "%s slow releases, %s hand-offs\n",
+      grouped(t.lock_waits).c_str(), grouped(t.shared_waits).c_str(), grouped(t.gave_up).c_str(),
+      grouped(t.lost_races).c_str(), grouped(t.releases).c_str(), grouped(t.handoffs).c_str());
+  std::printf(
+      "  longest wait %.3f ms, longest bucket-lock hold %.1f us, longest walk %s nodes; %zu buckets used",
+      double(t.longest_wait.count()) / 1e6, double(t.longest_hold.count()) / 1e3,
+      grouped(t.longest_walk).c_str(), st.buckets.size());
   if (!st.buckets.empty()) {
-    const auto busiest = std::max_element(st.buckets.begin(), st.buckets.end(), [](const auto& a, const auto& b) {
-      return a.second.lock_waits + a.second.shared_waits < b.second.lock_waits + b.second.shared_waits;
-    });
+    const auto busiest =
+        std::max_element(st.buckets.begin(), st.buckets.end(), [](const auto& a, const auto& b) {
+          return a.second.lock_waits + a.second.shared_waits < b.second.lock_waits + b.second.shared_waits;
+        });
     std::printf(", busiest %zu (%s waits)", busiest->first,
                 grouped(busiest->second.lock_waits + busiest->second.shared_waits).c_str());
   }

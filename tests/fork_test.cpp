@@ -213,7 +213,7 @@ TEST(Fork, ForkingThreadKeepsItsBitsOthersStayHeld) {
     // The parent's waiter does not exist here; the queue it was in has been dropped.
     if (pwtest::queued_on(mine, LOCK) != 0) _exit(10);
     if (try_lock_bit_for(theirs, LOCK, 5ms)) _exit(11);  // held by a thread the child lacks
-    unlock_bit(mine, LOCK);                               // slow path (waiters bit set): walks
+    unlock_bit(mine, LOCK);                              // slow path (waiters bit set): walks
     if (mine.load() != 0) _exit(12);
     lock_bit(mine, LOCK);
     unlock_bit(mine, LOCK);

@@ -135,8 +135,8 @@ struct seen {
 TEST_F(Stats, TheHookSeesEachSlowWaitWithItsWordBitKindAndOutcome) {
   seen s;
   pagewait::set_contention_hook(
-      [](void* arg, const void* word, std::uint64_t bit, pagewait::wait_kind kind, std::chrono::nanoseconds waited,
-         bool got_it) {
+      [](void* arg, const void* word, std::uint64_t bit, pagewait::wait_kind kind,
+         std::chrono::nanoseconds waited, bool got_it) {
         auto* p = static_cast<seen*>(arg);
         p->word = word;
         p->bit = bit;

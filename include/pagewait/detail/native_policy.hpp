@@ -24,10 +24,10 @@
 #include <cstdint>
 
 #include "pagewait/detail/futex.hpp"
-#include "pagewait/fairness.hpp"
 #include "pagewait/detail/parker.hpp"
 #include "pagewait/detail/tsan.hpp"  // PAGEWAIT_TSAN: this translation unit is built with TSan
 #include "pagewait/detail/wait_table.hpp"
+#include "pagewait/fairness.hpp"
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
@@ -43,8 +43,7 @@ class word_lock {
  public:
   void lock() noexcept {
     std::uint32_t c = 0;
-    if (w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
-      return;
+    if (w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
     lock_slow();
   }
   void unlock() noexcept {
@@ -75,7 +74,10 @@ struct native_policy {
     (void)mo;  // a locked instruction is a full barrier on x86
     bool was_set;
     if constexpr (sizeof(W) == 4)
-      asm volatile("lock btsl %2, %0" : "+m"(w), "=@ccc"(was_set) : "r"(unsigned(__builtin_ctz(bit))) : "memory");
+      asm volatile("lock btsl %2, %0"
+                   : "+m"(w), "=@ccc"(was_set)
+                   : "r"(unsigned(__builtin_ctz(bit)))
+                   : "memory");
     else
       asm volatile("lock btsq %2, %0" : "+m"(w), "=@ccc"(was_set) : "r"(W(__builtin_ctzll(bit))) : "memory");
     return was_set;
