@@ -374,13 +374,13 @@ void runtime::unlock(model_lock& l) {
   record(r);
   check_waiters_bit();
   check_queue();
-  if (me().releasing && me().rel_obj_slot >= 0) {
+  if (me().releasing && me().rel_obj.slot >= 0) {
     thread& t = me();
-    const slot& s = slots_[std::size_t(t.rel_obj_slot)];
+    const slot& s = slots_[std::size_t(t.rel_obj.slot)];
     t.last_wb = (read_word(s) & waiters_mask(s.wide)) != 0;
     t.last_inside = 0;
     for (const thread& o : threads_)
-      if (&o != &t && o.call_slot == t.rel_obj_slot) ++t.last_inside;
+      if (&o != &t && o.call_slot == t.rel_obj.slot) ++t.last_inside;
     if (t.rel_first >= 0) {
       scratch_threads_.clear();
       view_->waiters_for(s.wide ? static_cast<const void*>(&s.w64) : &s.w32, t.rel_obj_bit, scratch_threads_);
@@ -541,7 +541,7 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
             "handed the lock to a waiter that had not earned a hand-off (too few lost races, too short a "
             "wait)";
       else if (me_.last_wb && me_.last_inside <= 1 &&
-               slots_[std::size_t(me_.rel_obj_slot)].calls_ended == me_.rel_calls_ended)
+               slots_[std::size_t(me_.rel_obj.slot)].calls_ended == me_.rel_calls_ended)
         bad =
             "handed the lock off leaving the waiters bit set, though nobody else waited on the word "
             "(CONTRACT 3.4: a release that finds no other waiter clears it)";
@@ -808,7 +808,6 @@ void runtime::begin_release(obj o, std::uint64_t bit, bool unlock, bool decides)
   t.releasing = true;
   t.rel_unlock = unlock;
   t.rel_decides = decides;
-  t.rel_obj_slot = o.slot;
   t.rel_obj_bit = bit;
   t.rel_obj = o;
   t.rel_started = false;

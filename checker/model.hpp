@@ -310,7 +310,6 @@ class runtime {
     // Its current release (begin_release .. end_release).
     bool releasing = false;
     bool rel_unlock = false, rel_decides = false;
-    int rel_obj_slot = -1;
     std::uint64_t rel_obj_bit = 0;
     bool rel_snap = false;  // the queue as it stood at the release's first bucket lock
     std::size_t rel_nodes_n = 0;
