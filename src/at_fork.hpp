@@ -13,5 +13,6 @@ enum class fork_phase { prepare, parent, child };
 
 void parker_pool_at_fork(fork_phase) noexcept;  // parker.cpp
 void settings_at_fork(fork_phase) noexcept;     // pagewait.cpp
+void checked_at_fork(fork_phase) noexcept;      // checked.cpp (checked builds; else nothing)
 
 }  // namespace pagewait::detail

@@ -39,12 +39,14 @@ std::atomic<wait_table<native_policy>*> the_table{nullptr};
 // child does not copy the table's pages (with futexes; the portable parking form writes every bucket's lock).
 // What stays: every word as the parent left it, bits held by the parent's threads included.
 void fork_prepare() noexcept {
+  checked_at_fork(fork_phase::prepare);
   settings_at_fork(fork_phase::prepare);
   parker_pool_at_fork(fork_phase::prepare);
 }
 void fork_parent() noexcept {
   parker_pool_at_fork(fork_phase::parent);
   settings_at_fork(fork_phase::parent);
+  checked_at_fork(fork_phase::parent);
 }
 void fork_child() noexcept {
   if (wait_table<native_policy>* t = the_table.load(std::memory_order_acquire)) {
@@ -61,6 +63,7 @@ void fork_child() noexcept {
   }
   parker_pool_at_fork(fork_phase::child);
   settings_at_fork(fork_phase::child);
+  checked_at_fork(fork_phase::child);
 }
 // Registered when the library is loaded (this file holds the table, so every program that can
 // queue a waiter links it). glibc removes the handlers if a shared library is unloaded.

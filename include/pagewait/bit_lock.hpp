@@ -29,11 +29,18 @@ class bit_lock {
   // word may be held by other threads at the same time (detail/tsan.hpp says why).
   void lock() {
     detail::tsan::acquiring t(word_);
-    detail::shipped<W>::lock(*word_, bit_);
+    if constexpr (checked_build)
+      detail::checked::lock(*word_, bit_, detail::checked::lock_how::block, detail::deadline::never(),
+                            nullptr);
+    else
+      detail::shipped<W>::lock(*word_, bit_);
     t.locked(true);
   }
   bool try_lock() noexcept {
     detail::tsan::acquiring t(word_);
+    if constexpr (checked_build)
+      return t.locked(detail::checked::lock(*word_, bit_, detail::checked::lock_how::try_once,
+                                            detail::deadline::never(), nullptr));
     return t.locked(detail::shipped<W>::try_lock(*word_, bit_));
   }
   // noexcept, as the standard's Lockable requirements ask (it runs in unique_lock's and
@@ -42,7 +49,10 @@ class bit_lock {
   void unlock() noexcept {
     try {
       detail::tsan::releasing t(word_);
-      detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock);
+      if constexpr (checked_build)
+        detail::checked::release(*word_, bit_, false);
+      else
+        detail::shipped<W>::release(*word_, bit_, detail::release_kind::unlock);
     } catch (...) {
       detail::fatal_not_set("bit_lock::unlock", word_, bit_);
     }

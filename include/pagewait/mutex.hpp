@@ -13,10 +13,11 @@
 //
 // Differences from std::mutex: unlock by a thread that does not hold it is not checked (as
 // with std::mutex, only an unlock of an unlocked mutex is detected: message, then abort); a
-// thread that locks it twice deadlocks, as with std::mutex. Like any pagewait word it may be
-// destroyed the instant another thread's unlock makes it free (release is the last touch).
-// Memory ordering: as lock_bit/unlock_bit (pagewait.hpp): a successful lock or try_lock
-// acquires, unlock releases; a failed try_lock or a timed-out try_lock_for orders nothing.
+// thread that locks it twice deadlocks, as with std::mutex. A checked build
+// (pagewait/checked.hpp) reports both, and destroying it while threads wait on it. Like any pagewait word it
+// may be destroyed the instant another thread's unlock makes it free (release is the last touch). Memory
+// ordering: as lock_bit/unlock_bit (pagewait.hpp): a successful lock or try_lock acquires, unlock releases; a
+// failed try_lock or a timed-out try_lock_for orders nothing.
 #pragma once
 
 #include <atomic>
@@ -50,17 +51,27 @@ class mutex {
 
   void lock() {
     detail::tsan::mutex_locking t(&word_, false);
-    core::lock(word_, locked_bit);
+    if constexpr (checked_build)
+      detail::checked::lock(word_, locked_bit, detail::checked::lock_how::block, detail::deadline::never(),
+                            nullptr);
+    else
+      core::lock(word_, locked_bit);
     t.done(true);
   }
   bool try_lock() noexcept {
     detail::tsan::mutex_locking t(&word_, true);
+    if constexpr (checked_build)
+      return t.done(detail::checked::lock(word_, locked_bit, detail::checked::lock_how::try_once,
+                                          detail::deadline::never(), nullptr));
     return t.done(core::try_lock(word_, locked_bit));
   }
   void unlock() noexcept {
     try {
       detail::tsan::mutex_unlocking t(&word_);
-      core::release(word_, locked_bit, detail::release_kind::unlock);
+      if constexpr (checked_build)
+        detail::checked::release(word_, locked_bit, false);
+      else
+        core::release(word_, locked_bit, detail::release_kind::unlock);
     } catch (...) {
       detail::fatal_not_set("pagewait::mutex::unlock", &word_, locked_bit);
     }
@@ -72,12 +83,18 @@ class mutex {
   bool try_lock_for(const std::chrono::duration<Rep, Period>& rel) {
     detail::deadline::check(rel);  // a NaN throws before the word is touched
     detail::tsan::mutex_locking t(&word_, true);
+    if constexpr (checked_build)
+      return t.done(detail::checked::lock(word_, locked_bit, detail::checked::lock_how::block,
+                                          detail::deadline::after(rel), nullptr));
     return t.done(detail::lock_for(word_, locked_bit, rel));
   }
   template <class Clock, class Duration>
   bool try_lock_until(const std::chrono::time_point<Clock, Duration>& abs) {
     detail::deadline::check(abs);
     detail::tsan::mutex_locking t(&word_, true);
+    if constexpr (checked_build)
+      return t.done(detail::checked::lock(word_, locked_bit, detail::checked::lock_how::block,
+                                          detail::deadline::until(abs), nullptr));
     return t.done(detail::lock_until(word_, locked_bit, abs));
   }
 

@@ -76,6 +76,12 @@
 //   * A waiters bit left set by the dropped waiters is harmless: the next release clears it.
 //   * vfork() and posix_spawn() children that only exec need none of this.
 //
+// Checked mode
+//   A build option (-DPAGEWAIT_CHECKED=ON) that reports misuse: a relock of a held bit, an unlock
+//   by a thread that does not hold it (hand a lock to another thread with disown_bit), two
+//   releases of one set bit at once, a bit cleared by hand or a word freed, unmapped or
+//   overwritten while waiters are queued on it. The manual: pagewait/checked.hpp.
+//
 // Rules for the word
 //   * The waiters bit is pagewait's; every other bit is yours. Change your bits only with atomic
 //     RMWs (fetch_or to start an event, any RMW on bits that are not pagewait-managed).
@@ -93,6 +99,7 @@
 #include <type_traits>
 
 #include "pagewait/bits.hpp"
+#include "pagewait/checked.hpp"
 #include "pagewait/detail/core.hpp"
 #include "pagewait/detail/deadline.hpp"
 #include "pagewait/detail/native_policy.hpp"
@@ -134,6 +141,9 @@ template <word_type W>
 bool try_lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
   detail::tsan::acquiring t(&word);
+  if constexpr (checked_build)
+    return t.locked(detail::checked::lock(word, bit, detail::checked::lock_how::try_once,
+                                          detail::deadline::never(), nullptr));
   return t.locked(detail::shipped<W>::try_lock(word, bit));
 }
 
@@ -143,7 +153,10 @@ template <word_type W>
 void lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
   detail::tsan::acquiring t(&word);
-  detail::shipped<W>::lock(word, bit);
+  if constexpr (checked_build)
+    detail::checked::lock(word, bit, detail::checked::lock_how::block, detail::deadline::never(), nullptr);
+  else
+    detail::shipped<W>::lock(word, bit);
   t.locked(true);
 }
 
@@ -171,6 +184,9 @@ bool try_lock_bit_until(std::atomic<W>& word, std::type_identity_t<W> bit,
   detail::check_bit(bit);
   detail::deadline::check(abs);  // a NaN throws here, before the try below touches the word
   detail::tsan::acquiring t(&word);
+  if constexpr (checked_build)
+    return t.locked(detail::checked::lock(word, bit, detail::checked::lock_how::block,
+                                          detail::deadline::until(abs), nullptr));
   return t.locked(detail::lock_until(word, bit, abs));
 }
 
@@ -180,6 +196,9 @@ bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
   detail::check_bit(bit);
   detail::deadline::check(rel);  // as above
   detail::tsan::acquiring t(&word);
+  if constexpr (checked_build)
+    return t.locked(detail::checked::lock(word, bit, detail::checked::lock_how::block,
+                                          detail::deadline::after(rel), nullptr));
   return t.locked(detail::lock_for(word, bit, rel));
 }
 
@@ -189,6 +208,9 @@ template <word_type W>
 bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
   detail::check_bit(bit);
   detail::tsan::acquiring t(&word);
+  if constexpr (checked_build)
+    return t.locked(
+        detail::checked::lock(word, bit, detail::checked::lock_how::block, detail::deadline::never(), &stop));
   if (detail::shipped<W>::try_lock(word, bit)) return t.locked(true);
   return t.locked(detail::shipped<W>::lock_slow(word, bit, detail::deadline::never(), &stop));
 }
@@ -209,7 +231,10 @@ template <word_type W>
 void unlock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
   detail::tsan::releasing t(&word);
-  detail::shipped<W>::release(word, bit, detail::release_kind::unlock);
+  if constexpr (checked_build)
+    detail::checked::release(word, bit, false);
+  else
+    detail::shipped<W>::release(word, bit, detail::release_kind::unlock);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -225,7 +250,10 @@ template <word_type W>
 void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
   detail::tsan::releasing t(&word);
-  detail::shipped<W>::release(word, bit, detail::release_kind::event);
+  if constexpr (checked_build)
+    detail::checked::release(word, bit, true);
+  else
+    detail::shipped<W>::release(word, bit, detail::release_kind::event);
 }
 
 // Returns once `bit` is clear: at once if it is clear now, else after a release cleared it.
@@ -236,6 +264,7 @@ void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
 template <word_type W>
 void wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit);
   detail::tsan::acquiring t(&word);
   t.waited(detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), nullptr));
 }
@@ -248,6 +277,7 @@ bool wait_bit_clear_until(std::atomic<W>& word, std::type_identity_t<W> bit,
                           const std::chrono::time_point<Clock, Duration>& abs) {
   detail::check_bit(bit);
   const detail::deadline dl = detail::deadline::until(abs);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit);
   detail::tsan::acquiring t(&word);
   return t.waited(detail::shipped<W>::wait_clear(word, bit, dl, nullptr));
 }
@@ -257,6 +287,7 @@ bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
                         const std::chrono::duration<Rep, Period>& rel) {
   detail::check_bit(bit);
   const detail::deadline dl = detail::deadline::after(rel);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit);
   detail::tsan::acquiring t(&word);
   return t.waited(detail::shipped<W>::wait_clear(word, bit, dl, nullptr));
 }
@@ -264,6 +295,7 @@ bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
 template <word_type W>
 bool wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
   detail::check_bit(bit);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit);
   detail::tsan::acquiring t(&word);
   return t.waited(detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), &stop));
 }

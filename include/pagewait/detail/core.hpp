@@ -53,6 +53,19 @@ inline constexpr bool selftest_clear_in_later_hold = requires {
   requires P::selftest_clear_in_later_hold;
 };
 
+// The checked mode (pagewait/checked.hpp) is a build of the native policy that declares
+// `static constexpr bool checked = true`. It adds two things here, both on slow paths and both
+// compiled only there: a queued waiter wakes every P::checked_poll() to look at its own word,
+// and a slow release reports, before its last touch, whether its bit was still set. Neither
+// changes what the protocol decides; the model's policy has neither. A policy derived from a
+// checked native one but with a table of its own (the demo's, some tests') is not checked: the
+// hooks take only the native table's buckets.
+template <class P>
+inline constexpr bool checked_mode = requires(bucket<P>& b, const std::atomic<std::uint32_t>* w) {
+  requires P::checked;
+  P::checked_queued(w, b);
+};
+
 enum class release_kind {
   unlock,  // unlock_bit: may hand off
   event,   // clear_bit_and_wake: always clears, wakes all
@@ -136,7 +149,7 @@ struct core {
   // can. Returns the token, or token_none if the wait was abandoned with nothing granted.
   static std::uint32_t sleep(bucket_t& b, node& n, const deadline& dl, const std::stop_token* stop) {
     typename P::parker& pk = *n.parker;
-    std::uint32_t t = pk.park(dl, stop);
+    std::uint32_t t = park_queued(b, n, dl, stop);
     if (t != token_none) return t;
     P::lock(b.lock);
     if (n.state.get() == node_state::queued) {
@@ -153,6 +166,30 @@ struct core {
     P::unlock(b.lock);
     t = pk.park(deadline::never(), nullptr);
     return t == token_abandoned ? token_none : t;
+  }
+
+  // The first park of a queued waiter. In a checked build it wakes every P::checked_poll() and,
+  // while still queued, has the policy look at the word under the bucket lock: a queued node for
+  // (word, bit) means the bit and the waiters bit are set ([I4], and no release has claimed the
+  // node). This is the only read of the word by a queued waiter [I3 DROP]: it happens under the
+  // bucket lock and only while the node is queued, so the bit is set and the object alive, unless
+  // the program freed or overwrote it — which is what the check is there to report. The report
+  // is made after the bucket lock is dropped.
+  static std::uint32_t park_queued(bucket_t& b, node& n, const deadline& dl, const std::stop_token* stop) {
+    if constexpr (checked_mode<P> && R == release_protocol::atomic_clear) {
+      for (;;) {
+        const deadline poll{P::now() + P::checked_poll()};
+        const std::uint32_t t = n.parker->park(poll.at < dl.at ? poll : dl, stop);
+        if (t != token_none || abandon(dl, stop)) return t;
+        P::lock(b.lock);
+        if (n.state.get() == node_state::queued)
+          P::checked_queued(static_cast<const std::atomic<W>*>(n.word), b);
+        P::unlock(b.lock);
+        P::checked_flush();
+      }
+    } else {
+      return n.parker->park(dl, stop);
+    }
   }
 
   // Statistics (opt-in, pagewait/stats.hpp) wrap the slow paths: while they are off, P::stats_on()
@@ -441,6 +478,10 @@ struct core {
         }
       }
     }
+    // Checked builds: the release ends in this hold; its bit must still be set (else another
+    // release of the same set bit ran meanwhile), and it leaves the list of releases in
+    // progress here, before its last touch, so that the word's next life starts clean.
+    if constexpr (checked_mode<P> && atomic_clear) P::checked_release_final(word, bit);
     node* requeue = w.requeue.head;
     if constexpr (atomic_clear) {
       if (!w.handoff) {
@@ -516,6 +557,7 @@ struct core {
       pk->unpark(token);
       n = next;
     }
+    if constexpr (checked_mode<P> && atomic_clear) P::checked_flush();  // the address only
   }
 
   static bool abandon(const deadline& dl, const std::stop_token* stop) {

@@ -23,6 +23,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "pagewait/checked.hpp"  // PAGEWAIT_CHECKED
 #include "pagewait/detail/futex.hpp"
 #include "pagewait/detail/parker.hpp"
 #include "pagewait/detail/tsan.hpp"  // PAGEWAIT_TSAN: this translation unit is built with TSan
@@ -154,6 +155,18 @@ struct native_policy {
   static void stat_hold_end(const bucket_lock* l) noexcept;
   static void stat_visit() noexcept;
   static std::atomic<bool> stats_flag;
+
+  // The checked mode (pagewait/checked.hpp; src/checked.cpp), a build option. The core calls
+  // these only when `checked` is true (detail/core.hpp, checked_mode): a queued waiter's look at
+  // its word (bucket lock held), a slow release's look before its last touch (bucket lock held),
+  // and the report of what either found, made by checked_flush after the lock is dropped.
+  static constexpr bool checked = PAGEWAIT_CHECKED != 0;
+  static std::chrono::steady_clock::duration checked_poll() noexcept;
+  template <class W>
+  static void checked_queued(const std::atomic<W>* word, bucket<native_policy>& b) noexcept;
+  template <class W>
+  static void checked_release_final(const std::atomic<W>& word, W bit) noexcept;
+  static void checked_flush() noexcept;
 };
 
 }  // namespace detail
