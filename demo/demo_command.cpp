@@ -5,7 +5,8 @@
 // in atomic RMWs on the page, how long waiters waited for writeback, lost wake-ups and the
 // final data check; then a verdict per protocol in plain words: what it is, whether its end of
 // writeback touched freed pages and how often, and what it cost. Every figure is measured in the
-// run; none is assumed.
+// run; none is assumed. Below the table, the contention statistics of each protocol's runs
+// (pagewait/stats.hpp), counted by the library while the demo runs.
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -15,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <pagewait/stats.hpp>
 #include <string>
 #include <vector>
 
@@ -84,6 +86,29 @@ nlohmann::json to_json(const run_result& r) {
   };
 }
 
+// The statistics of one protocol's runs, summed over its turns (longest: the maximum).
+void add_up(contention_stats& sum, const contention_stats& t) {
+  sum.lock_waits += t.lock_waits;
+  sum.shared_waits += t.shared_waits;
+  sum.gave_up += t.gave_up;
+  sum.lost_races += t.lost_races;
+  sum.releases += t.releases;
+  sum.handoffs += t.handoffs;
+  sum.longest_wait = std::max(sum.longest_wait, t.longest_wait);
+  sum.longest_walk = std::max(sum.longest_walk, t.longest_walk);
+}
+
+nlohmann::json to_json(const contention_stats& t) {
+  return {{"lock_waits", t.lock_waits},
+          {"shared_waits", t.shared_waits},
+          {"gave_up", t.gave_up},
+          {"lost_races", t.lost_races},
+          {"slow_releases", t.releases},
+          {"handoffs", t.handoffs},
+          {"longest_wait_us", double(t.longest_wait.count()) / 1e3},
+          {"longest_walk", t.longest_walk}};
+}
+
 std::string us(double v) {
   char b[32];
   if (v >= 10000)
@@ -143,6 +168,30 @@ void print_table(const options& o, unsigned slices, const run_config& base,
       "woken early         writeback waits woken while the page was still under writeback (a late wake-up)\n"
       "data                the file read back holds the last version written to every page\n",
       std::chrono::duration<double>(base.wait_timeout).count());
+}
+
+void print_contention(const std::vector<run_result>& rs, const std::vector<contention_stats>& cs) {
+  std::printf("\ncontention, per protocol (pagewait/stats.hpp: slow paths only, all turns)\n");
+  std::printf("%-16s  %11s  %12s  %8s  %10s  %13s  %9s  %12s  %12s\n", "protocol", "lock waits",
+              "shared waits", "gave up", "lost races", "slow releases", "hand-offs", "longest wait",
+              "longest walk");
+  for (std::size_t i = 0; i < rs.size(); ++i) {
+    const contention_stats& t = cs[i];
+    std::printf("%-16s  %11llu  %12llu  %8llu  %10llu  %13llu  %9llu  %s  %12llu\n",
+                std::string(to_string(rs[i].protocol)).c_str(), static_cast<unsigned long long>(t.lock_waits),
+                static_cast<unsigned long long>(t.shared_waits), static_cast<unsigned long long>(t.gave_up),
+                static_cast<unsigned long long>(t.lost_races), static_cast<unsigned long long>(t.releases),
+                static_cast<unsigned long long>(t.handoffs),
+                pad(us(double(t.longest_wait.count()) / 1e3), 12).c_str(),
+                static_cast<unsigned long long>(t.longest_walk));
+  }
+  std::printf(
+      "lock/shared waits   calls that found the bit set and took the slow path (the page lock; writeback and "
+      "lock waits)\n"
+      "slow releases       releases that found the waiters bit set and walked the wait table; hand-offs "
+      "among "
+      "them\n"
+      "longest walk        the most waiter nodes one release visited\n");
 }
 
 // What each protocol is, in one line.
@@ -311,6 +360,9 @@ int demo_main(int argc, char** argv) {
   const progress_bar bar(isatty(STDERR_FILENO) != 0);
   std::vector<run_result> results(protocols.size());
   std::vector<std::vector<double>> turns(protocols.size());  // writebacks/s of each turn
+  std::vector<contention_stats> contention(protocols.size());
+  const bool stats_were_on = stats_enabled();
+  enable_stats();
   try {
     double done = 0;
     for (unsigned s = 0; s < slices; ++s) {
@@ -320,7 +372,9 @@ int demo_main(int argc, char** argv) {
         const std::string label = std::string(to_string(c.protocol));
         c.progress = [&](double f) { bar.show(label, (done + f) / total); };
         bar.show(label, done / total);
+        reset_stats();
         run_result r = run_demo(c);
+        add_up(contention[i], get_stats().total);
         turns[i].push_back(r.seconds > 0 ? r.writebacks / r.seconds : 0.0);
         if (s == 0)
           results[i] = std::move(r);
@@ -330,8 +384,10 @@ int demo_main(int argc, char** argv) {
       }
     }
     bar.clear();
+    enable_stats(stats_were_on);
   } catch (const std::exception& e) {
     bar.clear();
+    enable_stats(stats_were_on);
     std::fprintf(stderr, "pagewait demo: %s\n", e.what());
     return 1;
   }
@@ -348,10 +404,15 @@ int demo_main(int argc, char** argv) {
                    {"page_size", 4096},
                    {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
     j["runs"] = nlohmann::json::array();
-    for (const run_result& r : results) j["runs"].push_back(to_json(r));
+    for (std::size_t i = 0; i < results.size(); ++i) {
+      nlohmann::json run = to_json(results[i]);
+      run["contention"] = to_json(contention[i]);
+      j["runs"].push_back(std::move(run));
+    }
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     print_table(o, slices, base, results);
+    print_contention(results, contention);
     print_verdict(results, turns);
   }
   // The demo's claims: every protocol keeps the data, and only clear-then-wake touches a

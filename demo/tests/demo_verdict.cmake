@@ -15,6 +15,11 @@ set(expect
     "\npinned +the Nov 2020 fix: an extra page reference held around the clear and the wake-up\n  touched freed pages: +no, in [0-9]+ ends of writeback\n  cost: +3\\.[0-9][0-9] atomic RMWs on the page per end of writeback\n  writebacks/s: +the reference\n"
     "\nxor-waiters +today's mainline: one xor clears the bit and reports the waiters. still pinned\n  touched freed pages: +no, in [0-9]+ ends of writeback\n"
     "\natomic-clear +the seed \\(pagewait\\): the bit is cleared inside the wake-up, so no reference is taken\n  touched freed pages: +no, in [0-9]+ ends of writeback\n  cost: +1\\.[0-9][0-9] atomic RMWs on the page per end of writeback\n  writebacks/s: +[0-9.]+x pinned's \\(turns: [0-9.]+x to [0-9.]+x, higher in [0-6] of 6: (higher in every turn|lower in every turn|no consistent difference)\\)\n")
+# The contention statistics, one row per protocol; atomic-clear's writeback waits are counted
+# (the demo's writers and truncators wait for writeback on every run).
+list(APPEND expect
+     "\ncontention, per protocol \\(pagewait/stats.hpp[^\n]*\n"
+     "\natomic-clear +[0-9]+ +[1-9][0-9]* +[0-9]+ +[0-9]+ +[1-9][0-9]* +[0-9]+ +[0-9.]+ (µs|ms) +[0-9]+\n")
 foreach(e IN LISTS expect)
   if(NOT out MATCHES "${e}")
     message(FATAL_ERROR "the verdict lacks: ${e}")
@@ -33,6 +38,10 @@ if(NOT rc STREQUAL "0" OR out MATCHES "verdict")
 endif()
 string(JSON proto GET "${out}" runs 0 protocol)
 string(JSON rmws GET "${out}" runs 0 rmws_per_end_of_writeback)
+string(JSON slow GET "${out}" runs 0 contention slow_releases)
+if(NOT slow MATCHES "^[0-9]+$")
+  message(FATAL_ERROR "--json: runs[0].contention.slow_releases is '${slow}'")
+endif()
 if(NOT proto STREQUAL "atomic-clear")
   message(FATAL_ERROR "--json: runs[0].protocol is '${proto}'")
 endif()
