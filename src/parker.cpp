@@ -8,6 +8,10 @@
 
 namespace pagewait::detail {
 
+std::atomic<bool> native_parker::counting{false};
+std::atomic<std::uint64_t> native_parker::wake_calls{0};
+std::atomic<std::uint64_t> native_parker::sleeps{0};
+
 std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
   // The stop callback runs in the requesting thread: it flags the parker and wakes it. It is
   // destroyed (and, if running, waited for) before park returns, so it never flags a later
@@ -23,10 +27,16 @@ std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* sto
   if (stop && stop->stop_possible()) on_stop.emplace(*stop, interrupt{this});
   for (;;) {
     // Acquire pairs with the releaser's fetch_or(token, release) in unpark().
-    const std::uint32_t v = word.value.load(std::memory_order_acquire);
+    std::uint32_t v = word.value.load(std::memory_order_acquire);
     if (v & token_mask) return v & token_mask;
     if (stop && (v & interrupted_flag)) return token_none;
     if (!dl.is_never() && std::chrono::steady_clock::now() >= dl.at) return token_none;
+    if (!(v & sleeping_flag)) {
+      // Say that we sleep, unless a token (or a stop) arrived since the load: then look again.
+      if (!word.value.compare_exchange_weak(v, v | sleeping_flag, std::memory_order_relaxed)) continue;
+      v |= sleeping_flag;
+    }
+    if (counting.load(std::memory_order_relaxed)) sleeps.fetch_add(1, std::memory_order_relaxed);
     word.wait(v, dl);  // spurious returns are fine: re-check
   }
 }

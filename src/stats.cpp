@@ -122,6 +122,7 @@ void enable_stats(bool on) {
       delete[] fresh;  // another thread installed them first
   }
   detail::native_policy::stats_flag.store(on, std::memory_order_relaxed);
+  detail::native_parker::counting.store(on, std::memory_order_relaxed);
 }
 
 bool stats_enabled() noexcept { return detail::native_policy::stats_on(); }
@@ -149,6 +150,8 @@ bool any(const contention_stats& s) {
 
 stats_snapshot get_stats() {
   stats_snapshot out;
+  out.wake_syscalls = detail::native_parker::wake_calls.load(std::memory_order_relaxed);
+  out.sleeps = detail::native_parker::sleeps.load(std::memory_order_relaxed);
   const detail::bucket_counters* c = detail::the_counters.load(std::memory_order_acquire);
   if (!c) return out;
   const std::size_t n = detail::native_policy::table().size();
@@ -171,6 +174,8 @@ stats_snapshot get_stats() {
 }
 
 void reset_stats() noexcept {
+  detail::native_parker::wake_calls.store(0, std::memory_order_relaxed);
+  detail::native_parker::sleeps.store(0, std::memory_order_relaxed);
   detail::bucket_counters* c = detail::the_counters.load(std::memory_order_acquire);
   if (!c) return;
   const std::size_t n = detail::native_policy::table().size();

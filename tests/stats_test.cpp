@@ -109,6 +109,39 @@ TEST_F(Stats, TheLongestWalk) {
   EXPECT_EQ(c.releases, 1u);
 }
 
+// A wake system call is made for a waiter that went to sleep, and only for one: an unpark that
+// lands before the waiter sleeps leaves the token for it to find (parker.hpp, sleeping_flag).
+TEST_F(Stats, AWakeSystemCallIsMadeOnlyForAWaiterThatSlept) {
+  std::atomic<std::uint32_t> w{EVENT};
+  std::atomic<pagewait::detail::native_parker*> parker{nullptr};
+  std::thread t([&] {
+    parker = &pagewait::detail::native_parker::current();
+    pagewait::wait_bit_clear(w, EVENT);
+  });
+  while (!parker.load()) std::this_thread::yield();
+  // Asleep: its parker says so (the flag is set by its CAS just before the futex wait).
+  while (!(parker.load()->word.value.load() & pagewait::detail::sleeping_flag)) std::this_thread::yield();
+  pagewait::clear_bit_and_wake(w, EVENT);
+  t.join();
+  auto s = pagewait::get_stats();
+  EXPECT_EQ(s.wake_syscalls, 1u);
+  EXPECT_GE(s.sleeps, 1u);
+
+  // The parker alone: unparked before it parks, it returns the token without sleeping, and the
+  // unpark makes no system call.
+  pagewait::reset_stats();
+  pagewait::detail::native_parker& me = pagewait::detail::native_parker::current();
+  me.prepare();
+  bool woke = true;
+  std::thread u([&] { woke = me.unpark(pagewait::detail::token_cleared); });
+  u.join();
+  EXPECT_FALSE(woke);
+  EXPECT_EQ(me.park(pagewait::detail::deadline::never(), nullptr), pagewait::detail::token_cleared);
+  s = pagewait::get_stats();
+  EXPECT_EQ(s.wake_syscalls, 0u);
+  EXPECT_EQ(s.sleeps, 0u);
+}
+
 TEST_F(Stats, ResetZeroesAndOffStopsCounting) {
   std::atomic<std::uint32_t> w{EVENT};
   EXPECT_FALSE(pagewait::wait_bit_clear_for(w, EVENT, 1ms));

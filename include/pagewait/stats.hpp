@@ -25,6 +25,9 @@
 //   longest_wait               the longest slow-path wait, from its start to its return
 //   longest_hold, longest_walk the longest bucket-lock hold (any holder), and the most nodes one
 //                              release visited (bounded per hold by the walk's chunk)
+//   wake_syscalls, sleeps      (the snapshot's, whole process) futex wake system calls made to
+//                              unpark a waiter, and futex sleeps entered by waiters; an unpark of a
+//                              waiter that has not gone to sleep yet makes none
 // Counters are updated with relaxed atomics: a snapshot taken while threads wait is a
 // consistent-enough sum, not an instant; reset_stats() while waits are in progress may keep
 // parts of theirs.
@@ -59,6 +62,11 @@ struct contention_stats {
 
 struct stats_snapshot {
   contention_stats total;
+  // Whole process (a parker does not know the bucket): futex wake system calls made to unpark a
+  // waiter, and sleeps (futex waits) waiters entered. An unpark of a waiter that had not yet gone
+  // to sleep makes no system call; a sleep may end spuriously and be entered again.
+  std::uint64_t wake_syscalls = 0;
+  std::uint64_t sleeps = 0;
   // (bucket index, its counters), ascending, for the buckets with anything counted.
   std::vector<std::pair<std::size_t, contention_stats>> buckets;
 };
