@@ -1,6 +1,8 @@
 // bench/micro.cpp — Google Benchmark: figures 1 and 2.
 //
 //   fig1/<peer>       uncontended lock + unlock, one thread, one object
+//   fig1/two-RMW floor  what any bit lock with one RMW each way costs at least: a `lock bts` and
+//                     a load + `lock cmpxchg` on one word, nothing else (no waiting, no waiters bit)
 //   fig2/<peer>       event: set the bit (a user's fetch_or), release it with no waiter
 //   fig2/set-only     the set alone followed by a plain store of the old value: subtracting it
 //                     from fig2/<peer> leaves the release's own cost
@@ -32,6 +34,17 @@ void bm_event(benchmark::State& state) {
   benchmark::DoNotOptimize(&o);
 }
 
+void bm_floor(benchmark::State& state) {
+  std::atomic<std::uint32_t> word{0};
+  for (auto _ : state) {
+    (void)pagewait::detail::native_policy::test_and_set(word, LOCK, std::memory_order_acquire);
+    std::uint32_t v = word.load(std::memory_order_relaxed);
+    while (!word.compare_exchange_weak(v, v & ~LOCK, std::memory_order_release, std::memory_order_relaxed)) {
+    }
+  }
+  benchmark::DoNotOptimize(&word);
+}
+
 void bm_set_only(benchmark::State& state) {
   std::atomic<std::uint32_t> word{0};
   for (auto _ : state) {
@@ -46,6 +59,7 @@ struct registrar {
     for_each_peer<all_peers>([]<class Peer>() {
       benchmark::RegisterBenchmark(("fig1/" + std::string(Peer::name)).c_str(), &bm_uncontended<Peer>);
     });
+    benchmark::RegisterBenchmark("fig1/two-RMW floor", &bm_floor);
     for_each_peer<all_peers>([]<class Peer>() {
       if constexpr (Peer::has_event)
         benchmark::RegisterBenchmark(("fig2/" + std::string(Peer::name)).c_str(), &bm_event<Peer>);

@@ -16,6 +16,9 @@
 
 #include <absl/synchronization/mutex.h>
 #include <linux/futex.h>
+#include <oneapi/tbb/mutex.h>
+#include <oneapi/tbb/queuing_mutex.h>
+#include <oneapi/tbb/spin_mutex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -24,6 +27,7 @@
 #include <climits>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <pagewait/pagewait.hpp>
 #include <string_view>
 #include <thread>
@@ -159,6 +163,45 @@ struct tas_spin_peer {
   static void unlock(object& o) { o.word.store(0, std::memory_order_release); }
 };
 
+// oneTBB's mutexes (Debian libtbb-dev 2021.8): tbb::mutex spins briefly, then sleeps (futex);
+// tbb::spin_mutex spins with exponential backoff and yields, never sleeps; tbb::queuing_mutex
+// is a fair MCS queue lock, each waiter spinning on its own node. None has an event.
+struct tbb_mutex_peer {
+  static constexpr std::string_view name = "tbb::mutex";
+  static constexpr bool has_event = false;
+  struct object {
+    tbb::mutex m;
+  };
+  static void lock(object& o) { o.m.lock(); }
+  static void unlock(object& o) { o.m.unlock(); }
+};
+
+struct tbb_spin_peer {
+  static constexpr std::string_view name = "tbb::spin_mutex";
+  static constexpr bool has_event = false;
+  struct object {
+    tbb::spin_mutex m;
+  };
+  static void lock(object& o) { o.m.lock(); }
+  static void unlock(object& o) { o.m.unlock(); }
+};
+
+// The queuing mutex is locked through a scoped_lock, the waiter's queue node; the benchmarks
+// hold one lock at a time per thread, so one node per thread serves.
+struct tbb_queuing_peer {
+  static constexpr std::string_view name = "tbb::queuing_mutex";
+  static constexpr bool has_event = false;
+  struct object {
+    tbb::queuing_mutex m;
+  };
+  static std::optional<tbb::queuing_mutex::scoped_lock>& node() {
+    thread_local std::optional<tbb::queuing_mutex::scoped_lock> n;
+    return n;
+  }
+  static void lock(object& o) { node().emplace(o.m); }
+  static void unlock(object&) { node().reset(); }
+};
+
 // ---------------------------------------------------------------------------------------------
 // pagewait. The object is the user's word; the pinning protocols' objects also carry the
 // reference count their pin takes (as a page carries its refcount).
@@ -233,7 +276,8 @@ using pw_clear_then_wake = pw_peer<pagewait::release_protocol::clear_then_wake>;
 
 // Every lock peer, in table order: the shipped protocol first.
 using all_peers = std::tuple<pw_atomic_clear, pw_pinned, pw_xor_waiters, pw_clear_then_wake, std_mutex_peer,
-                             absl_mutex_peer, atomic_wait_peer, naive_futex_peer, tas_spin_peer>;
+                             absl_mutex_peer, tbb_mutex_peer, tbb_spin_peer, tbb_queuing_peer,
+                             atomic_wait_peer, naive_futex_peer, tas_spin_peer>;
 
 template <class Tuple, class F>
 void for_each_peer(F&& f) {
