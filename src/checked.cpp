@@ -288,6 +288,12 @@ void inspect(std::atomic<W>& word, const char* doing) {
 
 // This thread's findings from inside the core (bucket lock held), reported by checked_flush.
 thread_local finding pending;
+// The release entry taken out under the bucket lock, freed by checked_flush once the lock is
+// dropped: no memory is freed under a bucket lock.
+thread_local std::unordered_map<key, std::uint64_t, key_hash>::node_type pending_node;
+// Set when recording an owner or a release ran out of memory: from then on a missing entry
+// proves nothing, and unlocks of bits without an owner are not reported.
+std::atomic<bool> records_lost{false};
 
 }  // namespace
 
@@ -325,10 +331,11 @@ void native_policy::checked_release_final(const std::atomic<W>& word, W bit) noe
   shard& s = shard_of(&word);
   std::lock_guard<std::mutex> g(s.m);
   auto it = s.releasing.find(key_of(&word, bit));
-  if (it != s.releasing.end() && it->second == checked_thread_id()) s.releasing.erase(it);
+  if (it != s.releasing.end() && it->second == checked_thread_id()) pending_node = s.releasing.extract(it);
 }
 
 void native_policy::checked_flush() noexcept {
+  pending_node = {};
   if (!pending.any) return;
   const finding f = pending;
   pending = finding{};
@@ -367,8 +374,13 @@ bool lock(std::atomic<W>& word, W bit, lock_how how, const deadline& dl, const s
   const bool ok = shipped<W>::try_lock(word, bit) ||
                   (how == lock_how::block && shipped<W>::lock_slow(word, bit, dl, stop));
   if (ok) {
-    std::lock_guard<std::mutex> g(s.m);
-    s.owners[key_of(&word, bit)] = me;
+    // The bit is held now: nothing may throw past this point (it would leave it held by nobody).
+    try {
+      std::lock_guard<std::mutex> g(s.m);
+      s.owners[key_of(&word, bit)] = me;
+    } catch (...) {
+      records_lost.store(true, std::memory_order_relaxed);
+    }
   }
   return ok;
 }
@@ -382,10 +394,12 @@ void release(std::atomic<W>& word, W bit, bool event) {
   // Registered first, before anything that can block (the bucket lock below), so that two
   // releases that overlap anywhere find each other.
   finding f;
-  {
+  try {
     std::lock_guard<std::mutex> g(s.m);
     auto [it, fresh] = s.releasing.try_emplace(k, me);
     if (!fresh) f = {true, violation_kind::concurrent_release, &word, bit, it->second, 0, doing};
+  } catch (...) {
+    records_lost.store(true, std::memory_order_relaxed);  // out of memory: this release goes unchecked
   }
   report(f);
   auto unregister = [&] {
@@ -404,7 +418,8 @@ void release(std::atomic<W>& word, W bit, bool event) {
     auto it = s.owners.find(k);
     if (it == s.owners.end()) {
       // An event bit has no owner; an unlock of a bit nobody locked is a violation.
-      if (!event) f = {true, violation_kind::unlock_not_owner, &word, bit, 0, 0, doing};
+      if (!event && !records_lost.load(std::memory_order_relaxed))
+        f = {true, violation_kind::unlock_not_owner, &word, bit, 0, 0, doing};
     } else {
       if (it->second != me && it->second != disowned)
         f = {true, violation_kind::unlock_not_owner, &word, bit, it->second, 0, doing};
@@ -420,8 +435,9 @@ void release(std::atomic<W>& word, W bit, bool event) {
 }
 
 template <word_type W>
-void before_wait(std::atomic<W>& word, W bit) {
+void before_wait(std::atomic<W>& word, W bit, bool unbounded) {
   inspect(word, "waits for");
+  if (!unbounded) return;  // a bounded wait for one's own bit returns false: defined, not a hang
   const std::uint64_t me = checked_thread_id();
   shard& s = shard_of(&word);
   finding f;
@@ -459,7 +475,7 @@ void disown(std::atomic<W>& word, W bit) {
 #define PAGEWAIT_CHECKED_INSTANTIATE(W)                                                         \
   template bool lock<W>(std::atomic<W>&, W, lock_how, const deadline&, const std::stop_token*); \
   template void release<W>(std::atomic<W>&, W, bool);                                           \
-  template void before_wait<W>(std::atomic<W>&, W);                                             \
+  template void before_wait<W>(std::atomic<W>&, W, bool);                                       \
   template void disown<W>(std::atomic<W>&, W);
 PAGEWAIT_CHECKED_INSTANTIATE(std::uint32_t)
 PAGEWAIT_CHECKED_INSTANTIATE(std::uint64_t)

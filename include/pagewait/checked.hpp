@@ -9,7 +9,8 @@
 // What it reports, each with the word's address and the bit:
 //   relock               a thread locks (lock_bit, its timed and stop forms, try_lock_bit,
 //                        bit_lock, mutex) a bit it already holds: the blocking forms would wait
-//                        for themselves forever.
+//                        for themselves forever; or waits with wait_bit_clear (the untimed form)
+//                        for a bit it holds. (A bounded wait for it just returns false.)
 //   unlock_not_owner     unlock_bit (or bit_lock/mutex unlock, or clear_bit_and_wake of a bit
 //                        held as a lock) by a thread that does not hold the bit: another thread
 //                        holds it, or it was never locked through pagewait (set by hand).
@@ -33,7 +34,11 @@
 //
 // Costs (checked builds only): each call takes a lock of a side table (the owners of held lock
 // bits and the releases in progress, sharded by address) and its bucket's lock to look at the
-// word's queue; every release takes the slow path; a queued waiter wakes every poll interval.
+// word's queue, which it walks whole (the bound on a hold's visits, CONTRACT §3.7, does not hold
+// in a checked build); every release takes the slow path; a queued waiter wakes every poll
+// interval. The side table allocates: a program whose operator new or delete itself uses
+// pagewait locks cannot use the checked mode (it could deadlock on the table). If memory runs
+// out while recording, the check is skipped rather than the operation failing.
 //
 // How a report ends: the handler (set_violation_handler) is called in the thread that found
 // the violation, outside every lock of the library. The default prints one line to stderr
@@ -118,7 +123,7 @@ bool lock(std::atomic<W>& word, W bit, lock_how how, const deadline& dl, const s
 template <word_type W>
 void release(std::atomic<W>& word, W bit, bool event);
 template <word_type W>
-void before_wait(std::atomic<W>& word, W bit);
+void before_wait(std::atomic<W>& word, W bit, bool unbounded);
 template <word_type W>
 void disown(std::atomic<W>& word, W bit);
 }  // namespace detail::checked

@@ -264,7 +264,7 @@ void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
 template <word_type W>
 void wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
   detail::check_bit(bit);
-  if constexpr (checked_build) detail::checked::before_wait(word, bit);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit, true);
   detail::tsan::acquiring t(&word);
   t.waited(detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), nullptr));
 }
@@ -277,7 +277,7 @@ bool wait_bit_clear_until(std::atomic<W>& word, std::type_identity_t<W> bit,
                           const std::chrono::time_point<Clock, Duration>& abs) {
   detail::check_bit(bit);
   const detail::deadline dl = detail::deadline::until(abs);
-  if constexpr (checked_build) detail::checked::before_wait(word, bit);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit, false);
   detail::tsan::acquiring t(&word);
   return t.waited(detail::shipped<W>::wait_clear(word, bit, dl, nullptr));
 }
@@ -287,7 +287,7 @@ bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
                         const std::chrono::duration<Rep, Period>& rel) {
   detail::check_bit(bit);
   const detail::deadline dl = detail::deadline::after(rel);
-  if constexpr (checked_build) detail::checked::before_wait(word, bit);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit, false);
   detail::tsan::acquiring t(&word);
   return t.waited(detail::shipped<W>::wait_clear(word, bit, dl, nullptr));
 }
@@ -295,7 +295,7 @@ bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
 template <word_type W>
 bool wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
   detail::check_bit(bit);
-  if constexpr (checked_build) detail::checked::before_wait(word, bit);
+  if constexpr (checked_build) detail::checked::before_wait(word, bit, false);
   detail::tsan::acquiring t(&word);
   return t.waited(detail::shipped<W>::wait_clear(word, bit, detail::deadline::never(), &stop));
 }
