@@ -492,7 +492,7 @@ def document(res, command, plot_files, out_dir, doc_path):
                        f"{max(r['waiters'] for r in wrows):,}" +
                        (f"; without bookmarks {nobmax['max_hold_visits']:,} visits, {fmt_ns(nobmax['max_hold_ns'])}"
                         if nobmax else ""))))
-    L.append("## Targets (issue 5), this run\n")
+    L.append("## Targets (issues 5 and 10), this run\n")
     L.append(table(["target", "result"], tg) + "\n")
     L.append("Why a target is missed, and what would close it, is discussed under [Notes](#notes).\n")
 
