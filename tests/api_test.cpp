@@ -171,7 +171,10 @@ TYPED_TEST(ApiTest, EventWaiterWokenOnlyByTheClear) {
     pagewait::wait_bit_clear(w, 0b1000);
     done = true;
   });
-  std::this_thread::sleep_for(20ms);
+  // Until it is queued: a fixed sleep (20 ms) was once too short for the thread to get there, in
+  // the portable parking build under ASan on a loaded machine. ctest's timeout bounds the loop.
+  while (pwtest::queued_on(w, W(0b1000)) == 0) std::this_thread::sleep_for(1ms);
+  std::this_thread::sleep_for(5ms);
   EXPECT_FALSE(done.load());
   EXPECT_TRUE(w.load() & pagewait::waiters_bit<W>);  // it is queued: the waiters bit says so
   pagewait::clear_bit_and_wake(w, 0b1000);
