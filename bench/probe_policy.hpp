@@ -44,9 +44,7 @@ inline std::atomic<std::uint64_t> parked_threads{0};
 // unpark after the waiter returned): these are never freed, and stay reachable.
 struct probe_parker {
   pagewait::detail::native_parker* inner;
-  std::uint64_t prepare() noexcept { return inner->prepare(); }
-  void settle() noexcept { inner->settle(); }
-  std::uint64_t race_seq() const noexcept { return inner->race_seq(); }
+  void prepare() noexcept { inner->prepare(); }
   std::uint32_t park(const pagewait::detail::deadline& dl, const std::stop_token* stop) noexcept {
     parked_threads.fetch_add(1, std::memory_order_relaxed);
     return inner->park(dl, stop);

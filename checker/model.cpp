@@ -45,7 +45,6 @@ void runtime::reset() {
     s.calls_ended = 0;
   }
   joined_ever_n_ = 0;
-  retry_keys_.clear();
   for (thread& t : threads_) fiber_pool_.push_back(std::move(t.fib));
   threads_.clear();
   trace_.clear();
@@ -289,7 +288,6 @@ void runtime::end_word(int si, const char* op, std::memory_order mo, bool writes
                        std::uint64_t before, std::uint64_t after) {
   slot& s = slots_[std::size_t(si)];
   if (me().rel_slot == si && (before & me().rel_bit) && !(after & me().rel_bit)) me().rel_done = true;
-  if (writes && me().racing && me().race_slot == si) me().racing = false;  // the racer's try
   // Happens-before as C++ defines it for one location: an acquire joins the release sequence's
   // clocks; a release RMW adds its own; a relaxed RMW continues the sequence unchanged.
   if (acquires(mo)) join(s.rel);
@@ -462,58 +460,18 @@ void runtime::visit(const void* node) {
   }
 }
 
-std::uint64_t model_parker::prepare() { return rt().parker_prepare(*this); }
-void model_parker::settle() { rt().parker_settle(*this); }
-std::uint64_t model_parker::race_seq() const { return rt().parker_seq(*this); }
+void model_parker::prepare() { rt().parker_prepare(*this); }
 std::uint32_t model_parker::park(const detail::deadline& dl, const std::stop_token*) {
   return rt().parker_park(*this, dl);
 }
 void model_parker::unpark(std::uint32_t t) { rt().parker_unpark(*this, t); }
 
-std::uint64_t runtime::parker_prepare(model_parker& p) {
+void runtime::parker_prepare(model_parker& p) {
   stop(pending::run);
   p.token = 0;
-  ++p.seq;
   tick();
   step_record r;
   r.op = "parker prepare";
-  r.n = std::int64_t(p.seq);
-  r.note = "race sequence";
-  record(r);
-  return p.seq;
-}
-
-// The race sequence's store and load are relaxed atomics: each is a branch point, and neither
-// adds a happens-before edge, so a core that relied on them to order plain data would show up
-// as a race.
-void runtime::parker_settle(model_parker& p) {
-  stop(pending::run);
-  ++p.seq;
-  tick();
-  step_record r;
-  r.op = "parker settle";
-  r.n = std::int64_t(p.seq);
-  r.note = "race sequence";
-  record(r);
-}
-
-std::uint64_t runtime::parker_seq(const model_parker& p) {
-  stop(pending::run);
-  tick();
-  step_record r;
-  r.op = "race sequence read";
-  r.n = std::int64_t(p.seq);
-  r.note = threads_[std::size_t(p.thread)].name.c_str();
-  record(r);
-  return p.seq;
-}
-
-void runtime::skipped(int t) {
-  ++threads_[std::size_t(t)].skips;
-  if (me().releasing) ++me().skips_made;
-  step_record r;
-  r.op = "skip: racer in flight";
-  r.note = threads_[std::size_t(t)].name.c_str();
   record(r);
 }
 
@@ -592,32 +550,9 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
       if (token == detail::token_cleared) ++me_.cleared_tokens;
       if (token == detail::token_retry && !to.joiner && ++me_.queued_retries > 1)
         bad = "woke a second queued lock waiter to race for the bit (only the first one races)";
-      if (token == detail::token_retry && to.joiner && to.in_lock &&
-          to.retries + to.skips >= fair.max_lost_races && me_.earned_joiner_raced < 0)
+      if (token == detail::token_retry && to.joiner && to.in_lock && to.retries >= fair.max_lost_races &&
+          me_.earned_joiner_raced < 0)
         me_.earned_joiner_raced = p.thread;
-      if (token == detail::token_retry && !to.joiner && to.in_lock && me_.rel_unlock && !bad) {
-        // The designated waker: a second racer is a needless wake while the first one, woken by
-        // an unlock from the queue, has not yet made its try, unless a wake for another key
-        // since may have taken its record's place (one record per bucket).
-        const int slot = me_.rel_obj.slot;
-        for (const thread& o : threads_) {
-          if (&o == &to || !o.racing || o.race_slot != slot || o.race_bit != me_.rel_obj_bit) continue;
-          bool overwritten = false;
-          for (std::size_t i = o.race_mark; i < retry_keys_.size(); ++i)
-            overwritten |= retry_keys_[i] != std::make_pair(slot, me_.rel_obj_bit);
-          if (!overwritten) {
-            msg_ = "unlock woke " + to.name + " to race for the lock bit while " + o.name +
-                   ", woken to race by an earlier unlock, had not yet tried it: a needless wake-up (the "
-                   "designated waker: one racer in flight per bit; DESIGN.md)";
-            fail();
-          }
-        }
-        threads_[std::size_t(p.thread)].racing = true;
-        threads_[std::size_t(p.thread)].race_slot = slot;
-        threads_[std::size_t(p.thread)].race_bit = me_.rel_obj_bit;
-        threads_[std::size_t(p.thread)].race_mark = retry_keys_.size();
-        retry_keys_.emplace_back(slot, me_.rel_obj_bit);
-      }
     }
     if (bad) {
       msg_ = std::string("unlock ") + bad + ": " + to.name + " (CONTRACT 3.6)";
@@ -782,8 +717,7 @@ void runtime::locking(obj o, bool timed) {
   t.timed_lock = timed;
   t.call_slot = o.slot;
   t.in_lock = true;
-  t.retries = t.skips = 0;
-  t.racing = false;
+  t.retries = 0;
   t.lock_start = clock_;
   t.parked = t.deadline_fired = t.must_not_requeue = t.joiner = false;
 }
@@ -793,7 +727,6 @@ void runtime::end_call() {
   if (t.call_slot >= 0) ++slots_[std::size_t(t.call_slot)].calls_ended;
   t.call_slot = -1;
   t.in_lock = false;
-  t.racing = false;
 }
 
 // [I6] Earned, counted by the checker from what the waiter lived through: races lost in this
@@ -803,11 +736,11 @@ void runtime::end_call() {
 // queued: a waiter earned even so has certainly earned it. The core's own clock reading lies
 // between the two.
 bool runtime::earned_loose(const thread& t) const {
-  return t.in_lock && (t.retries + t.skips >= fair.max_lost_races || clock_ - t.lock_start >= fair.max_wait);
+  return t.in_lock && (t.retries >= fair.max_lost_races || clock_ - t.lock_start >= fair.max_wait);
 }
 bool runtime::earned_strict(const thread& t) const {
   return t.in_lock &&
-         (t.retries + t.skips >= fair.max_lost_races || (t.parked && clock_ - t.first_park >= fair.max_wait));
+         (t.retries >= fair.max_lost_races || (t.parked && clock_ - t.first_park >= fair.max_wait));
 }
 
 // [I3] Woken means cleared: a waiter that returns true saw the bit clear when it began, or a
@@ -883,7 +816,7 @@ void runtime::begin_release(obj o, std::uint64_t bit, bool unlock, bool decides)
   t.rel_snap = false;
   t.rel_nodes_n = 0;
   t.rel_calls_ended = slots_[std::size_t(o.slot)].calls_ended;
-  t.handoffs = t.queued_retries = t.cleared_tokens = t.skips_made = 0;
+  t.handoffs = t.queued_retries = t.cleared_tokens = 0;
   t.earned_joiner_raced = -1;
   t.last_wb = false;
   t.last_inside = 0;
@@ -922,10 +855,7 @@ void runtime::end_release() {
     if (!t.rel_unlock) check_woken(t.rel_queued, t.rel_obj, t.rel_obj_bit);
     if (t.rel_decides) check_handoff(t.rel_due, t.rel_obj, t.rel_obj_bit);
   }
-  // (An unlock that left a queued lock waiter in place for a racer in flight decided there, as
-  // one that woke it would have: its joiners race.)
-  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0 &&
-      t.skips_made == 0) {
+  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0) {
     msg_ = "earned hand-off lost: the unlock found no lock waiter queued and cleared the bit, but " +
            threads_[std::size_t(t.earned_joiner_raced)].name +
            ", which joined it having lost its races, was woken to race instead of being handed the lock "

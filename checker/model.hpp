@@ -70,13 +70,10 @@ struct model_lock {
 struct model_parker {
   int thread = -1;
   std::uint32_t token = 0;
-  vclock vc{};            // the unparkers' clocks: park's acquire joins them
-  std::uint64_t seq = 0;  // the race sequence (native_parker::race): relaxed, no happens-before
-  std::uint64_t prepare();
+  vclock vc{};  // the unparkers' clocks: park's acquire joins them
+  void prepare();
   std::uint32_t park(const detail::deadline& dl, const std::stop_token* stop);
   void unpark(std::uint32_t token);
-  void settle();
-  std::uint64_t race_seq() const;
 };
 
 // Checker state of one node field: liveness and the race detector's last write and reads.
@@ -176,12 +173,7 @@ class runtime {
                 std::uint64_t before, std::uint64_t after);
   void lock(model_lock& l);
   void unlock(model_lock& l);
-  std::uint64_t parker_prepare(model_parker& p);
-  void parker_settle(model_parker& p);
-  std::uint64_t parker_seq(const model_parker& p);
-  // The designated waker (core.hpp): an unlock left `thread`'s queued node in place because a
-  // racer was in flight. Counted as a race that thread lost [I6].
-  void skipped(int thread);
+  void parker_prepare(model_parker& p);
   std::uint32_t parker_park(model_parker& p, const detail::deadline& dl);
   void parker_unpark(model_parker& p, std::uint32_t token);
   std::chrono::steady_clock::time_point now();
@@ -248,8 +240,8 @@ class runtime {
     std::size_t count = 0;
     std::array<int, max_threads> threads{};
     std::array<std::uint32_t, max_threads> waits{};
-    // Races lost in its lock call: a waiter woken to race that lost and queued again is a new
-    // queueing (with a pinning protocol the release is still running, until it drops its pin).
+    // Races lost in its lock call: a lock waiter woken to race that lost and queued again is a
+    // new queueing (with a pinning protocol the release is still running until it drops its pin).
     std::array<unsigned, max_threads> retries{};
   };
   waiter_snapshot snapshot_waiters(obj o, std::uint64_t bit);
@@ -312,14 +304,6 @@ class runtime {
     int call_slot = -1;  // the object it waits on or locks, -1 between calls
     bool in_lock = false;
     unsigned retries = 0;  // lock call: token_retry received (each one a race lost, or the last, won)
-    unsigned skips = 0;    // lock call: unlocks that passed its queued node over (races lost too)
-    // Woken to race by an unlock from the queue, its next RMW on the word not yet made: the
-    // designated waker's racer in flight, (slot, bit), and how many retry wakes had been made
-    // (retry_keys_) when it was woken.
-    bool racing = false;
-    int race_slot = -1;
-    std::uint64_t race_bit = 0;
-    std::size_t race_mark = 0;
     std::chrono::steady_clock::time_point lock_start{}, first_park{};
     bool parked = false;            // lock call: has parked (so it had queued) at `first_park`
     bool deadline_fired = false;    // a timed park of this call returned without a token
@@ -336,7 +320,6 @@ class runtime {
     unsigned rel_calls_ended = 0;  // the object's calls_ended when it began
     unsigned handoffs = 0, queued_retries = 0, cleared_tokens = 0;
     int earned_joiner_raced = -1;  // a joiner that had asked for a hand-off, woken to race
-    unsigned skips_made = 0;       // queued lock waiters it left queued for a racer in flight
     obj rel_obj;
     bool rel_started = false;    // its first access to the word has happened (taken as its start)
     handoff_due rel_due;         // an unlock: the earned waiter it must hand off to, at its start
@@ -389,9 +372,6 @@ class runtime {
   std::vector<const void*> scratch_words_;
   std::vector<int> scratch_threads_;
   std::array<node_info, max_nodes> scratch_nodes_{};
-  // Every unlock's wake of a queued lock waiter to race, by key (slot, bit), in order: one may
-  // overwrite another key's racer record when both hash to one bucket.
-  std::vector<std::pair<int, std::uint64_t>> retry_keys_;
   std::array<const void*, max_nodes> joined_ever_{};  // nodes seen joined to a release
   std::size_t joined_ever_n_ = 0;
   violation violation_;
@@ -491,10 +471,6 @@ struct basic_model_policy {
     }
   };
   static void retire_node(const void* p, std::size_t) { rt().retire_node(p); }
-  template <class Node>
-  static void skipped(const Node* n) {
-    rt().skipped(n->parker->thread);
-  }
   static void visit(const void* n) { rt().visit(n); }
 
   static inline detail::wait_table<basic_model_policy>* table_ = nullptr;
@@ -515,7 +491,6 @@ struct basic_model_policy {
   static constexpr bool stats_on() { return false; }
   static void stat_wait_done(const void*, std::uint64_t, bool, bool, std::chrono::steady_clock::duration) {}
   static void stat_lost_race(const void*) {}
-  static void stat_skipped(const void*) {}
   static void stat_release_done(const void*, bool) {}
 };
 

@@ -427,128 +427,6 @@ struct spin_race {
   }
 };
 
-// The designated waker (core.hpp, racer_in_flight). While a lock waiter woken to race by an
-// unlock has not yet tried the bit, later unlocks wake nobody else to race; the racer must come
-// back (win, lose and queue again, or leave at its deadline only after a locked pass). The
-// checker's "needless wake" check (model.cpp, parker_unpark) fails a core that wakes a second
-// racer; the other checks fail a core whose skip loses a wake-up or an earned hand-off.
-
-// desig-barger: T1 barges three times past T2 and T3, which lock once each. Hand-off after 5
-// lost races, so that skips happen (an earned waiter is handed the lock instead).
-struct desig_barger {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {5, std::chrono::hours(1)};
-    const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 barger", U::locker(a, LCK, 3));
-    r.add_thread("T2 locker", U::locker(a, LCK));
-    r.add_thread("T3 locker", U::locker(a, LCK));
-  }
-};
-
-// desig-reuse: T2 locks twice, so that its parker is woken to race in one lock call and queued
-// in the next: a record of its first wait must not read as in flight in its second.
-struct desig_reuse {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {5, std::chrono::hours(1)};
-    const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 barger", U::locker(a, LCK, 2));
-    r.add_thread("T2 locker", U::locker(a, LCK, 2));
-    r.add_thread("T3 locker", U::locker(a, LCK));
-  }
-};
-
-// desig-timeout: the racer is a timed locker whose deadline may pass anywhere, including after
-// it lost the race that an unlock skipped T3 for: it must come back under the bucket lock.
-struct desig_timeout {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {5, std::chrono::hours(1)};
-    const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 barger", U::locker(a, LCK, 2));
-    r.add_thread("T2 timed locker", [a] {
-      if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
-    });
-    r.add_thread("T3 locker", U::locker(a, LCK));
-  }
-};
-
-// desig-walk: chunk of 1, so that an unlock that skips spans holds while a reader of the lock
-// bit is woken and a timed racer joins it. `Strict`: hand-off after one lost race, so that a
-// joiner that has earned it meets an unlock that decided by a skip.
-template <unsigned MaxLost>
-struct desig_walk {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 1);
-    r.fair = {MaxLost, std::chrono::hours(1)};
-    const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 owner", U::locker(a, LCK, 2));
-    r.add_thread("T2 reader", [a] { U::wait(a, LCK); });
-    r.add_thread("T3 timed locker", [a] {
-      if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
-    });
-    r.add_thread("T4 locker", U::locker(a, LCK));
-  }
-};
-
-// desig-handoff-event: hand-off after one lost race; T1's last hold ends with
-// clear_bit_and_wake on the lock bit (ending its ownership as an event): an earned waiter gets
-// the lock though a racer is in flight, and an event release wakes everybody regardless.
-struct desig_handoff_event {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {1, std::chrono::hours(1)};
-    const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 owner", [a] {
-      for (int i = 0; i < 3; ++i) {
-        U::lock(a, LCK);
-        if (i < 2) {
-          U::unlock(a, LCK);
-        } else {
-          rt().releasing(a, LCK);
-          U::end_writeback(a, LCK);
-        }
-      }
-    });
-    r.add_thread("T2 locker", U::locker(a, LCK));
-    r.add_thread("T3 locker", U::locker(a, LCK));
-  }
-};
-
-// desig-two-keys: one bucket, two words. A racer in flight for A must not let an unlock of B
-// leave B's waiter queued: the record is keyed by word and bit.
-struct desig_two_keys {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 64);
-    r.fair = {5, std::chrono::hours(1)};
-    const obj a = r.new_object("A", 0, false, 1);
-    const obj b = r.new_object("B", 0, false, 1);
-    r.add_thread("T1 barger A", U::locker(a, LCK, 2));
-    r.add_thread("T2 locker A", U::locker(a, LCK));
-    r.add_thread("T3 locker B", U::locker(b, LCK));
-    r.add_thread("T4 locker B", U::locker(b, LCK));
-  }
-};
-
 template <class P, release_protocol R, class W>
 void probe_word(obj o) {
   using U = user<P, R, W>;
@@ -764,14 +642,6 @@ const std::vector<scenario>& scenarios() {
       entry<joiner_unearned>("joiner-unearned",
                              "chunk of 1: a locker joins an unlock walking over two readers", 3),
       entry<spin_race>("spin-race", "three lockers once each, 4 preemptions: a spin loses the bit", 4),
-      entry<desig_barger>("desig-barger", "a barger passes two lockers: one racer in flight at a time", 3),
-      entry<desig_reuse>("desig-reuse", "a racer's parker queued again: its old record is stale", 3),
-      entry<desig_timeout>("desig-timeout", "the racer times out after losing: it comes back first", 3),
-      entry<desig_walk<5>>("desig-walk", "chunk of 1: a skip in a walk over a reader; a timed joiner", 2),
-      entry<desig_walk<1>>("desig-walk-earned", "desig-walk with hand-off after one lost race", 2),
-      entry<desig_handoff_event>("desig-handoff-event",
-                                 "an earned hand-off and an event release while a racer is in flight", 3),
-      entry<desig_two_keys>("desig-two-keys", "racers for two words of one bucket", 2),
   };
   return all;
 }
@@ -798,10 +668,6 @@ bool expected_to_fail(release_protocol p, const std::string& scenario) {
   // atomically, needs two waiters before the release to show it, which only event-to-joiner has.
   if (scenario == "writeback-restart" || scenario == "handoff-past-reader" || scenario == "event-to-joiner" ||
       scenario == "joiner-unearned")
-    return true;
-  // desig-walk's reader of the lock bit meets the same late wake-up, but only where the walk
-  // itself is late: xor-waiters learns of the waiters from its xor and walks at once.
-  if ((scenario == "desig-walk" || scenario == "desig-walk-earned") && p != release_protocol::xor_waiters)
     return true;
   if ((scenario == "event-to-locker" || scenario == "requeue-two-holds") &&
       p != release_protocol::xor_waiters)

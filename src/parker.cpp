@@ -53,14 +53,7 @@ struct parker_pool {
       free = p->next_free;
       return p;
     }
-    return make();
-  }
-  // Every parker, pooled or owned, is on the `all` list (the pool's lock held).
-  native_parker* make() {
-    native_parker* p = new native_parker;  // never deleted, by design
-    p->next_all = all;
-    all = p;
-    return p;
+    return new native_parker;  // never deleted, by design
   }
   void put(native_parker* p) {
     std::lock_guard<std::mutex> g(m);
@@ -69,14 +62,13 @@ struct parker_pool {
   }
   // A parker that must never be handed out again (see current()): kept reachable, not reused.
   native_parker* make_unpooled() {
+    native_parker* p = new native_parker;
     std::lock_guard<std::mutex> g(m);
-    native_parker* p = make();
     p->next_free = unpooled;
     unpooled = p;
     return p;
   }
   native_parker* unpooled = nullptr;
-  native_parker* all = nullptr;
 };
 
 // Immortal too (threads may exit after main): constant-initialized, never destroyed. Not a
@@ -129,11 +121,6 @@ void parker_pool_at_fork(fork_phase ph) noexcept {
   // consistent: its mutex was held across the fork.
   if (mine) mine->word.reset_after_fork();
   for (native_parker* p = pool().free; p; p = p->next_free) p->word.reset_after_fork();
-  // The wait table may hold racer records (core.hpp, "the designated waker") naming parkers of
-  // the parent's other threads. Those threads will never come back from their race in the
-  // child, so their records must not read as in flight: bump every parker's race sequence,
-  // which makes every record stale. Parkers only; no bucket of the table is written.
-  for (native_parker* p = pool().all; p; p = p->next_all) p->settle();
 }
 
 native_parker& native_parker::current() noexcept {

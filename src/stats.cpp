@@ -18,7 +18,7 @@ namespace {
 
 struct alignas(64) bucket_counters {
   std::atomic<std::uint64_t> lock_waits{0}, shared_waits{0}, gave_up{0}, lost_races{0}, releases{0},
-      handoffs{0}, skips{0}, longest_wait_ns{0}, longest_hold_ns{0}, longest_walk{0};
+      handoffs{0}, longest_wait_ns{0}, longest_hold_ns{0}, longest_walk{0};
 };
 
 // Allocated once, for the table's size, the first time counting is turned on; never freed
@@ -79,10 +79,6 @@ void native_policy::stat_lost_race(const void* word) noexcept {
   if (bucket_counters* c = counters_for(word)) c->lost_races.fetch_add(1, std::memory_order_relaxed);
 }
 
-void native_policy::stat_skipped(const void* word) noexcept {
-  if (bucket_counters* c = counters_for(word)) c->skips.fetch_add(1, std::memory_order_relaxed);
-}
-
 void native_policy::stat_release_done(const void* word, bool handoff) noexcept {
   const std::uint64_t visits = release_visits;
   release_visits = 0;
@@ -141,14 +137,13 @@ contention_stats read(const detail::bucket_counters& c) {
   s.lost_races = c.lost_races.load(r);
   s.releases = c.releases.load(r);
   s.handoffs = c.handoffs.load(r);
-  s.skips = c.skips.load(r);
   s.longest_wait = std::chrono::nanoseconds(c.longest_wait_ns.load(r));
   s.longest_hold = std::chrono::nanoseconds(c.longest_hold_ns.load(r));
   s.longest_walk = c.longest_walk.load(r);
   return s;
 }
 bool any(const contention_stats& s) {
-  return s.lock_waits || s.shared_waits || s.gave_up || s.lost_races || s.releases || s.handoffs || s.skips ||
+  return s.lock_waits || s.shared_waits || s.gave_up || s.lost_races || s.releases || s.handoffs ||
          s.longest_wait.count() || s.longest_hold.count() || s.longest_walk;
 }
 }  // namespace
@@ -171,7 +166,6 @@ stats_snapshot get_stats() {
     t.lost_races += s.lost_races;
     t.releases += s.releases;
     t.handoffs += s.handoffs;
-    t.skips += s.skips;
     t.longest_wait = std::max(t.longest_wait, s.longest_wait);
     t.longest_hold = std::max(t.longest_hold, s.longest_hold);
     t.longest_walk = std::max(t.longest_walk, s.longest_walk);
@@ -186,9 +180,8 @@ void reset_stats() noexcept {
   if (!c) return;
   const std::size_t n = detail::native_policy::table().size();
   for (std::size_t i = 0; i < n; ++i)
-    for (auto* a :
-         {&c[i].lock_waits, &c[i].shared_waits, &c[i].gave_up, &c[i].lost_races, &c[i].releases,
-          &c[i].handoffs, &c[i].skips, &c[i].longest_wait_ns, &c[i].longest_hold_ns, &c[i].longest_walk})
+    for (auto* a : {&c[i].lock_waits, &c[i].shared_waits, &c[i].gave_up, &c[i].lost_races, &c[i].releases,
+                    &c[i].handoffs, &c[i].longest_wait_ns, &c[i].longest_hold_ns, &c[i].longest_walk})
       a->store(0, std::memory_order_relaxed);
 }
 

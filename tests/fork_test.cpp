@@ -229,45 +229,4 @@ TEST(Fork, ForkingThreadKeepsItsBitsOthersStayHeld) {
   EXPECT_EQ(WEXITSTATUS(st), 0);
 }
 
-// The designated waker after fork(): a racer record (core.hpp, racer_in_flight) naming a parent
-// thread that was woken to race would read as in flight for ever in the child, where that thread
-// does not exist: the child's unlocks would skip its own lock waiters, which would never wake.
-// The fork handler moves every parker's race sequence on. The record is planted (the parent's
-// thread is not really racing) so that it is live at the fork every time.
-TEST(Fork, AParentRacerRecordIsStaleInTheChild) {
-  if (sanitized) GTEST_SKIP() << "starts a thread in the child of a multi-threaded process";
-  std::atomic<std::uint32_t> w{0};
-  std::atomic<pagewait::detail::native_parker*> racer{nullptr};
-  std::atomic<bool> done{false};
-  std::thread r([&] {
-    racer = &pagewait::detail::native_parker::current();
-    while (!done) std::this_thread::sleep_for(1ms);
-    racer.load()->settle();  // the parent's record goes stale before `w`'s bucket is reused
-  });
-  while (!racer.load()) std::this_thread::yield();
-  pwtest::plant_racer(w, LOCK, racer.load(), racer.load()->race_seq());
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    lock_bit(w, LOCK);
-    std::atomic<bool> got{false};
-    std::thread t([&] {
-      if (try_lock_bit_for(w, LOCK, 5s)) {
-        got = true;
-        unlock_bit(w, LOCK);
-      }
-    });
-    while (pwtest::queued_on(w, LOCK) == 0) std::this_thread::yield();
-    unlock_bit(w, LOCK);  // must wake t: the record names a thread that is not here
-    t.join();
-    _exit(got ? 0 : 13);
-  }
-  const int st = reap(pid, 20s);
-  done = true;
-  r.join();
-  ASSERT_NE(st, -1) << "child hung";
-  ASSERT_TRUE(WIFEXITED(st)) << "child killed by signal " << (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
-  EXPECT_EQ(WEXITSTATUS(st), 0) << "13: the child's unlock left its lock waiter queued";
-}
-
 }  // namespace

@@ -95,48 +95,6 @@ TEST_F(Stats, LostRacesAreCounted) {
   EXPECT_GE(of_bucket(pagewait::get_stats(), &w).lost_races, 1u);
 }
 
-// The designated waker, end to end on the native build: while the racer an unlock woke has not
-// come back, the next unlock leaves the queued lock waiter in place (counted as a skip), clears
-// the bit and keeps the waiters bit; once the racer's sequence moves on, the next unlock wakes
-// the waiter, which gets the lock. The racer is planted (pwtest::plant_racer) so that the skip
-// happens every time.
-TEST_F(Stats, AnUnlockSkipsWhileARacerIsInFlightAndTheNextOneWakes) {
-  pagewait::set_fairness({1000, std::chrono::hours(1)});  // the skip is not turned into a hand-off
-  std::atomic<std::uint32_t> w{0};
-  std::atomic<pagewait::detail::native_parker*> racer{nullptr};
-  std::atomic<bool> come_back{false};
-  std::thread r([&] {
-    racer = &pagewait::detail::native_parker::current();
-    while (!come_back) std::this_thread::sleep_for(1ms);
-    racer.load()->settle();  // what a racer does after its try
-  });
-  while (!racer.load()) std::this_thread::yield();
-  pwtest::plant_racer(w, LOCK, racer.load(), racer.load()->race_seq());
-
-  pagewait::lock_bit(w, LOCK);
-  std::atomic<bool> got{false};
-  std::thread e([&] {
-    pagewait::lock_bit(w, LOCK);
-    got = true;
-    pagewait::unlock_bit(w, LOCK);
-  });
-  ASSERT_TRUE(pwtest::wait_queued(w, 1, LOCK));
-  pagewait::unlock_bit(w, LOCK);
-  EXPECT_EQ(of_bucket(pagewait::get_stats(), &w).skips, 1u);
-  EXPECT_EQ(pwtest::queued_on(w, LOCK), 1u);                  // left in its place
-  EXPECT_EQ(w.load(), pagewait::waiters_bit<std::uint32_t>);  // bit clear, waiters bit kept [I4]
-  EXPECT_FALSE(got.load());
-
-  come_back = true;
-  r.join();
-  pagewait::lock_bit(w, LOCK);    // the bit is clear: taken on the fast path
-  pagewait::unlock_bit(w, LOCK);  // waiters bit set: the slow path finds the record stale
-  e.join();
-  EXPECT_TRUE(got.load());
-  EXPECT_EQ(w.load(), 0u);
-  EXPECT_EQ(of_bucket(pagewait::get_stats(), &w).skips, 1u);
-}
-
 TEST_F(Stats, TheLongestWalk) {
   std::atomic<std::uint32_t> w{EVENT};
   constexpr int n = 70;  // more than one bucket-lock hold's worth (64 visits)

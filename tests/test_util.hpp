@@ -49,19 +49,6 @@ std::size_t queued_on(const std::atomic<W>& word, W bit = 0) {
   return c;
 }
 
-// Writes the designated waker's record (core.hpp, racer_in_flight) into `word`'s bucket, as an
-// unlock that woke the owner of `racer` to race for `bit` would: while `racer` reads `seq`, an
-// unlock of (word, bit) wakes no queued lock waiter to race. White-box: the tests use it to put
-// a racer in flight deterministically (a thread that is not racing at all).
-template <class W>
-void plant_racer(const std::atomic<W>& word, W bit, pagewait::detail::native_parker* racer,
-                 std::uint64_t seq) {
-  auto& b = native::table().bucket_for(&word);
-  native::lock(b.lock);
-  b.racer = {&word, std::uint64_t(bit), racer, seq};
-  native::unlock(b.lock);
-}
-
 // All waiter nodes queued in bucket `index`, whatever their word.
 inline std::size_t queued_in_bucket(std::size_t index) {
   auto& b = native::table().at(index);

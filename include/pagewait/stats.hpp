@@ -22,9 +22,6 @@
 //                              thread (each one a step towards a hand-off)
 //   releases, handoffs         releases that took the slow path (waiters bit set) and walked the
 //                              bucket; unlocks among them that handed the lock to a waiter
-//   skips                      unlocks that woke no lock waiter to race because the one an
-//                              earlier unlock woke had not yet tried the bit (the designated
-//                              waker); each counts as a race lost by the waiter left queued
 //   longest_wait               the longest slow-path wait, from its start to its return
 //   longest_hold, longest_walk the longest bucket-lock hold (any holder), and the most nodes one
 //                              release visited (bounded per hold by the walk's chunk)
@@ -58,7 +55,6 @@ struct contention_stats {
   std::uint64_t lost_races = 0;
   std::uint64_t releases = 0;
   std::uint64_t handoffs = 0;
-  std::uint64_t skips = 0;
   std::chrono::nanoseconds longest_wait{0};
   std::chrono::nanoseconds longest_hold{0};
   std::uint64_t longest_walk = 0;

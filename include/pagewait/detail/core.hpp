@@ -23,13 +23,6 @@
 //                                waiter is woken with token_retry to race for the bit.
 //                                clear_bit_and_wake: every waiter is woken, exclusive ones with
 //                                token_retry.
-// The designated waker (atomic_clear unlocks): an unlock that wakes a lock waiter to race
-// records it in the bucket (racer_record: key, parker, the parker's race sequence). Until that
-// racer comes back — its try, then a new sequence: a win settles, a loss prepares its next
-// queueing — a later unlock of the same (word, bit) leaves the first lock waiter queued rather
-// than waking a second racer (each extra racer would lose and queue again: a wake-up, a
-// bucket-lock round and often a sleep per lock transfer). A skip counts as a race lost by the
-// skipped waiter [I6]. Why no wake-up is lost: see racer_in_flight.
 // A release that spans lock holds registers a release_record; waiters arriving for its
 // (word, bit) join it and are served with it (woken after the clear, or re-queued if the lock
 // was handed off), so the walk never grows [I7]. An unlock whose walk found no exclusive waiter
@@ -242,19 +235,10 @@ struct core {
     const fairness_settings f = P::fairness();
     unsigned lost = 0;
     bool first = true;
-    // Set after a lost race: this thread may be the racer an unlock skipped a waiter for
-    // (racer_in_flight). It must then come back under the bucket lock, with its locked RMW,
-    // before it may leave at its deadline; else the skipped waiter would wait for a release
-    // that nobody is left to make.
-    bool raced = false;
     for (;;) {
-      const bool leaving = abandon(dl, stop);
-      if (leaving && !raced) return try_lock(word, bit);
-      // A new race sequence: from here on no record names this thread's last wait.
-      n.race_seq = n.parker->prepare();
+      if (abandon(dl, stop)) return try_lock(word, bit);
+      n.parker->prepare();
       n.wants_handoff = lost >= f.max_lost_races;
-      n.races_left = n.wants_handoff ? 0 : f.max_lost_races - lost;
-      n.skips.set(0);
       if (first) {
         // The time bound [I6] runs from the first queueing, across re-queues.
         n.handoff_at = saturating_add(P::now(), f.max_wait);
@@ -271,28 +255,16 @@ struct core {
         P::unlock(b.lock);
         return true;
       }
-      if (b.arrive(&n) == node_state::queued && leaving) {
-        // The racer's way out: its locked RMW above came after every skip made for it, and
-        // found the bit held by a thread whose release will come (and find the record stale).
-        b.unlink(&n);  // the waiters bit stays set for nobody: allowed [I4]
-        P::unlock(b.lock);
-        return false;
-      }
-      P::unlock(b.lock);  // (a leaving racer that joined a release waits for it, untimed)
-      raced = false;
+      b.arrive(&n);
+      P::unlock(b.lock);
       switch (sleep(b, n, dl, stop)) {
         case token_handoff:
           return true;  // [I5] owned without the bit ever being clear
         case token_retry:
           // The bit was cleared and we were woken to race for it. Losing to a thread that never
-          // queued is the bounded unfairness [I6]: count it, with the unlocks that passed this
-          // node over while it was queued (the node is ours again: claimed, then unparked).
-          if (try_lock(word, bit)) {
-            n.parker->settle();  // back from the race: our own unlock must not see us in flight
-            return true;
-          }
-          lost += 1 + n.skips.get();
-          raced = true;
+          // queued is the bounded unfairness [I6]: count it.
+          if (try_lock(word, bit)) return true;
+          ++lost;
           if (P::stats_on()) P::stat_lost_race(&word);
           break;
         default:
@@ -311,7 +283,7 @@ struct core {
     n.bit = bit;
     n.kind = node_kind::shared;
     n.parker = &P::current_parker();
-    n.race_seq = n.parker->prepare();
+    n.parker->prepare();
     P::lock(b.lock);
     // Under the lock, as for lock_slow: either we see the bit clear, or a release will find us.
     // The plain load first avoids leaving a stale waiters bit when the bit just cleared.
@@ -360,33 +332,7 @@ struct core {
     }
   };
 
-  static bool earned_handoff(const node* n) {
-    return n->wants_handoff || n->skips.get() >= n->races_left || P::now() >= n->handoff_at;
-  }
-
-  // The designated waker: is the lock waiter last woken to race for (word, bit) from this bucket
-  // still on its way (woken, its try not yet made and settled)? Bucket lock held.
-  //
-  // Why an unlock U that finds it so may leave the first lock waiter E queued (no lost wake-up,
-  // [I2]): U read the racer R's race sequence S under the bucket lock, in hold h. R moves past S
-  // before it touches the word again after its try (settle on a win, prepare on a loss) and then
-  // takes this bucket lock before any other RMW on the word (a loser re-queues; one leaving at
-  // its deadline does too, see lock_contended). Had R's next lock of this bucket come before h,
-  // its new sequence would happen-before U's read (coherence). So R is either holding the bit,
-  // or still to take this lock after h, where its locked fetch_or comes after U's clear in the
-  // word's order (U clears in h, or, if U spans holds, R joins U's release record). Then R takes
-  // the bit, or finds it held by a thread that took it after U's clear; E is still queued, so the
-  // waiters bit is set [I4] and that holder's release is slow: it finds the record stale (R's
-  // sequence moved on, in the holder's past through the bit or the bucket lock) and wakes E. A
-  // holder that released before R came back found the record live and skipped again; the same
-  // argument applies to it. E keeps its FIFO place; a skip counts as a race it lost [I6].
-  static bool racer_in_flight(bucket_t& b, const std::atomic<W>& word, W bit) {
-    racer_record<P>& r = b.racer;
-    if (r.word != static_cast<const void*>(&word) || r.bit != bit || !r.parker) return false;
-    if (r.parker->race_seq() == r.seq) return true;
-    r = {};  // came back: stale from now on (its sequence only grows)
-    return false;
-  }
+  static bool earned_handoff(const node* n) { return n->wants_handoff || P::now() >= n->handoff_at; }
 
   // One node of the walk whose key is (word, bit). `cleared_first`: the old protocols, which
   // cleared the bit before walking.
@@ -411,20 +357,7 @@ struct core {
       // waiter first in the queue must not cost an earned hand-off (the lock would be cleared
       // and re-taken by a barger before the woken exclusive waiter runs).
       w.decided = true;
-      const bool earned = earned_handoff(n);
-      if constexpr (!cleared_first) {
-        // The designated waker: a racer for this bit is still on its way, so wake nobody else
-        // to race (racer_in_flight). Only after the earned check: a hand-off is never skipped.
-        // The node stays queued and so does every later lock waiter [I4]; shared waiters are
-        // woken after the clear as always.
-        if (!earned && racer_in_flight(b, word, W(n->bit))) {
-          n->skips.set(n->skips.get() + 1);  // a race it lost [I6]
-          P::skipped(n);
-          w.exclusive_woken = w.keep_waiters = true;
-          return;
-        }
-      }
-      if (earned) {
+      if (earned_handoff(n)) {
         if constexpr (cleared_first) {
           // v5.9's hand-off: the waker takes the bit for the waiter after the clear, and fails
           // if somebody took it meanwhile. Another touch of the word after the clear. Acquire
@@ -452,8 +385,6 @@ struct core {
     if (!w.exclusive_woken) {
       w.claim(b, n, token_retry);
       w.exclusive_woken = true;
-      // The designated waker's record: this waiter races from now until its sequence moves on.
-      if constexpr (!cleared_first) b.racer = {n->word, n->bit, n->parker, n->race_seq};
     } else {
       w.keep_waiters = true;
     }

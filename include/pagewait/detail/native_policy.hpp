@@ -122,12 +122,6 @@ struct native_policy {
     void set(T x) noexcept { v = x; }
   };
   static void retire_node(const void*, std::size_t) noexcept {}
-  // An unlock left this lock waiter queued for a racer in flight (core.hpp, the designated
-  // waker). The model counts it as a race the waiter lost; here it is a statistic.
-  template <class Node>
-  static void skipped(const Node* n) noexcept {
-    if (stats_on()) stat_skipped(n->word);
-  }
   static void visit(const void*) noexcept {
     if (stats_on()) stat_visit();
   }
@@ -156,7 +150,6 @@ struct native_policy {
   static void stat_wait_done(const void* word, std::uint64_t bit, bool exclusive, bool ok,
                              std::chrono::steady_clock::duration waited) noexcept;
   static void stat_lost_race(const void* word) noexcept;
-  static void stat_skipped(const void* word) noexcept;
   static void stat_release_done(const void* word, bool handoff) noexcept;
   static void stat_hold_begin() noexcept;
   static void stat_hold_end(const bucket_lock* l) noexcept;

@@ -36,29 +36,9 @@ inline constexpr std::uint32_t sleeping_flag = 1u << 30;
 struct alignas(64) native_parker {
   sleep_word word;
   native_parker* next_free = nullptr;  // pool link, used only while the parker is unowned
-  native_parker* next_all = nullptr;   // every parker ever made (fork: see settle_all_after_fork)
 
-  // The race sequence (core.hpp, "the designated waker"): a number the owning thread bumps for
-  // every wait it queues and after every race it wins. An unlock that woke this thread to race
-  // records the number its node carried; while the parker still reads that number, the racer
-  // has not come back from its race, and later unlocks wake nobody else to race for that bit.
-  // Written only by the owner, read by releasers under a bucket lock; relaxed throughout: the
-  // core's argument rests on the bucket lock's ordering and on coherence, not on this load.
-  std::atomic<std::uint64_t> race{0};
-
-  // The owning thread, before it makes its waiter node visible. Returns the wait's race
-  // sequence, for its node.
-  std::uint64_t prepare() noexcept {
-    word.value.store(token_none, std::memory_order_relaxed);
-    settle();
-    return race.load(std::memory_order_relaxed);
-  }
-  // The owning thread, after winning the race it was woken for: the record naming its last wait
-  // goes stale. (A racer that lost goes stale at its next prepare, before it touches the word
-  // again.)
-  void settle() noexcept { race.store(race.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
-  // Any thread (a releaser, under the bucket lock).
-  std::uint64_t race_seq() const noexcept { return race.load(std::memory_order_relaxed); }
+  // The owning thread, before it makes its waiter node visible.
+  void prepare() noexcept { word.value.store(token_none, std::memory_order_relaxed); }
 
   // The owning thread: sleep until a token arrives, the deadline passes, or stop is
   // requested. Returns the token, or token_none on deadline/stop. The load-acquire pairs with

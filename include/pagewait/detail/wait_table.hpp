@@ -56,18 +56,11 @@ struct waiter_node {
   node_kind kind = node_kind::shared;
 
   // Fairness, exclusive waiters only: the waiter asks for a direct hand-off once it has lost
-  // too many races; the releaser also hands off once `handoff_at` has passed, or once it has
-  // passed the node over `races_left` times (a skip for a racer in flight counts as a lost race).
+  // too many races; the releaser also hands off once `handoff_at` has passed.
   bool wants_handoff = false;
-  unsigned races_left = 0;
   std::chrono::steady_clock::time_point handoff_at{};
-  // Unlocks that left this node queued because an earlier waiter, woken to race for the same
-  // bit, had not yet come back (core.hpp, "the designated waker"). Written by releasers under
-  // the bucket lock; read by the waiter once a release has claimed it.
-  cell<unsigned> skips{0};
 
   typename P::parker* parker = nullptr;
-  std::uint64_t race_seq = 0;  // the parker's race sequence for this wait (its prepare)
 
   waiter_node() = default;
   waiter_node(const waiter_node&) = delete;
@@ -117,20 +110,6 @@ struct release_record {
   void unjoin(waiter_node<P>* n) noexcept { unlink_node(joined_head, joined_tail, n); }
 };
 
-// The designated waker's record (core.hpp): the last lock waiter of this bucket that an unlock
-// woke to race, by its key and its parker's race sequence for that wait. A hint, read and
-// written only under the bucket lock: while the parker still reads that sequence, the racer has
-// not come back, and an unlock of the same (word, bit) wakes nobody else to race. A record
-// overwritten by another key, or gone stale, only means the next unlock wakes as it would have
-// without one. `word` is an identity, never dereferenced.
-template <class P>
-struct racer_record {
-  const void* word = nullptr;
-  std::uint64_t bit = 0;
-  typename P::parker* parker = nullptr;
-  std::uint64_t seq = 0;
-};
-
 template <class P>
 struct alignas(64) bucket {
   using node = waiter_node<P>;
@@ -139,7 +118,6 @@ struct alignas(64) bucket {
   node* head = nullptr;
   node* tail = nullptr;
   release_record<P>* releases = nullptr;
-  racer_record<P> racer;
 
   // --- the FIFO queue (bucket lock held) ---
   void push_back(node* n) noexcept {
