@@ -135,9 +135,10 @@ TYPED_TEST(ApiTest, StopTokenForms) {
   EXPECT_TRUE(pagewait::lock_bit(w, 0b10, src.get_token()));
   EXPECT_EQ(w.load() & ~pagewait::waiters_bit<W>, W(0b11));
 
+  // Stop requested while the waiter is queued (not before it came: that is the case above).
   std::stop_source later;
   std::thread t([&] {
-    std::this_thread::sleep_for(20ms);
+    EXPECT_TRUE(pwtest::wait_queued(w, std::size_t(1), W(0b1)));
     later.request_stop();
   });
   EXPECT_FALSE(pagewait::lock_bit(w, 0b1, later.get_token()));
@@ -154,7 +155,8 @@ TYPED_TEST(ApiTest, LockWaiterGetsTheLock) {
     got = true;
     pagewait::unlock_bit(w, 0b100);
   });
-  std::this_thread::sleep_for(20ms);
+  // Queued before the unlock, so that the unlock's slow path is what gives it the lock.
+  EXPECT_TRUE(pwtest::wait_queued(w, std::size_t(1), W(0b100)));
   EXPECT_FALSE(got.load());
   pagewait::unlock_bit(w, 0b100);
   t.join();
@@ -172,8 +174,8 @@ TYPED_TEST(ApiTest, EventWaiterWokenOnlyByTheClear) {
     done = true;
   });
   // Until it is queued: a fixed sleep (20 ms) was once too short for the thread to get there, in
-  // the portable parking build under ASan on a loaded machine. ctest's timeout bounds the loop.
-  while (pwtest::queued_on(w, W(0b1000)) == 0) std::this_thread::sleep_for(1ms);
+  // the portable parking build under ASan on a loaded machine.
+  EXPECT_TRUE(pwtest::wait_queued(w, std::size_t(1), W(0b1000)));
   std::this_thread::sleep_for(5ms);
   EXPECT_FALSE(done.load());
   EXPECT_TRUE(w.load() & pagewait::waiters_bit<W>);  // it is queued: the waiters bit says so
@@ -247,6 +249,11 @@ TYPED_TEST(ApiTest, HugeTimeoutsMeanNever) {
     EXPECT_TRUE(pagewait::wait_bit_clear_until(w, 0b10, std::chrono::steady_clock::time_point::max()));
     done.fetch_add(1);
   });
+  // All three queued (a wrapped deadline would make one return at once instead), then a while
+  // longer for a deadline that wrapped into the near future to fire.
+  EXPECT_TRUE(pwtest::eventually([&] {
+    return done.load() > 0 || (pwtest::queued_on(w, W(0b1)) >= 1 && pwtest::queued_on(w, W(0b10)) >= 2);
+  }));
   std::this_thread::sleep_for(20ms);
   EXPECT_EQ(done.load(), 0);
   pagewait::unlock_bit(w, 0b1);
@@ -281,6 +288,9 @@ TYPED_TEST(ApiTest, FarTimePointsInCoarseUnitsMeanNever) {
     EXPECT_TRUE(pagewait::wait_bit_clear_until(w, 0b10, far_system));
     done.fetch_add(1);
   });
+  EXPECT_TRUE(pwtest::eventually([&] {
+    return done.load() > 0 || (pwtest::queued_on(w, W(0b1)) >= 1 && pwtest::queued_on(w, W(0b10)) >= 2);
+  }));
   std::this_thread::sleep_for(50ms);
   EXPECT_EQ(done.load(), 0);
   EXPECT_FALSE(pagewait::wait_bit_clear_until(w, 0b10, time_point<steady_clock, seconds>::min()));

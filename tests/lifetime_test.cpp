@@ -281,9 +281,13 @@ int stalled_release_touches(int iterations) {
 
 TYPED_TEST(Lifetime, DetectorCatchesClearThenWakeTouchingAFreedWord) {
   stall_policy::stalls.store(0);
+  // clear_then_wake clears before it walks, so the poller always gets to kill the object while
+  // the walk stalls: a long stall makes that certain on a loaded machine (the kill ends it).
+  stall_policy::stall_ms.store(5000);
   const int touched = stalled_release_touches<TypeParam, pagewait::release_protocol::clear_then_wake>(4);
+  stall_policy::stall_ms.store(50);
   EXPECT_GT(stall_policy::stalls.load(), 0);
-  // Each iteration gives the poller 50 ms per visit to kill the object: all four should be
+  // Each iteration gives the poller up to 5 s per visit to kill the object: all four should be
   // caught; one is enough to show the detector works.
   EXPECT_GE(touched, 1) << "the quarantine detector missed clear_then_wake's write after the clear";
   std::printf("clear_then_wake: %d of 4 released words written after the object was freed\n", touched);
