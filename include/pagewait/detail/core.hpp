@@ -151,21 +151,30 @@ struct core {
     typename P::parker& pk = *n.parker;
     std::uint32_t t = park_queued(b, n, dl, stop);
     if (t != token_none) return t;
-    P::lock(b.lock);
-    if (n.state.get() == node_state::queued) {
-      // Still queued, so no release has taken us, and none can now. The waiters bit stays set
-      // although we may have been the last waiter: the next release clears it [I4].
-      b.unlink(&n);
-      P::unlock(b.lock);
-      return token_none;
-    }
-    // A release has claimed us: it decided our fate under this lock and will unpark us. We must
-    // wait for that (the node must stay alive until then) and report what it granted. If it
-    // would have re-queued us, it unparks us with token_abandoned instead.
-    n.abandoned.set(true);
-    P::unlock(b.lock);
+    if (withdraw(b, n)) return token_none;
+    // A release has claimed us: it decided our fate under the bucket lock and will unpark us. We
+    // must wait for that (the node must stay alive until then) and report what it granted. If
+    // it would have re-queued us, it unparks us with token_abandoned instead.
     t = pk.park(deadline::never(), nullptr);
     return t == token_abandoned ? token_none : t;
+  }
+
+  // A waiter leaves at its deadline or stop. Returns true if it was still queued and has left
+  // (no release has taken it, and none can now); false if a release had already claimed it,
+  // which is then told (`abandoned`) not to queue it again but to unpark it with what it
+  // decided or with token_abandoned.
+  static bool withdraw(bucket_t& b, node& n) {
+    P::lock(b.lock);
+    if (n.state.get() == node_state::queued) {
+      // The waiters bit stays set although we may have been the last waiter: the next release
+      // clears it [I4].
+      b.unlink(&n);
+      P::unlock(b.lock);
+      return true;
+    }
+    n.abandoned.set(true);
+    P::unlock(b.lock);
+    return false;
   }
 
   // The first park of a queued waiter. In a checked build it wakes every P::checked_poll() and,
@@ -233,44 +242,61 @@ struct core {
     n.kind = node_kind::exclusive;
     n.parker = &P::current_parker();
     const fairness_settings f = P::fairness();
-    unsigned lost = 0;
-    bool first = true;
     for (;;) {
       if (abandon(dl, stop)) return try_lock(word, bit);
       n.parker->prepare();
-      n.wants_handoff = lost >= f.max_lost_races;
-      if (first) {
-        // The time bound [I6] runs from the first queueing, across re-queues.
-        n.handoff_at = saturating_add(P::now(), f.max_wait);
-        first = false;
-      }
-      P::lock(b.lock);
-      // Set the waiters bit and try the bit in one RMW, under the bucket lock [I2]. In the
-      // word's modification order a fast release either precedes this RMW (then we see the bit
-      // clear and own it now) or follows it (then its CAS fails on the waiters bit and it takes
-      // this bucket lock, after us, and finds us queued). If we take the bit here, the waiters
-      // bit may be left set for nobody: allowed [I4], the next release clears it.
-      const W old = P::fetch_or(word, W(bit | WB), mo_acquire);
-      if (!(old & bit)) {
-        P::unlock(b.lock);
-        return true;
-      }
-      b.arrive(&n);
-      P::unlock(b.lock);
+      before_queueing(n, f);
+      if (enqueue_exclusive(b, word, bit, n)) return true;
       switch (sleep(b, n, dl, stop)) {
         case token_handoff:
           return true;  // [I5] owned without the bit ever being clear
         case token_retry:
-          // The bit was cleared and we were woken to race for it. Losing to a thread that never
-          // queued is the bounded unfairness [I6]: count it.
-          if (try_lock(word, bit)) return true;
-          ++lost;
-          if (P::stats_on()) P::stat_lost_race(&word);
+          if (race_after_retry(word, bit, n)) return true;
           break;
         default:
           return false;  // deadline or stop, nothing granted
       }
     }
+  }
+
+  // The pieces of a lock wait, shared by every kind of lock waiter.
+
+  // Before each queueing: the fairness state the releaser reads [I6]. The time bound runs from
+  // the first queueing, across re-queues.
+  static void before_queueing(node& n, const fairness_settings& f) {
+    n.wants_handoff = n.lost >= f.max_lost_races;
+    if (!n.queued_once) {
+      n.handoff_at = saturating_add(P::now(), f.max_wait);
+      n.queued_once = true;
+    }
+  }
+
+  // Takes the bit, or makes the node visible (queued, or joined to a release in progress).
+  // Returns true if the bit was taken.
+  static bool enqueue_exclusive(bucket_t& b, std::atomic<W>& word, W bit, node& n) {
+    P::lock(b.lock);
+    // Set the waiters bit and try the bit in one RMW, under the bucket lock [I2]. In the word's
+    // modification order a fast release either precedes this RMW (then we see the bit clear and
+    // own it now) or follows it (then its CAS fails on the waiters bit and it takes this bucket
+    // lock, after us, and finds us queued). If we take the bit here, the waiters bit may be left
+    // set for nobody: allowed [I4], the next release clears it.
+    const W old = P::fetch_or(word, W(bit | WB), mo_acquire);
+    if (!(old & bit)) {
+      P::unlock(b.lock);
+      return true;
+    }
+    b.arrive(&n);
+    P::unlock(b.lock);
+    return false;
+  }
+
+  // After token_retry: the bit was cleared and we were woken to race for it. Returns true if we
+  // took it. Losing to a thread that never queued is the bounded unfairness [I6]: count it.
+  static bool race_after_retry(std::atomic<W>& word, W bit, node& n) {
+    if (try_lock(word, bit)) return true;
+    ++n.lost;
+    if (P::stats_on()) P::stat_lost_race(&word);
+    return false;
   }
 
   static bool wait_clear_contended(std::atomic<W>& word, W bit, const deadline& dl,
@@ -284,18 +310,24 @@ struct core {
     n.kind = node_kind::shared;
     n.parker = &P::current_parker();
     n.parker->prepare();
+    if (enqueue_shared(b, word, bit, n)) return true;
+    // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
+    // says that the bit was cleared after we queued, and its acquire makes the clear visible.
+    return sleep(b, n, dl, stop) != token_none;
+  }
+
+  // Sees the bit clear, or makes the node visible. Returns true if the bit was clear.
+  static bool enqueue_shared(bucket_t& b, std::atomic<W>& word, W bit, node& n) {
     P::lock(b.lock);
-    // Under the lock, as for lock_slow: either we see the bit clear, or a release will find us.
-    // The plain load first avoids leaving a stale waiters bit when the bit just cleared.
+    // Under the lock, as for a lock waiter: either we see the bit clear, or a release will find
+    // us. The plain load first avoids leaving a stale waiters bit when the bit just cleared.
     if (!(P::load(word, mo_acquire) & bit) || !(P::fetch_or(word, WB, mo_acquire) & bit)) {
       P::unlock(b.lock);
       return true;
     }
     b.arrive(&n);
     P::unlock(b.lock);
-    // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
-    // says that the bit was cleared after we queued, and its acquire makes the clear visible.
-    return sleep(b, n, dl, stop) != token_none;
+    return false;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -547,17 +579,22 @@ struct core {
     if (P::stats_on()) P::stat_release_done(&word, w.handoff);
     P::unlock(b.lock);
 
-    // [I1] From here on, the word is not touched: the object may already be gone. Unpark the
-    // claimed waiters; read each node's link before its unpark, since the node lives on its
-    // waiter's stack and may vanish the instant the token lands.
-    for (node* n = w.wake.head; n;) {
+    // [I1] From here on, the word is not touched: the object may already be gone.
+    deliver(w.wake.head);
+    if constexpr (checked_mode<P> && atomic_clear) P::checked_flush();  // the address only
+  }
+
+  // Unparks the claimed waiters of a release, after its final bucket unlock, with the tokens it
+  // decided. Each node's link is read before its unpark: the node lives on its waiter's stack and
+  // may vanish the instant the token lands.
+  static void deliver(node* head) {
+    for (node* n = head; n;) {
       node* next = n->next.get();
       const std::uint32_t token = n->token.get();
       typename P::parker* pk = n->parker;
       pk->unpark(token);
       n = next;
     }
-    if constexpr (checked_mode<P> && atomic_clear) P::checked_flush();  // the address only
   }
 
   static bool abandon(const deadline& dl, const std::stop_token* stop) {

@@ -59,6 +59,10 @@ struct waiter_node {
   // too many races; the releaser also hands off once `handoff_at` has passed.
   bool wants_handoff = false;
   std::chrono::steady_clock::time_point handoff_at{};
+  // The waiter's own bookkeeping across its re-queues: races lost in this wait, and whether it
+  // has queued before (handoff_at is set at the first queueing).
+  unsigned lost = 0;
+  bool queued_once = false;
 
   typename P::parker* parker = nullptr;
 
