@@ -130,13 +130,28 @@ TEST(WalkTest, ArrivalsDuringWalkAreWokenAfterTheClear) {
     std::atomic<int> early{0}, done{0};
     constexpr int kWaiters = 24;
     std::vector<std::thread> ts;
-    for (int i = 0; i < kWaiters; ++i)
+    auto start_waiter = [&] {
       ts.emplace_back([&] {
         if (!core<P>::wait_clear(word, EVENT, pd::deadline::after(20s), nullptr)) early.fetch_add(100);
         if (!cleared.load()) early.fetch_add(1);
         done.fetch_add(1);
       });
-    std::this_thread::sleep_for(2ms);
+    };
+    // Half of them queued before the release (so that its walk spans holds), the other half
+    // started just before it, to arrive while it walks.
+    for (int i = 0; i < kWaiters / 2; ++i) start_waiter();
+    auto queued = [&] {
+      auto& b = P::table().at(0);
+      P::lock(b.lock);
+      int c = 0;
+      for (auto* n = b.head; n; n = n->next.get()) c += n->word == &word;
+      P::unlock(b.lock);
+      return c;
+    };
+    const auto limit = std::chrono::steady_clock::now() + 20s;
+    while (queued() < kWaiters / 2 && std::chrono::steady_clock::now() < limit) std::this_thread::yield();
+    EXPECT_EQ(queued(), kWaiters / 2);
+    for (int i = kWaiters / 2; i < kWaiters; ++i) start_waiter();
     cleared.store(true);  // before the release: a waiter may only return after it
     core<P>::release(word, EVENT, pd::release_kind::event);
     for (auto& t : ts) t.join();
