@@ -246,7 +246,6 @@ TYPED_TEST(Fairness, EveryThreadAcquiresUnderContention) {
   std::atomic<W> w{0};
   std::atomic<bool> stop{false};
   long counts[4] = {};
-  std::atomic<int> have{0};  // threads that have had the lock at least once
   pwtest::exclusion ex;
   pwtest::start_gate gate;
   std::vector<std::thread> ts;
@@ -259,16 +258,12 @@ TYPED_TEST(Fairness, EveryThreadAcquiresUnderContention) {
           return;
         }
         ex.critical_section();
-        if (++counts[t] == 1) have.fetch_add(1);
+        ++counts[t];
         pagewait::unlock_bit(w, L);
       }
     });
   gate.release();
   std::this_thread::sleep_for(300ms);
-  // Each thread has had the lock before the run ends (on a loaded machine, or under TSan, a
-  // thread may not even have started within 300 ms; the 20 s per acquisition above is the
-  // starvation bound).
-  EXPECT_TRUE(pwtest::eventually([&] { return have.load() == 4; }, 25s));
   stop.store(true);
   for (auto& t : ts) t.join();
   for (int t = 0; t < 4; ++t) EXPECT_GT(counts[t], 0) << "thread " << t;
