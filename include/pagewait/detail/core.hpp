@@ -259,7 +259,8 @@ struct core {
     }
   }
 
-  // The pieces of a lock wait, shared by every kind of lock waiter.
+  // The pieces of a lock wait. Each has one caller today; they are apart so that the
+  // asynchronous waiters of docs/proposals/async-waits.md can share them.
 
   // Before each queueing: the fairness state the releaser reads [I6]. The time bound runs from
   // the first queueing, across re-queues.

@@ -60,7 +60,9 @@ struct waiter_node {
   bool wants_handoff = false;
   std::chrono::steady_clock::time_point handoff_at{};
   // The waiter's own bookkeeping across its re-queues: races lost in this wait, and whether it
-  // has queued before (handoff_at is set at the first queueing).
+  // has queued before (handoff_at is set at the first queueing). Plain fields: only the owning
+  // thread touches them, while the node is not visible; a waiter whose race runs on another
+  // thread (an asynchronous one) would need them as cells.
   unsigned lost = 0;
   bool queued_once = false;
 
