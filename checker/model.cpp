@@ -582,6 +582,8 @@ std::chrono::steady_clock::time_point runtime::now() {
 // ------------------------------------------------------------------------------------------
 // Node fields: liveness and the race detector.
 
+void runtime::cell_retire(cell_meta& m) { m.magic = cell_meta::dead_magic; }
+
 void runtime::cell_init(cell_meta& m) {
   m.magic = cell_meta::live_magic;
   m.wthread = cur_;

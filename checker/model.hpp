@@ -183,6 +183,11 @@ class runtime {
   void cell_init(cell_meta& m);
   void cell_read(const cell_meta& m);
   void cell_write(cell_meta& m);
+  // Marks the cell dead. Out of line on purpose: a store to a member in a destructor is dead to
+  // the optimizer (the object's lifetime ends), and GCC removes it (-flifetime-dse), which hid
+  // every later touch of a destroyed node from the liveness check; only the race detector, when
+  // the touch came from another thread, still saw it.
+  void cell_retire(cell_meta& m);
   void visit(const void* node);
   void retire_node(const void* p);
 
@@ -460,7 +465,7 @@ struct basic_model_policy {
     cell(T x) : v(x) { rt().cell_init(m); }  // NOLINT: brace-initialised like the native cell
     cell(const cell&) = delete;
     cell& operator=(const cell&) = delete;
-    ~cell() { m.magic = cell_meta::dead_magic; }
+    ~cell() { rt().cell_retire(m); }
     T get() const {
       rt().cell_read(m);
       return v;
