@@ -460,6 +460,49 @@ void runtime::visit(const void* node) {
   }
 }
 
+void runtime::async_queue(model_async_sink& s, std::uint32_t token) {
+  thread& t = me();
+  s.token = token;
+  s.next_done = nullptr;
+  if (t.done_tail)
+    t.done_tail->next_done = &s;
+  else
+    t.done_head = &s;
+  t.done_tail = &s;
+}
+
+void runtime::async_run() {
+  thread& t = me();
+  if (t.done_running) return;
+  t.done_running = true;
+  while (model_async_sink* s = t.done_head) {
+    t.done_head = s->next_done;
+    if (!t.done_head) t.done_tail = nullptr;
+    if (t.held) {
+      msg_ = "an asynchronous waiter's completion ran under a bucket lock (C1: user code never runs there)";
+      fail();
+    }
+    if (s->withdrawn) {
+      msg_ =
+          "a completion came for an asynchronous wait that cancel had withdrawn (no callback after a cancel "
+          "that returned true)";
+      fail();
+    }
+    if (++s->completions > 1) {
+      msg_ = "a second completion for one asynchronous start (exactly one callback per pending start)";
+      fail();
+    }
+    step_record r;
+    r.op = "async completion";
+    r.n = std::int64_t(s->token);
+    r.note = "token";
+    record(r);
+    const std::uint32_t token = s->token;
+    s->callback(token);  // may destroy the node: nothing of it is read after this
+  }
+  me().done_running = false;
+}
+
 void model_parker::prepare() { rt().parker_prepare(*this); }
 std::uint32_t model_parker::park(const detail::deadline& dl, const std::stop_token*) {
   return rt().parker_park(*this, dl);
@@ -593,7 +636,7 @@ void runtime::cell_init(cell_meta& m) {
 
 void runtime::cell_read(const cell_meta& m) {
   if (m.magic != cell_meta::live_magic) {
-    msg_ = "read of a waiter node's field after its thread returned (the node was on its stack)";
+    msg_ = "read of a waiter node's field after the node was destroyed (its thread returned, or an asynchronous waiter's completion freed it)";
     fail();
   }
   if (!hb(m.wthread, m.wclock)) {
@@ -605,7 +648,7 @@ void runtime::cell_read(const cell_meta& m) {
 
 void runtime::cell_write(cell_meta& m) {
   if (m.magic != cell_meta::live_magic) {
-    msg_ = "write to a waiter node's field after its thread returned (the node was on its stack)";
+    msg_ = "write to a waiter node's field after the node was destroyed (its thread returned, or an asynchronous waiter's completion freed it)";
     fail();
   }
   if (!hb(m.wthread, m.wclock)) {

@@ -76,6 +76,20 @@ struct model_parker {
   void unpark(std::uint32_t token);
 };
 
+// An asynchronous waiter's sink (pagewait/async.hpp on the model). `actor` is the scenario thread
+// that started the wait (the table view names the node by it). The completion is the scenario's
+// callback, run on the thread whose release delivered the token, as the native one is: queued by
+// deliver (P::complete), run by P::run_completions. The runtime checks [C1] (no completion under
+// a bucket lock) and "exactly once" (never twice, never after cancel withdrew the wait).
+struct model_async_sink {
+  int actor = -1;
+  std::function<void(std::uint32_t)> callback;
+  model_async_sink* next_done = nullptr;
+  std::uint32_t token = 0;
+  unsigned completions = 0;
+  bool withdrawn = false;  // cancel_async returned true
+};
+
 // Checker state of one node field: liveness and the race detector's last write and reads.
 struct cell_meta {
   static constexpr std::uint32_t live_magic = 0x4c495645u, dead_magic = 0x44454144u;
@@ -178,6 +192,9 @@ class runtime {
   void parker_unpark(model_parker& p, std::uint32_t token);
   std::chrono::steady_clock::time_point now();
   model_parker& current_parker() { return threads_[std::size_t(cur_)].parker; }
+  // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
+  void async_queue(model_async_sink& s, std::uint32_t token);
+  void async_run();
 
   // ---- plain accesses (checked, not branched on) ----
   void cell_init(cell_meta& m);
@@ -296,6 +313,9 @@ class runtime {
     detail::deadline dl{};
     vclock vc{};
     model_parker parker;
+    model_async_sink* done_head = nullptr;  // completions queued by its releases, not yet run
+    model_async_sink* done_tail = nullptr;
+    bool done_running = false;
     obj target;
     model_lock* held = nullptr;
     std::uint32_t waits = 0;  // completed waits (shared and exclusive)
@@ -484,6 +504,10 @@ struct basic_model_policy {
   using parker = model_parker;
   static parker& current_parker() { return rt().current_parker(); }
 
+  using async_sink = model_async_sink;
+  static void complete(async_sink* s, std::uint32_t token) { rt().async_queue(*s, token); }
+  static void run_completions() { rt().async_run(); }
+
   static std::chrono::steady_clock::time_point now() { return rt().now(); }
 
   // Not constexpr: a scenario shrinks the chunk so that a walk spans several holds.
@@ -508,6 +532,8 @@ struct table_view_for final : table_view {
   using node = detail::waiter_node<P>;
   detail::wait_table<P>* t;
   explicit table_view_for(detail::wait_table<P>* tt) : t(tt) {}
+  // The scenario thread behind a node: the waiting thread, or an asynchronous waiter's actor.
+  static int actor(const node* n) { return n->async ? n->async->actor : n->parker->thread; }
   template <class F>
   void each(F&& f) const {
     for (std::size_t i = 0; i < t->size(); ++i) {
@@ -530,7 +556,7 @@ struct table_view_for final : table_view {
   void waiters_for(const void* word, std::uint64_t bit, std::vector<int>& threads) const override {
     each([&](node* n, bool queued) {
       if (queued && n->kind != detail::node_kind::bookmark && n->word == word && n->bit == bit)
-        threads.push_back(n->parker->thread);
+        threads.push_back(actor(n));
     });
   }
   int first_exclusive(const void* word, std::uint64_t bit, std::chrono::steady_clock::time_point now,
@@ -539,7 +565,7 @@ struct table_view_for final : table_view {
       for (node* n = t->at(i).head; n; n = n->next.v)
         if (n->kind == detail::node_kind::exclusive && n->word == word && n->bit == bit) {
           earned = n->wants_handoff || now >= n->handoff_at;
-          return n->parker->thread;
+          return actor(n);
         }
     return -1;
   }
@@ -550,7 +576,7 @@ struct table_view_for final : table_view {
         node_info& i = out[k];
         i.node = n;
         i.bookmark = n->kind == detail::node_kind::bookmark;
-        i.thread = i.bookmark ? -1 : n->parker->thread;
+        i.thread = i.bookmark ? -1 : actor(n);
         i.word = n->word;
         i.bit = n->bit;
         i.exclusive = n->kind == detail::node_kind::exclusive;

@@ -332,6 +332,45 @@ struct core {
   }
 
   // ------------------------------------------------------------------------------------------
+  // Asynchronous waits (pagewait/async.hpp): a node with a sink and no thread. The protocol is
+  // the shared waiter's, step for step: the same enqueue, the same walk, the same re-queue after a
+  // hand-off, the same withdraw. Only the delivery differs: the token goes to the sink, and the
+  // sink's completion runs on the releasing thread once that release has finished with every node
+  // (deliver; P::complete, P::run_completions) [C1]. The node belongs to the caller: it must stay
+  // alive from a pending start until its completion has begun, or until cancel_async withdrew it.
+
+  // Starts an asynchronous wait for `bit` to clear. Returns true if the bit was clear: nothing was
+  // queued and no completion will come. Returns false if the node is queued (or joined a release
+  // in progress): exactly one completion follows, with token_cleared after a clear that happened
+  // after this call began [I3], or with token_abandoned if cancel_async came too late to withdraw
+  // it but early enough to keep it from being queued again after a hand-off. Never blocks.
+  static bool start_wait_clear_async(std::atomic<W>& word, W bit, node& n, typename P::async_sink* sink) {
+    // Acquire: as wait_clear's, pairs with the release of the clear.
+    const W seen = P::load(word, mo_acquire);
+    if (!(seen & bit)) return true;
+    bucket_t& b = P::table().bucket_for(&word);
+    n.word = &word;
+    n.bit = bit;
+    n.kind = node_kind::shared;
+    n.parker = nullptr;
+    n.async = sink;
+    // A node may be started again after its completion: its previous release's marks go. Not yet
+    // visible, so nobody else reads these (the caller's own synchronisation with the completion
+    // orders them after that release's writes).
+    n.abandoned.set(false);
+    n.token.set(token_none);
+    // [I2][I3][I4] DROP wait, as a blocking shared waiter: from here on the word is not read on
+    // this node's behalf; only a release's token says that the bit was cleared after we queued.
+    return enqueue_shared(b, word, bit, n);
+  }
+
+  // Withdraws a pending asynchronous wait. True: it was queued and has left; no completion will
+  // come. False: a release has claimed it and will complete it (with what it granted, or with
+  // token_abandoned if it would have queued it again). The caller must not run this concurrently
+  // with the end of the node's life.
+  static bool cancel_async(node& n) { return withdraw(P::table().bucket_for(n.word), n); }
+
+  // ------------------------------------------------------------------------------------------
   // The release walk.
 
   // A list of claimed nodes, linked through their queue links (they are out of the queue).
@@ -587,15 +626,22 @@ struct core {
 
   // Unparks the claimed waiters of a release, after its final bucket unlock, with the tokens it
   // decided. Each node's link is read before its unpark: the node lives on its waiter's stack and
-  // may vanish the instant the token lands.
+  // may vanish the instant the token lands. An asynchronous waiter's token goes to its sink, whose
+  // completion may likewise free the node; the completions run only after the whole list has
+  // been delivered [C1], so that no user code runs while this release still reads nodes.
   static void deliver(node* head) {
     for (node* n = head; n;) {
       node* next = n->next.get();
       const std::uint32_t token = n->token.get();
-      typename P::parker* pk = n->parker;
-      pk->unpark(token);
+      if (typename P::async_sink* s = n->async) {
+        P::complete(s, token);
+      } else {
+        typename P::parker* pk = n->parker;
+        pk->unpark(token);
+      }
       n = next;
     }
+    P::run_completions();
   }
 
   static bool abandon(const deadline& dl, const std::stop_token* stop) {

@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "pagewait/checked.hpp"  // PAGEWAIT_CHECKED
+#include "pagewait/detail/async_sink.hpp"
 #include "pagewait/detail/futex.hpp"
 #include "pagewait/detail/parker.hpp"
 #include "pagewait/detail/tsan.hpp"  // PAGEWAIT_TSAN: this translation unit is built with TSan
@@ -130,6 +131,12 @@ struct native_policy {
 
   using parker = native_parker;
   static parker& current_parker() noexcept { return native_parker::current(); }
+
+  // Asynchronous waiters (detail/async_sink.hpp): a release queues each one's completion on the
+  // calling thread's list, and runs the list after it has finished with every node.
+  using async_sink = detail::async_sink;
+  static void complete(async_sink* s, std::uint32_t token) noexcept { async_queue_completion(s, token); }
+  static void run_completions() noexcept { async_run_completions(); }
 
   static std::chrono::steady_clock::time_point now() noexcept { return std::chrono::steady_clock::now(); }
 

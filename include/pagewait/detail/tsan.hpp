@@ -178,6 +178,31 @@ class releasing {
   bool on_;
 };
 
+// An asynchronous waiter (pagewait/async.hpp). Its start publishes the waiter object (what the
+// caller wrote before starting) before the library, which TSan does not see, can pass it to
+// another thread; its completion acquires that, and runs the callback outside the ignore region
+// of the release that delivers it (a completion runs inside unlock_bit or clear_bit_and_wake, on
+// the releasing thread), so that the callback's own accesses and synchronisation are checked.
+inline void async_publish(const void* waiter) noexcept {
+  if (active()) __tsan_release(addr(waiter));
+}
+class async_callback {
+ public:
+  explicit async_callback(const void* waiter) noexcept : on_(active()) {
+    if (!on_) return;
+    quiet_end();
+    __tsan_acquire(addr(waiter));
+  }
+  async_callback(const async_callback&) = delete;
+  async_callback& operator=(const async_callback&) = delete;
+  ~async_callback() {
+    if (on_) quiet_begin();
+  }
+
+ private:
+  bool on_;
+};
+
 // pagewait::mutex as a TSan mutex, keyed by its word's address. try = a try_lock or a timed lock,
 // which cannot deadlock: TSan skips its lock-order check before them.
 inline constexpr unsigned mutex_not_static = 1u << 8;       // __tsan_mutex_not_static
@@ -248,6 +273,11 @@ class acquiring {
 class releasing {
  public:
   explicit constexpr releasing(const void*) noexcept {}
+};
+inline void async_publish(const void*) noexcept {}
+class async_callback {
+ public:
+  explicit constexpr async_callback(const void*) noexcept {}
 };
 inline void mutex_create(const void*) noexcept {}
 inline void mutex_destroy(const void*) noexcept {}

@@ -66,7 +66,11 @@ struct waiter_node {
   unsigned lost = 0;
   bool queued_once = false;
 
+  // Exactly one of the two is set while the node is visible: the parker of the thread that waits
+  // (blocking waits), or the sink of an asynchronous waiter, which has no thread behind it
+  // (pagewait/async.hpp): a release delivers the token to whichever is set.
   typename P::parker* parker = nullptr;
+  typename P::async_sink* async = nullptr;
 
   waiter_node() = default;
   waiter_node(const waiter_node&) = delete;

@@ -1,0 +1,421 @@
+// tests/async_test.cpp — asynchronous waits for a bit to clear (pagewait/async.hpp): the contract
+// of async_wait, one clause per test, then the same clauses under concurrency.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <pagewait/async.hpp>
+#include <pagewait/pagewait.hpp>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_util.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using pagewait::async_result;
+using pagewait::async_start;
+
+template <class W>
+class AsyncWait : public ::testing::Test {};
+using WordTypes = ::testing::Types<std::uint32_t, std::uint64_t>;
+TYPED_TEST_SUITE(AsyncWait, WordTypes);
+
+// What a callback saw: how often it ran, the last result, and on which thread.
+struct record {
+  std::atomic<int> calls{0};
+  std::atomic<int> cleared{0};
+  std::atomic<int> cancelled{0};
+  std::thread::id thread;
+};
+
+template <class W>
+void count(pagewait::async_wait<W>& w, async_result r) noexcept {
+  auto* rec = static_cast<record*>(w.user_data());
+  rec->thread = std::this_thread::get_id();
+  (r == async_result::cleared ? rec->cleared : rec->cancelled).fetch_add(1);
+  rec->calls.fetch_add(1, std::memory_order_release);
+}
+
+TYPED_TEST(AsyncWait, ClearBitIsDoneAtOnceWithoutCallback) {
+  using W = TypeParam;
+  std::atomic<W> w{W(0b10)};
+  record rec;
+  pagewait::async_wait<W> a(&count<W>, &rec);
+  EXPECT_EQ(a.start_wait_clear(w, W(0b1)), async_start::done);
+  EXPECT_FALSE(a.pending());
+  EXPECT_EQ(w.load(), W(0b10)) << "a start that finds the bit clear must not touch the word";
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+  EXPECT_EQ(rec.calls.load(), 0);
+  EXPECT_FALSE(a.cancel()) << "nothing pending: nothing to cancel";
+}
+
+TYPED_TEST(AsyncWait, ClearCallsBackOnceOnTheReleasingThread) {
+  using W = TypeParam;
+  constexpr W B = W(0b100);
+  std::atomic<W> w{B};
+  record rec;
+  pagewait::async_wait<W> a(&count<W>, &rec);
+  ASSERT_EQ(a.start_wait_clear(w, B), async_start::pending);
+  EXPECT_TRUE(a.pending());
+  EXPECT_EQ(pwtest::queued_on(w, B), 1u);
+  EXPECT_EQ(w.load(), W(B | pagewait::waiters_bit<W>)) << "a queued waiter sets the waiters bit";
+  EXPECT_EQ(rec.calls.load(), 0) << "called back before the bit cleared";
+
+  std::thread::id releaser;
+  std::thread t([&] {
+    releaser = std::this_thread::get_id();
+    pagewait::clear_bit_and_wake(w, B);
+    // The callback has run before the release returns (no executor: it runs on this thread).
+    EXPECT_EQ(rec.calls.load(), 1);
+  });
+  t.join();
+  EXPECT_EQ(rec.calls.load(), 1);
+  EXPECT_EQ(rec.cleared.load(), 1);
+  EXPECT_EQ(rec.thread, releaser);
+  EXPECT_FALSE(a.pending());
+  EXPECT_EQ(w.load(), W(0)) << "the last waiter gone: the release clears the waiters bit too";
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+}
+
+TYPED_TEST(AsyncWait, UnlockOfALockBitCallsBack) {
+  using W = TypeParam;
+  constexpr W L = W(1);
+  std::atomic<W> w{0};
+  pagewait::lock_bit(w, L);
+  record rec;
+  pagewait::async_wait<W> a(&count<W>, &rec);
+  ASSERT_EQ(a.start_wait_clear(w, L), async_start::pending);
+  pagewait::unlock_bit(w, L);
+  EXPECT_EQ(rec.cleared.load(), 1);
+  EXPECT_EQ(w.load(), W(0));
+}
+
+// Woken means cleared: while the lock passes from owner to owner by hand-off, the bit never
+// clears and the asynchronous reader is not called; the unlock that clears it calls it.
+TEST(AsyncWaitHandoff, NotCalledWhileTheLockIsHandedOff) {
+  constexpr std::uint32_t L = 1;
+  const pagewait::fairness_settings saved = pagewait::get_fairness();
+  pagewait::set_fairness({0, 0ns});  // every lock waiter has earned a hand-off
+  std::atomic<std::uint32_t> w{0};
+  pagewait::lock_bit(w, L);
+  record rec;
+  pagewait::async_wait<std::uint32_t> a(&count<std::uint32_t>, &rec);
+  ASSERT_EQ(a.start_wait_clear(w, L), async_start::pending);
+  std::atomic<bool> owns{false}, may_unlock{false};
+  std::thread locker([&] {
+    pagewait::lock_bit(w, L);
+    owns = true;
+    while (!may_unlock) std::this_thread::yield();
+    pagewait::unlock_bit(w, L);
+  });
+  ASSERT_TRUE(pwtest::wait_queued(w, 2, L));  // the reader and the locker
+  pagewait::unlock_bit(w, L);                 // hands off to the locker
+  ASSERT_TRUE(pwtest::eventually([&] { return owns.load(); }));
+  EXPECT_TRUE(w.load() & L) << "handed off: the bit never cleared";
+  EXPECT_EQ(rec.calls.load(), 0) << "an asynchronous reader was called while the lock was handed off";
+  EXPECT_TRUE(a.pending());
+  EXPECT_EQ(pwtest::queued_on(w, L), 1u) << "the reader must stay queued through the hand-off";
+  may_unlock = true;
+  locker.join();
+  EXPECT_EQ(rec.cleared.load(), 1);
+  EXPECT_EQ(rec.calls.load(), 1);
+  pagewait::set_fairness(saved);
+}
+
+TYPED_TEST(AsyncWait, CancelWithdrawsAQueuedWait) {
+  using W = TypeParam;
+  constexpr W B = W(0b10);
+  std::atomic<W> w{B};
+  record rec;
+  pagewait::async_wait<W> a(&count<W>, &rec);
+  ASSERT_EQ(a.start_wait_clear(w, B), async_start::pending);
+  EXPECT_TRUE(a.cancel());
+  EXPECT_FALSE(a.pending());
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+  EXPECT_FALSE(a.cancel()) << "a second cancel has nothing to withdraw";
+  pagewait::clear_bit_and_wake(w, B);
+  EXPECT_EQ(rec.calls.load(), 0) << "a callback after a cancel that returned true";
+  EXPECT_EQ(w.load(), W(0)) << "the waiters bit left by the withdrawn waiter goes with the next release";
+
+  // The waiter can be started again at once, and works as new.
+  w.fetch_or(B);
+  ASSERT_EQ(a.start_wait_clear(w, B), async_start::pending);
+  pagewait::clear_bit_and_wake(w, B);
+  EXPECT_EQ(rec.cleared.load(), 1);
+  EXPECT_EQ(rec.cancelled.load(), 0);
+}
+
+TYPED_TEST(AsyncWait, CancelAfterTheCallbackIsFalse) {
+  using W = TypeParam;
+  std::atomic<W> w{W(1)};
+  record rec;
+  pagewait::async_wait<W> a(&count<W>, &rec);
+  ASSERT_EQ(a.start_wait_clear(w, W(1)), async_start::pending);
+  pagewait::clear_bit_and_wake(w, W(1));
+  EXPECT_FALSE(a.cancel());
+  EXPECT_EQ(rec.calls.load(), 1);
+}
+
+TYPED_TEST(AsyncWait, BadInputThrowsAndLeavesTheWord) {
+  using W = TypeParam;
+  const W before = W(0b1011);
+  std::atomic<W> w{before};
+  record rec;
+  pagewait::async_wait<W> a(&count<W>, &rec);
+  EXPECT_THROW(a.start_wait_clear(w, W(0)), std::invalid_argument);
+  EXPECT_THROW(a.start_wait_clear(w, W(0b11)), std::invalid_argument);
+  EXPECT_THROW(a.start_wait_clear(w, pagewait::waiters_bit<W>), std::invalid_argument);
+  EXPECT_EQ(w.load(), before);
+  EXPECT_FALSE(a.pending());
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+
+  ASSERT_EQ(a.start_wait_clear(w, W(0b1000)), async_start::pending);
+  const W queued = w.load();
+  try {
+    a.start_wait_clear(w, W(0b10));
+    ADD_FAILURE() << "starting a pending waiter did not throw";
+  } catch (const pagewait::usage_error& e) {
+    EXPECT_NE(std::string(e.what()).find("pending"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(w.load(), queued);
+  EXPECT_EQ(pwtest::queued_on(w), 1u) << "the failed start queued a second node";
+  EXPECT_TRUE(a.cancel());
+  EXPECT_THROW(pagewait::async_wait<W>(nullptr), std::invalid_argument);
+}
+
+// The callback may destroy its waiter and free the object whose word it waited on: the release
+// touches neither once the callbacks begin (ASan reports it if it does).
+struct page {
+  std::atomic<std::uint32_t> flags{0};
+  std::atomic<int> refs{0};
+};
+
+void free_all(pagewait::async_wait<std::uint32_t>& w, async_result r) noexcept {
+  auto* p = static_cast<page*>(w.user_data());
+  EXPECT_EQ(r, async_result::cleared);
+  delete &w;
+  if (p->refs.fetch_sub(1) == 1) delete p;
+}
+
+TEST(AsyncWaitLifetime, CallbacksFreeTheirWaitersAndThePage) {
+  constexpr std::uint32_t WB = 0b10;
+  for (int round = 0; round < pwtest::scaled(200); ++round) {
+    auto* p = new page;
+    p->flags.store(WB);
+    const int n = 1 + round % 17;
+    p->refs.store(n);
+    for (int i = 0; i < n; ++i) {
+      auto* a = new pagewait::async_wait<std::uint32_t>(&free_all, p);
+      ASSERT_EQ(a->start_wait_clear(p->flags, WB), async_start::pending);
+    }
+    std::thread t([p] { pagewait::clear_bit_and_wake(p->flags, WB); });
+    t.join();
+  }
+}
+
+// A release made inside a callback does not recurse: its callbacks run after the current one
+// returns, on the same thread, before the outermost release returns.
+struct chain {
+  std::atomic<std::uint32_t> first{1};
+  std::atomic<std::uint32_t> second{1};
+  std::vector<std::string> log;
+  int depth = 0;
+};
+
+void chain_first(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
+  auto* c = static_cast<chain*>(w.user_data());
+  c->log.push_back("first begins");
+  ++c->depth;
+  pagewait::clear_bit_and_wake(c->second, 1u);  // completes the second waiter
+  c->log.push_back("first ends");
+  --c->depth;
+}
+void chain_second(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
+  auto* c = static_cast<chain*>(w.user_data());
+  c->log.push_back(c->depth == 0 ? "second at depth 0" : "second nested");
+}
+
+TEST(AsyncWaitNesting, ReleasesInCallbacksRunAfterTheCurrentCallback) {
+  chain c;
+  pagewait::async_wait<std::uint32_t> a(&chain_first, &c), b(&chain_second, &c);
+  ASSERT_EQ(a.start_wait_clear(c.first, 1u), async_start::pending);
+  ASSERT_EQ(b.start_wait_clear(c.second, 1u), async_start::pending);
+  pagewait::clear_bit_and_wake(c.first, 1u);
+  EXPECT_EQ(c.log, (std::vector<std::string>{"first begins", "first ends", "second at depth 0"}));
+  EXPECT_FALSE(b.pending());
+}
+
+// No pagewait lock is held while a callback runs: it may start waits, lock and release bits of
+// words in the same bucket as the one just released (a held bucket lock would deadlock here).
+struct same_bucket_ctx {
+  pwtest::same_bucket_words<std::uint32_t>* words;
+  pagewait::async_wait<std::uint32_t>* next;
+  record* rec;
+};
+
+void uses_the_bucket(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
+  auto* c = static_cast<same_bucket_ctx*>(w.user_data());
+  std::atomic<std::uint32_t>& other = *c->words->words[1];
+  pagewait::lock_bit(other, 1u);
+  EXPECT_EQ(c->next->start_wait_clear(other, 1u), async_start::pending);
+  pagewait::unlock_bit(other, 1u);  // completes `next`, after this callback
+  c->rec->calls.fetch_add(1);
+}
+
+TEST(AsyncWaitNesting, CallbacksRunWithNoBucketLockHeld) {
+  pwtest::same_bucket_words<std::uint32_t> words(2);
+  ASSERT_EQ(words.words.size(), 2u);
+  record rec, next_rec;
+  pagewait::async_wait<std::uint32_t> next(&count<std::uint32_t>, &next_rec);
+  same_bucket_ctx ctx{&words, &next, &rec};
+  pagewait::async_wait<std::uint32_t> a(&uses_the_bucket, &ctx);
+  std::atomic<std::uint32_t>& first = *words.words[0];
+  first.store(1);
+  ASSERT_EQ(a.start_wait_clear(first, 1u), async_start::pending);
+  pagewait::clear_bit_and_wake(first, 1u);
+  EXPECT_EQ(rec.calls.load(), 1);
+  EXPECT_EQ(next_rec.cleared.load(), 1);
+}
+
+// A callback may start its waiter again (a chain of waits on successive bits).
+void restart(pagewait::async_wait<std::uint32_t>& w, async_result r) noexcept {
+  auto* state = static_cast<std::pair<std::atomic<std::uint32_t>*, int>*>(w.user_data());
+  EXPECT_EQ(r, async_result::cleared);
+  if (++state->second < 3) {
+    EXPECT_EQ(w.start_wait_clear(*state->first, 1u << state->second), async_start::pending);
+  }
+}
+
+TEST(AsyncWaitNesting, ACallbackMayStartItsWaiterAgain) {
+  std::atomic<std::uint32_t> w{0b111};
+  std::pair<std::atomic<std::uint32_t>*, int> state{&w, 0};
+  pagewait::async_wait<std::uint32_t> a(&restart, &state);
+  ASSERT_EQ(a.start_wait_clear(w, 1u), async_start::pending);
+  pagewait::clear_bit_and_wake(w, 1u);
+  EXPECT_EQ(state.second, 1);
+  EXPECT_TRUE(a.pending());
+  pagewait::clear_bit_and_wake(w, 2u);
+  EXPECT_EQ(state.second, 2);
+  pagewait::clear_bit_and_wake(w, 4u);
+  EXPECT_EQ(state.second, 3);
+  EXPECT_FALSE(a.pending());
+  EXPECT_EQ(w.load(), 0u);
+}
+
+TEST(AsyncWaitLifetime, DestroyingAPendingWaiterWithdrawsIt) {
+  std::atomic<std::uint32_t> w{1};
+  record rec;
+  {
+    pagewait::async_wait<std::uint32_t> a(&count<std::uint32_t>, &rec);
+    ASSERT_EQ(a.start_wait_clear(w, 1u), async_start::pending);
+  }
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+  pagewait::clear_bit_and_wake(w, 1u);
+  EXPECT_EQ(rec.calls.load(), 0);
+}
+
+// Destroying a waiter whose callback is already due (here: queued behind the running callback on
+// this thread) is a bug the library cannot make safe: it aborts with a message.
+struct due_ctx {
+  pagewait::async_wait<std::uint32_t>* victim;
+};
+void destroys_the_next(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
+  delete static_cast<due_ctx*>(w.user_data())->victim;
+}
+
+TEST(AsyncWaitDeathTest, DestroyingAWaiterWhoseCallbackIsDueAborts) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_DEATH(
+      {
+        std::atomic<std::uint32_t> w{1};
+        record rec;
+        due_ctx ctx{new pagewait::async_wait<std::uint32_t>(&count<std::uint32_t>, &rec)};
+        pagewait::async_wait<std::uint32_t> first(&destroys_the_next, &ctx);
+        (void)first.start_wait_clear(w, 1u);
+        (void)ctx.victim->start_wait_clear(w, 1u);
+        pagewait::clear_bit_and_wake(w, 1u);
+      },
+      "destroyed while pending");
+}
+
+// Blocking and asynchronous waiters on one bit, all queued, released by another thread, round
+// after round: every pending start gets exactly one callback, with `cleared`, and every blocking
+// waiter returns, from the same release.
+TYPED_TEST(AsyncWait, SharesEveryReleaseWithBlockingWaiters) {
+  using W = TypeParam;
+  constexpr W B = W(1) << 5;
+  constexpr int async_n = 16, blocking_n = 3;
+  const int rounds = pwtest::scaled(150);
+  std::atomic<W> w{0};
+  std::vector<record> recs(async_n);
+  std::vector<std::unique_ptr<pagewait::async_wait<W>>> waiters;
+  for (int i = 0; i < async_n; ++i)
+    waiters.push_back(std::make_unique<pagewait::async_wait<W>>(&count<W>, &recs[i]));
+  for (int r = 0; r < rounds; ++r) {
+    w.fetch_or(B);
+    for (auto& a : waiters) ASSERT_EQ(a->start_wait_clear(w, B), async_start::pending);
+    std::vector<std::thread> blockers;
+    for (int i = 0; i < blocking_n; ++i) blockers.emplace_back([&] { pagewait::wait_bit_clear(w, B); });
+    ASSERT_TRUE(pwtest::wait_queued(w, std::size_t(async_n + blocking_n), B));
+    std::thread releaser([&] { pagewait::clear_bit_and_wake(w, B); });
+    releaser.join();
+    for (auto& t : blockers) t.join();
+    for (int i = 0; i < async_n; ++i) {
+      ASSERT_EQ(recs[std::size_t(i)].cleared.load(), r + 1) << "waiter " << i << ", round " << r;
+      ASSERT_FALSE(waiters[std::size_t(i)]->pending());
+    }
+  }
+  for (auto& rec : recs) EXPECT_EQ(rec.cancelled.load(), 0);
+  EXPECT_EQ(w.load(), W(0));
+}
+
+// Cancel races the clear: exactly one of "cancel returned true" and "the callback ran", every
+// round; the waiter is reused only once both sides are done. The releaser is a thread that stays
+// up and clears on a signal; the cancel comes after a varying delay, so that both outcomes occur.
+TEST(AsyncWaitRace, CancelRacesTheClear) {
+  constexpr std::uint32_t B = 0b100;
+  const int rounds = pwtest::scaled(3000);
+  std::atomic<std::uint32_t> w{0};
+  record rec;
+  pagewait::async_wait<std::uint32_t> a(&count<std::uint32_t>, &rec);
+  std::atomic<int> go{0}, done{0};
+  std::thread releaser([&] {
+    for (int r = 1; r <= rounds; ++r) {
+      while (go.load(std::memory_order_acquire) < r) pwtest::native::cpu_relax();
+      pagewait::clear_bit_and_wake(w, B);
+      done.store(r, std::memory_order_release);
+    }
+  });
+  int withdrawn_n = 0, called_n = 0;
+  for (int r = 1; r <= rounds; ++r) {
+    w.fetch_or(B);
+    ASSERT_EQ(a.start_wait_clear(w, B), async_start::pending);
+    const int calls_before = rec.calls.load();
+    go.store(r, std::memory_order_release);
+    for (int i = 0; i < (r * 37) % 400; ++i) pwtest::native::cpu_relax();
+    const bool withdrawn = a.cancel();
+    while (done.load(std::memory_order_acquire) < r) pwtest::native::cpu_relax();
+    const int got = rec.calls.load() - calls_before;
+    if (withdrawn) {
+      ++withdrawn_n;
+      ASSERT_EQ(got, 0) << "round " << r << ": a callback after a cancel that returned true";
+    } else {
+      ++called_n;
+      ASSERT_EQ(got, 1) << "round " << r << ": cancel said too late, but no callback came";
+    }
+    ASSERT_FALSE(a.pending());
+  }
+  releaser.join();
+  EXPECT_EQ(rec.cancelled.load(), 0) << "no hand-off here: a callback can only say cleared";
+  EXPECT_EQ(withdrawn_n + called_n, rounds);
+  EXPECT_EQ(w.load(), 0u);
+  RecordProperty("withdrawn", withdrawn_n);
+  RecordProperty("called_back", called_n);
+}
+
+}  // namespace
