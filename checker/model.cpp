@@ -45,6 +45,7 @@ void runtime::reset() {
     s.calls_ended = 0;
   }
   joined_ever_n_ = 0;
+  sinks_.clear();
   for (thread& t : threads_) fiber_pool_.push_back(std::move(t.fib));
   threads_.clear();
   trace_.clear();
@@ -172,6 +173,17 @@ const violation& runtime::run(chooser& c) {
         violation_ = {true,
                       "every thread returned, but the wait table still holds a node or a release record", -1};
       }
+      // Exactly once, counted at the end (a completion may come after its actor returned): every
+      // pending asynchronous start got one completion, or was withdrawn by a cancel, not both.
+      for (const model_async_sink& k : sinks_)
+        if (k.pending && k.completions + (k.withdrawn ? 1u : 0u) != 1) {
+          violation_ = {true,
+                        "an asynchronous start got " + std::to_string(k.completions) + " completion(s)" +
+                            (k.withdrawn ? " after a cancel withdrew it" : "") +
+                            " (exactly one, or none if withdrawn)",
+                        -1};
+          break;
+        }
       break;
     }
     if (en.empty()) {
@@ -636,7 +648,9 @@ void runtime::cell_init(cell_meta& m) {
 
 void runtime::cell_read(const cell_meta& m) {
   if (m.magic != cell_meta::live_magic) {
-    msg_ = "read of a waiter node's field after the node was destroyed (its thread returned, or an asynchronous waiter's completion freed it)";
+    msg_ =
+        "read of a waiter node's field after the node was destroyed (its thread returned, or an asynchronous "
+        "waiter's completion freed it)";
     fail();
   }
   if (!hb(m.wthread, m.wclock)) {
@@ -648,7 +662,9 @@ void runtime::cell_read(const cell_meta& m) {
 
 void runtime::cell_write(cell_meta& m) {
   if (m.magic != cell_meta::live_magic) {
-    msg_ = "write to a waiter node's field after the node was destroyed (its thread returned, or an asynchronous waiter's completion freed it)";
+    msg_ =
+        "write to a waiter node's field after the node was destroyed (its thread returned, or an "
+        "asynchronous waiter's completion freed it)";
     fail();
   }
   if (!hb(m.wthread, m.wclock)) {

@@ -32,6 +32,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <stop_token>
@@ -87,6 +88,7 @@ struct model_async_sink {
   model_async_sink* next_done = nullptr;
   std::uint32_t token = 0;
   unsigned completions = 0;
+  bool pending = false;    // its start returned "pending" (the scenario says so)
   bool withdrawn = false;  // cancel_async returned true
 };
 
@@ -195,6 +197,9 @@ class runtime {
   // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
   void async_queue(model_async_sink& s, std::uint32_t token);
   void async_run();
+  // A sink that lives until the execution ends (so that a late second completion, or one after
+  // a withdrawing cancel, is still counted when its actor has returned), checked at the end.
+  model_async_sink& new_sink() { return sinks_.emplace_back(); }
 
   // ---- plain accesses (checked, not branched on) ----
   void cell_init(cell_meta& m);
@@ -360,6 +365,7 @@ class runtime {
     bool last_first_queued = false;
   };
 
+  std::deque<model_async_sink> sinks_;
   static void thread_entry(void* arg);
   void stop(pending what, const void* on = nullptr, bool timed = false, std::uint64_t bit = 0);
   bool enabled(const thread& t) const;

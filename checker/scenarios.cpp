@@ -96,17 +96,19 @@ struct user {
     pk.prepare();
     alignas(node) unsigned char frame[sizeof(node)];
     node* n = new (frame) node;
-    model_async_sink sink;
+    model_async_sink& sink = r.new_sink();
     sink.actor = r.current();
     sink.callback = [n, &pk, free_frame](std::uint32_t token) {
       if (free_frame) n->~node();
       pk.unpark(token);
     };
-    if (C::start_wait_clear_async(word(o), bit, *n, &sink)) {
+    C::prepare_async(*n, word(o), bit, &sink);
+    if (C::start_wait_clear_async(word(o), bit, *n)) {
       n->~node();
       r.end_wait(start, true);
       return true;
     }
+    sink.pending = true;
     if (cancel && C::cancel_async(*n)) {
       sink.withdrawn = true;
       n->~node();
@@ -544,6 +546,90 @@ struct async_handoff_reader {
   }
 };
 
+// async-double-cancel (issue 11): two threads cancel one asynchronous wait at once (a stop
+// request racing the waiter's own cancel; the second may come while the start is still setting
+// the node up) while its writeback ends, with a blocking waiter sharing the bucket queue. At most one cancel
+// may withdraw it; a second withdraw must not unlink it again (that damages the queue: the blocking waiter is
+// lost); and the wait is completed exactly once unless a cancel withdrew it.
+struct async_double_cancel {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    using C = detail::core<P, R, std::uint32_t>;
+    using node = typename C::node;
+    names(r);
+    install_table<P>(r, 1, 64);
+    const obj a = r.new_object("page", WBK, false, 1);
+    // The request's frame: shared by the actor and the canceller, outliving both (never freed in
+    // an execution; the end-of-execution checks find it if it is still linked).
+    struct frame {
+      alignas(node) unsigned char buf[sizeof(node)];
+      node* n = nullptr;
+      model_async_sink* sink = nullptr;
+      bool prepared = false;  // prepare_async has run: the node may be cancelled from now on
+      int withdrawn = 0;
+      model_parker* actor = nullptr;
+    };
+    auto f = std::make_shared<frame>();
+    r.add_thread("A async waiter", [a, f] {
+      runtime& q = rt();
+      q.set_target(a);
+      const auto start = q.begin_wait(a, WBK);
+      f->actor = &q.current_parker();
+      f->actor->prepare();
+      f->n = new (f->buf) node;
+      f->sink = &q.new_sink();
+      f->sink->actor = q.current();
+      model_parker* me = f->actor;
+      f->sink->callback = [me](std::uint32_t token) { me->unpark(token); };
+      C::prepare_async(*f->n, U::word(a), WBK, f->sink);
+      {
+        // Publishes the set-up node to the canceller, whose cancel takes this bucket lock (the
+        // native waiter publishes it with its state's release store).
+        auto& b = P::table().bucket_for(&U::word(a));
+        P::lock(b.lock);
+        P::unlock(b.lock);
+      }
+      f->prepared = true;
+      if (C::start_wait_clear_async(U::word(a), WBK, *f->n)) {
+        q.end_wait(start, true);
+        return;
+      }
+      f->sink->pending = true;
+      if (C::cancel_async(*f->n)) {
+        f->sink->withdrawn = true;
+        if (++f->withdrawn > 1) {
+          q.msg_ = "two cancels withdrew one asynchronous wait";
+          q.fail();
+        }
+        q.end_wait(start, false);
+        return;
+      }
+      // A completion, or the canceller's word that it withdrew the wait.
+      const std::uint32_t t = f->actor->park(detail::deadline::never(), nullptr);
+      q.end_wait(start, t == detail::token_cleared);
+    });
+    // Cancels once, whenever it runs after A has set its node up: before A's start has queued it
+    // (the native waiter's `starting` state keeps its cancel() away then, but the core must not
+    // unlink a node no queue holds either), or before, during or after A's own cancel, the walk,
+    // or the completion.
+    r.add_thread("T2 canceller", [f] {
+      runtime& q = rt();
+      if (!f->prepared) return;
+      if (C::cancel_async(*f->n)) {
+        f->sink->withdrawn = true;
+        if (++f->withdrawn > 1) {
+          q.msg_ = "two cancels withdrew one asynchronous wait";
+          q.fail();
+        }
+        f->actor->unpark(detail::token_abandoned);
+      }
+    });
+    r.add_thread("T3 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T1 writeback", [a] { U::end_writeback(a, WBK); });
+  }
+};
+
 template <class P, release_protocol R, class W>
 void probe_word(obj o) {
   using U = user<P, R, W>;
@@ -765,6 +851,8 @@ const std::vector<scenario>& scenarios() {
       entry<async_handoff_cancel>(
           "async-handoff-cancel",
           "an asynchronous reader of a handed-off lock bit, cancelled after its start", 3),
+      entry<async_double_cancel>("async-double-cancel",
+                                 "two threads cancel one asynchronous wait while its bit clears", 2),
       entry<async_handoff_reader>("async-handoff-reader",
                                   "chunk of 1: an asynchronous reader joins and is re-queued by hand-offs",
                                   2),

@@ -1,10 +1,12 @@
 // src/async.cpp — the per-thread completion list of asynchronous waits (detail/async_sink.hpp).
 #include "pagewait/async.hpp"
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
 
+#include "at_fork.hpp"
 #include "pagewait/detail/async_sink.hpp"
 
 namespace pagewait::detail {
@@ -45,6 +47,26 @@ void async_run_completions() noexcept {
     s->complete(s, token);
   }
   l.running = false;
+}
+
+bool async_unqueue_completion(async_sink* s) noexcept {
+  completion_list& l = done_list;
+  async_sink* prev = nullptr;
+  for (async_sink* x = l.head; x; prev = x, x = x->next_done) {
+    if (x != s) continue;
+    (prev ? prev->next_done : l.head) = x->next_done;
+    if (l.tail == x) l.tail = prev;
+    return true;
+  }
+  return false;
+}
+
+namespace {
+std::atomic<unsigned> fork_generation{0};
+}
+unsigned async_fork_generation() noexcept { return fork_generation.load(std::memory_order_relaxed); }
+void async_at_fork(fork_phase phase) noexcept {
+  if (phase == fork_phase::child) fork_generation.fetch_add(1, std::memory_order_relaxed);
 }
 
 void async_destroyed_pending(const void* waiter) noexcept {

@@ -14,5 +14,6 @@ enum class fork_phase { prepare, parent, child };
 void parker_pool_at_fork(fork_phase) noexcept;  // parker.cpp
 void settings_at_fork(fork_phase) noexcept;     // pagewait.cpp
 void checked_at_fork(fork_phase) noexcept;      // checked.cpp (checked builds; else nothing)
+void async_at_fork(fork_phase) noexcept;        // async.cpp (waits started before the fork)
 
 }  // namespace pagewait::detail

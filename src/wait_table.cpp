@@ -64,6 +64,7 @@ void fork_child() noexcept {
   parker_pool_at_fork(fork_phase::child);
   settings_at_fork(fork_phase::child);
   checked_at_fork(fork_phase::child);
+  async_at_fork(fork_phase::child);
 }
 // Registered when the library is loaded (this file holds the table, so every program that can
 // queue a waiter links it). glibc removes the handlers if a shared library is unloaded.

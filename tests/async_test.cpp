@@ -1,13 +1,21 @@
 // tests/async_test.cpp — asynchronous waits for a bit to clear (pagewait/async.hpp): the contract
 // of async_wait, one clause per test, then the same clauses under concurrency.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <coroutine>
 #include <cstdint>
+#include <deque>
+#include <exception>
 #include <memory>
+#include <mutex>
 #include <pagewait/async.hpp>
 #include <pagewait/pagewait.hpp>
 #include <stdexcept>
+#include <stop_token>
 #include <string>
 #include <thread>
 #include <vector>
@@ -319,28 +327,93 @@ TEST(AsyncWaitLifetime, DestroyingAPendingWaiterWithdrawsIt) {
   EXPECT_EQ(rec.calls.load(), 0);
 }
 
-// Destroying a waiter whose callback is already due (here: queued behind the running callback on
-// this thread) is a bug the library cannot make safe: it aborts with a message.
+// A callback that destroys (or cancels) another waiter whose completion is queued behind it on
+// this thread: the release had claimed that waiter, but its callback had not begun, so cancel()
+// takes it off this thread's completion list and returns true; its callback never runs.
 struct due_ctx {
   pagewait::async_wait<std::uint32_t>* victim;
+  record* victim_rec;
+  int victim_calls_seen = -1;
 };
 void destroys_the_next(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
-  delete static_cast<due_ctx*>(w.user_data())->victim;
+  auto* c = static_cast<due_ctx*>(w.user_data());
+  EXPECT_TRUE(c->victim->pending());
+  delete c->victim;  // its destructor cancels: taken off the list, no abort
+  c->victim = nullptr;
+  c->victim_calls_seen = c->victim_rec->calls.load();
 }
 
-TEST(AsyncWaitDeathTest, DestroyingAWaiterWhoseCallbackIsDueAborts) {
+TEST(AsyncWaitLifetime, ACallbackMayDestroyAWaiterQueuedBehindIt) {
+  std::atomic<std::uint32_t> w{1};
+  record rec;
+  due_ctx ctx{new pagewait::async_wait<std::uint32_t>(&count<std::uint32_t>, &rec), &rec};
+  pagewait::async_wait<std::uint32_t> first(&destroys_the_next, &ctx);
+  ASSERT_EQ(first.start_wait_clear(w, 1u), async_start::pending);
+  ASSERT_EQ(ctx.victim->start_wait_clear(w, 1u), async_start::pending);
+  pagewait::clear_bit_and_wake(w, 1u);
+  EXPECT_EQ(ctx.victim, nullptr);
+  EXPECT_EQ(ctx.victim_calls_seen, 0);
+  EXPECT_EQ(rec.calls.load(), 0) << "the callback of a destroyed waiter ran";
+}
+
+// A pending waiter destroyed on another thread after a release claimed it, while its callback is
+// due: the program aborts with a message instead of running the callback on a dead object. (The
+// claim is provoked with a callback on the releasing thread that blocks until the other thread
+// has tried; the callback of the victim is queued behind it.)
+struct due_elsewhere {
+  pagewait::async_wait<std::uint32_t>* victim;
+};
+void destroys_elsewhere(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
+  auto* c = static_cast<due_elsewhere*>(w.user_data());
+  std::thread t([c] { delete c->victim; });
+  t.join();
+}
+
+TEST(AsyncWaitDeathTest, DestroyingAWaiterWhoseCallbackIsDueElsewhereAborts) {
   GTEST_FLAG_SET(death_test_style, "threadsafe");
   EXPECT_DEATH(
       {
         std::atomic<std::uint32_t> w{1};
         record rec;
-        due_ctx ctx{new pagewait::async_wait<std::uint32_t>(&count<std::uint32_t>, &rec)};
-        pagewait::async_wait<std::uint32_t> first(&destroys_the_next, &ctx);
+        due_elsewhere ctx{new pagewait::async_wait<std::uint32_t>(&count<std::uint32_t>, &rec)};
+        pagewait::async_wait<std::uint32_t> first(&destroys_elsewhere, &ctx);
         (void)first.start_wait_clear(w, 1u);
         (void)ctx.victim->start_wait_clear(w, 1u);
         pagewait::clear_bit_and_wake(w, 1u);
       },
       "destroyed while pending");
+}
+
+// fork(): a wait pending in the parent is in no queue of the child. There, cancel() returns true
+// at once, the waiter can be started again, and the child's own waits work.
+TEST(AsyncWaitFork, AWaitPendingAtForkIsCancelledInTheChild) {
+  std::atomic<std::uint32_t> w{1};
+  record rec;
+  pagewait::async_wait<std::uint32_t> a(&count<std::uint32_t>, &rec);
+  ASSERT_EQ(a.start_wait_clear(w, 1u), async_start::pending);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    int bad = 0;
+    if (!a.pending()) bad |= 1;
+    if (!a.cancel()) bad |= 2;
+    if (a.pending()) bad |= 4;
+    std::atomic<std::uint32_t> v{1};
+    if (a.start_wait_clear(v, 1u) != async_start::pending) bad |= 8;
+    pagewait::clear_bit_and_wake(v, 1u);
+    if (rec.cleared.load() != 1) bad |= 16;
+    pagewait::clear_bit_and_wake(w, 1u);  // the parent's waiter is not called in the child
+    if (rec.calls.load() != 1) bad |= 32;
+    std::_Exit(bad);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "child failures (bit mask)";
+  // The parent's wait is untouched.
+  EXPECT_TRUE(a.pending());
+  pagewait::clear_bit_and_wake(w, 1u);
+  EXPECT_EQ(rec.cleared.load(), 1);
 }
 
 // Blocking and asynchronous waiters on one bit, all queued, released by another thread, round
@@ -419,3 +492,243 @@ TEST(AsyncWaitRace, CancelRacesTheClear) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Coroutines: co_await wait_bit_clear_async(word, bit, scheduler[, stop]).
+
+namespace {
+
+// A one-thread event loop: post() queues a handle from any thread; the loop resumes them in order.
+class loop {
+ public:
+  loop() : thread_([this] { run(); }) {}
+  ~loop() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void post(std::coroutine_handle<> h) noexcept {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      q_.push_back(h);
+    }
+    cv_.notify_one();
+  }
+  std::thread::id id() const { return thread_.get_id(); }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> g(m_);
+    for (;;) {
+      cv_.wait(g, [&] { return stop_ || !q_.empty(); });
+      if (q_.empty()) return;
+      const std::coroutine_handle<> h = q_.front();
+      q_.pop_front();
+      g.unlock();
+      h.resume();
+      g.lock();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::coroutine_handle<>> q_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+// A coroutine that starts at once and destroys itself at its end.
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+struct outcome {
+  std::atomic<int> done{0};
+  std::atomic<int> cleared{0};
+  std::thread::id resumed_on;
+};
+
+detached waits(std::atomic<std::uint32_t>& w, std::uint32_t bit, loop& l, outcome& o,
+               std::stop_token stop = {}) {
+  const bool ok = co_await pagewait::wait_bit_clear_async(w, bit, l, std::move(stop));
+  o.resumed_on = std::this_thread::get_id();
+  if (ok) o.cleared.fetch_add(1);
+  o.done.fetch_add(1, std::memory_order_release);
+}
+
+}  // namespace
+
+TEST(AsyncCoroutine, AClearBitDoesNotSuspend) {
+  loop l;
+  std::atomic<std::uint32_t> w{0b10};
+  outcome o;
+  waits(w, 0b1, l, o);
+  EXPECT_EQ(o.done.load(), 1) << "a clear bit must not suspend";
+  EXPECT_EQ(o.cleared.load(), 1);
+  EXPECT_EQ(o.resumed_on, std::this_thread::get_id());
+  EXPECT_EQ(w.load(), 0b10u);
+}
+
+TEST(AsyncCoroutine, ResumesThroughTheSchedulerAfterTheClear) {
+  loop l;
+  std::atomic<std::uint32_t> w{0b100};
+  outcome o;
+  waits(w, 0b100, l, o);
+  EXPECT_EQ(o.done.load(), 0);
+  EXPECT_EQ(pwtest::queued_on(w), 1u);
+  std::thread releaser([&] { pagewait::clear_bit_and_wake(w, 0b100u); });
+  releaser.join();
+  ASSERT_TRUE(pwtest::eventually([&] { return o.done.load(std::memory_order_acquire) == 1; }));
+  EXPECT_EQ(o.cleared.load(), 1);
+  EXPECT_EQ(o.resumed_on, l.id()) << "resumed on the releasing thread instead of the scheduler";
+}
+
+TEST(AsyncCoroutine, StopRequestedBeforeReturnsFalseWithoutQueueing) {
+  loop l;
+  std::atomic<std::uint32_t> w{1};
+  std::stop_source stop;
+  stop.request_stop();
+  outcome o;
+  waits(w, 1, l, o, stop.get_token());
+  EXPECT_EQ(o.done.load(), 1);
+  EXPECT_EQ(o.cleared.load(), 0);
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+  EXPECT_EQ(w.load(), 1u) << "nothing queued: the waiters bit must not be set";
+  // A clear bit is reported clear even with stop requested.
+  std::atomic<std::uint32_t> clear{0};
+  waits(clear, 1, l, o, stop.get_token());
+  EXPECT_EQ(o.cleared.load(), 1);
+}
+
+TEST(AsyncCoroutine, StopWhileSuspendedWithdrawsTheWait) {
+  loop l;
+  std::atomic<std::uint32_t> w{1};
+  std::stop_source stop;
+  outcome o;
+  waits(w, 1, l, o, stop.get_token());
+  ASSERT_EQ(pwtest::queued_on(w), 1u);
+  stop.request_stop();
+  ASSERT_TRUE(pwtest::eventually([&] { return o.done.load(std::memory_order_acquire) == 1; }));
+  EXPECT_EQ(o.cleared.load(), 0);
+  EXPECT_EQ(o.resumed_on, l.id());
+  EXPECT_EQ(pwtest::queued_on(w), 0u);
+  pagewait::clear_bit_and_wake(w, 1u);
+  EXPECT_EQ(o.done.load(), 1) << "resumed twice";
+}
+
+TEST(AsyncCoroutine, ManyCoroutinesOneClear) {
+  loop l;
+  std::atomic<std::uint32_t> w{1u << 7};
+  const int n = pwtest::scaled(1000);
+  outcome o;
+  for (int i = 0; i < n; ++i) waits(w, 1u << 7, l, o);
+  EXPECT_TRUE(pwtest::wait_queued(w, std::size_t(n)));
+  std::thread releaser([&] { pagewait::clear_bit_and_wake(w, 1u << 7); });
+  releaser.join();
+  ASSERT_TRUE(pwtest::eventually([&] { return o.done.load(std::memory_order_acquire) == n; }));
+  EXPECT_EQ(o.cleared.load(), n);
+  EXPECT_EQ(w.load(), 0u);
+}
+
+// Stop races the clear, round after round: each coroutine resumes exactly once, with true or
+// false, and leaves nothing queued.
+TEST(AsyncCoroutine, StopRacesTheClear) {
+  loop l;
+  std::atomic<std::uint32_t> w{0};
+  const int rounds = pwtest::scaled(2000);
+  outcome o;
+  int stopped = 0;
+  for (int r = 0; r < rounds; ++r) {
+    w.fetch_or(1u);
+    std::stop_source stop;
+    const int before = o.cleared.load();
+    waits(w, 1u, l, o, stop.get_token());
+    std::thread releaser([&] { pagewait::clear_bit_and_wake(w, 1u); });
+    for (int i = 0; i < (r * 53) % 500; ++i) pwtest::native::cpu_relax();
+    stop.request_stop();
+    releaser.join();
+    ASSERT_TRUE(pwtest::eventually([&] { return o.done.load(std::memory_order_acquire) == r + 1; }))
+        << "round " << r << ": never resumed";
+    stopped += o.cleared.load() == before;
+    ASSERT_EQ(pwtest::queued_on(w), 0u);
+  }
+  EXPECT_EQ(o.done.load(), rounds) << "a coroutine resumed twice";
+  EXPECT_EQ(w.load(), 0u);
+  RecordProperty("stopped", stopped);
+}
+
+// Two threads cancel one waiter at once: at most one cancel returns true, and the queue is intact.
+TEST(AsyncWaitRace, ConcurrentCancelsWithdrawOnce) {
+  pwtest::same_bucket_words<std::uint32_t> words(2);
+  std::atomic<std::uint32_t>& w = *words.words[0];
+  std::atomic<std::uint32_t>& other = *words.words[1];
+  record rec, other_rec;
+  pagewait::async_wait<std::uint32_t> a(&count<std::uint32_t>, &rec), b(&count<std::uint32_t>, &other_rec);
+  for (int r = 0; r < pwtest::scaled(2000); ++r) {
+    w.store(1);
+    other.store(1);
+    ASSERT_EQ(b.start_wait_clear(other, 1u), async_start::pending);  // shares the bucket queue
+    ASSERT_EQ(a.start_wait_clear(w, 1u), async_start::pending);
+    std::atomic<int> wins{0};
+    std::thread t([&] { wins.fetch_add(a.cancel()); });
+    wins.fetch_add(a.cancel());
+    t.join();
+    ASSERT_EQ(wins.load(), 1) << "round " << r;
+    ASSERT_EQ(pwtest::queued_on(other), 1u) << "a second unlink damaged the bucket queue";
+    pagewait::clear_bit_and_wake(other, 1u);
+    ASSERT_EQ(other_rec.cleared.load(), r + 1);
+    pagewait::clear_bit_and_wake(w, 1u);
+  }
+  EXPECT_EQ(rec.calls.load(), 0);
+}
+
+// A cancel() on another thread while the start is still setting the waiter up: it returns false
+// (the start decides) or, once the wait is queued, true; never does a withdrawn wait get a
+// callback, and the queue it shares with another waiter stays intact.
+TEST(AsyncWaitRace, CancelRacesTheStart) {
+  pwtest::same_bucket_words<std::uint32_t> words(2);
+  std::atomic<std::uint32_t>& w = *words.words[0];
+  std::atomic<std::uint32_t>& other = *words.words[1];
+  record rec, other_rec;
+  pagewait::async_wait<std::uint32_t> a(&count<std::uint32_t>, &rec), b(&count<std::uint32_t>, &other_rec);
+  const int rounds = pwtest::scaled(3000);
+  int withdrawn_n = 0, called_n = 0;
+  for (int r = 0; r < rounds; ++r) {
+    w.store(1);
+    other.store(1);
+    ASSERT_EQ(b.start_wait_clear(other, 1u), async_start::pending);
+    std::atomic<bool> go{true};
+    std::atomic<int> withdrawn{0};
+    std::thread canceller([&] {
+      while (go.load(std::memory_order_acquire))
+        if (a.cancel()) withdrawn.fetch_add(1);
+    });
+    for (int i = 0; i < (r * 29) % 300; ++i) pwtest::native::cpu_relax();
+    const int calls_before = rec.calls.load();
+    ASSERT_EQ(a.start_wait_clear(w, 1u), async_start::pending);
+    for (int i = 0; i < (r * 31) % 300; ++i) pwtest::native::cpu_relax();
+    go.store(false, std::memory_order_release);
+    canceller.join();
+    ASSERT_LE(withdrawn.load(), 1);
+    ASSERT_EQ(pwtest::queued_on(other), 1u) << "round " << r << ": the shared queue was damaged";
+    pagewait::clear_bit_and_wake(w, 1u);
+    pagewait::clear_bit_and_wake(other, 1u);
+    const int got = rec.calls.load() - calls_before;
+    ASSERT_EQ(got + withdrawn.load(), 1)
+        << "round " << r << ": callbacks " << got << ", withdrawn " << withdrawn;
+    ASSERT_EQ(other_rec.cleared.load(), r + 1);
+    ASSERT_FALSE(a.pending());
+    withdrawn_n += withdrawn.load();
+    called_n += got;
+  }
+  RecordProperty("withdrawn", withdrawn_n);
+  RecordProperty("called_back", called_n);
+}

@@ -23,9 +23,15 @@
 //     before that clear is visible to it. Once queued, the waiter never reads the word again:
 //     the word's object may be freed the moment the bit clears (the DROP wait of
 //     wait_bit_clear), before or while the callback runs.
-//   * cancel() never blocks. True: the wait was withdrawn before any release claimed it; no
-//     callback will come, and the waiter may be started again or destroyed at once. False: too
-//     late (or not pending): the callback will run, or has run, exactly once. Its result is the
+//   * cancel() never blocks. True: the wait was withdrawn before any release claimed it, or a
+//     release had claimed it but its callback was still queued behind the one now running on
+//     this thread (a callback that cancels or destroys another waiter); no callback will come,
+//     and the waiter may be started again or destroyed at once. False: too
+//     late (or not pending, or another thread's cancel() withdrew it first): the callback will
+//     run, or has run, exactly once, unless that other cancel() returned true. cancel() may be
+//     called from several threads at once; at most one returns true. A cancel() that runs while
+//     the start is still setting the waiter up returns false: the start decides (it queues, or
+//     returns `done`). Its result is the
 //     truth: `cleared`, or `cancelled` when the cancel still took effect (the bit had been handed
 //     off from owner to owner while the waiter was claimed, so it was not queued again).
 //   * Where the callback runs: on the thread of the release that clears the bit, inside its
@@ -38,16 +44,22 @@
 //     held around the unlock, another callback's effect): that deadlocks, as it would in any
 //     callback run by a notifier.
 //   * Lifetime: the waiter object must stay alive from a pending start until its callback has
-//     begun, or until cancel() returned true. The callback may destroy it (the library does not
-//     touch it once the call has begun), or start it again. Do not destroy it while another
-//     thread may be inside cancel() on it. Destroying a pending waiter first tries cancel(); if
-//     that is too late, the program is aborted with a message (its callback is due and would run
-//     on a dead object).
+//     begun, or until cancel() returned true. The callback may run on another thread before
+//     start_wait_clear has even returned `pending` (start does not touch the waiter once it is
+//     queued). The callback may destroy the waiter (the library does not touch it once the call
+//     has begun), or start it again. Another thread must not destroy it while it may be inside
+//     cancel() on it, nor on seeing pending() turn false (the callback may still be running): let
+//     the callback tell it. A cancel() from another thread must not race a start of the same
+//     waiter (a restart in its callback included): it could withdraw the new wait. Destroying a
+//     pending waiter first tries cancel(); if that is too late (a release on another thread has
+//     claimed it and its callback is due), the program is aborted with a message.
 //   * Bad input: a `bit` that is not one bit, or is the waiters bit, throws std::invalid_argument;
 //     starting a waiter that is pending throws pagewait::usage_error. Either way nothing is
 //     queued and the word is not touched.
-//   * fork(): waits pending in the parent are dropped from the child's copy of the wait table, as
-//     blocking waits are; in the child their callbacks never run.
+//   * fork(): the child's wait table starts empty, as for blocking waits: a wait pending in the
+//     parent is in no queue of the child and its callback never runs there. In the child,
+//     cancel() on such a waiter returns true (and destroying it is fine); it can then be started
+//     again.
 //   * ThreadSanitizer: a start publishes what was written before it to the callback, and the
 //     callback's own accesses are checked (it runs outside pagewait's ignore region).
 //   * Cost: start is one load when the bit is clear; else a bucket lock and an RMW, as a blocking
@@ -55,7 +67,10 @@
 #pragma once
 
 #include <atomic>
+#include <coroutine>
 #include <cstdint>
+#include <optional>
+#include <stop_token>
 #include <type_traits>
 
 #include "pagewait/detail/async_sink.hpp"
@@ -92,53 +107,186 @@ class async_wait : private detail::async_sink {
   async_wait(const async_wait&) = delete;
   async_wait& operator=(const async_wait&) = delete;
   ~async_wait() {
-    if (pending_.load(std::memory_order_acquire) && !cancel()) detail::async_destroyed_pending(this);
+    if (state_.load(std::memory_order_acquire) == pending_state && !cancel())
+      detail::async_destroyed_pending(this);
   }
 
   // Waits for `bit` of `word` to clear. Never blocks; see the contract above.
   async_start start_wait_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
     detail::check_bit(bit);
-    if (pending_.load(std::memory_order_relaxed)) detail::async_started_pending(this);
+    // `starting` keeps a concurrent cancel() away while the node is set up (it returns false:
+    // the start decides), and a second start out (it throws).
+    std::uint8_t expected = idle;
+    if (!state_.compare_exchange_strong(expected, starting, std::memory_order_acquire))
+      detail::async_started_pending(this);
+    detail::shipped<W>::prepare_async(node_, word, W(bit), this);
+    fork_generation_ = detail::async_fork_generation();
     detail::tsan::async_publish(this);
     detail::tsan::acquiring t(&word);
-    // Set before the node becomes visible: a release may complete it on another thread at once.
-    pending_.store(true, std::memory_order_relaxed);
-    if (detail::shipped<W>::start_wait_clear_async(word, W(bit), node_, this)) {
-      pending_.store(false, std::memory_order_relaxed);
+    // Pending before the node becomes visible: a release may complete it on another thread at
+    // once, and its completion sets idle. Release: a cancel() that sees `pending` sees the node
+    // set up.
+    state_.store(pending_state, std::memory_order_release);
+    if (detail::shipped<W>::start_wait_clear_async(word, W(bit), node_)) {
+      state_.store(idle, std::memory_order_release);
       t.waited(true);
       return async_start::done;
     }
+    // Not a touch of the waiter from here on: its callback may already have run and freed it.
     t.waited(false);
     return async_start::pending;
   }
 
   // Withdraws a pending wait if no release has claimed it yet (see the contract above).
   bool cancel() noexcept {
-    if (!pending_.load(std::memory_order_acquire)) return false;
-    if (!detail::shipped<W>::cancel_async(node_)) return false;
-    pending_.store(false, std::memory_order_release);
-    return true;
+    if (state_.load(std::memory_order_acquire) != pending_state) return false;
+    if (fork_generation_ != detail::async_fork_generation()) {
+      // Started before a fork(), and this is the child: its table started empty, so the wait is
+      // in no queue and no release will complete it. Nothing to unlink.
+      state_.store(idle, std::memory_order_release);
+      return true;
+    }
+    bool withdrawn;
+    {
+      detail::tsan::ignoring quiet;
+      // Claimed already, its completion may still be queued on this very thread (this is a
+      // callback that runs before it): taken off that list, it will not be called.
+      withdrawn = detail::shipped<W>::cancel_async(node_) || detail::async_unqueue_completion(this);
+    }
+    if (withdrawn) state_.store(idle, std::memory_order_release);
+    return withdrawn;
   }
 
   // Whether a start is pending: true from a pending start until its callback begins or cancel()
-  // returns true. Only a hint while other threads may complete it.
-  bool pending() const noexcept { return pending_.load(std::memory_order_acquire); }
+  // returns true. Only a hint while other threads may complete it: another thread must not take
+  // `false` here as leave to destroy the waiter (the callback may still be running); let the
+  // callback tell it.
+  bool pending() const noexcept { return state_.load(std::memory_order_acquire) == pending_state; }
   void* user_data() const noexcept { return user_; }
 
  private:
+  enum : std::uint8_t { idle, starting, pending_state };
+
   static void on_complete(detail::async_sink* s, std::uint32_t token) noexcept {
     auto* self = static_cast<async_wait*>(s);
     detail::tsan::async_callback scope(self);
     const callback cb = self->cb_;
-    // Cleared before the call, which may destroy the waiter or start it again.
-    self->pending_.store(false, std::memory_order_release);
+    // Idle before the call, which may destroy the waiter or start it again.
+    self->state_.store(idle, std::memory_order_release);
     cb(*self, token == detail::token_cleared ? async_result::cleared : async_result::cancelled);
   }
 
   detail::waiter_node<detail::native_policy> node_;
   callback cb_;
   void* user_;
-  std::atomic<bool> pending_{false};
+  unsigned fork_generation_ = 0;
+  std::atomic<std::uint8_t> state_{idle};
 };
+
+// ---------------------------------------------------------------------------------------------
+// Coroutines.
+//
+//   bool ok = co_await pagewait::wait_bit_clear_async(page.flags, PG_WRITEBACK, loop);
+//   bool ok = co_await pagewait::wait_bit_clear_async(page.flags, PG_WRITEBACK, loop, stop_token);
+//
+// Suspends until the bit is clear, then resumes the coroutine through `loop.post(handle)`: never
+// inline on the releasing thread (a coroutine resumed there would run on a thread that is not
+// its own, inside another thread's unlock_bit or clear_bit_and_wake). Returns true once the bit
+// was cleared (as wait_bit_clear: after a clear that happened after the co_await began, or at
+// once if it was clear), false if `stop` was requested first. A bit found clear is reported
+// clear even if stop was requested already. No suspension at all when the bit is clear: one
+// load. The scheduler is anything with `void post(std::coroutine_handle<>) noexcept` that may be
+// called from any thread and runs the handle later (an event loop's queue, an executor).
+//
+// Destroying a coroutine suspended here (handle.destroy()) cancels its wait; if a release has
+// already claimed it, its resumption is due and the program aborts with a message (as for a
+// pending async_wait). The bit argument is checked when the awaitable is made
+// (std::invalid_argument), before the word is touched.
+template <class S>
+concept async_scheduler = requires(S& s, std::coroutine_handle<> h) {
+  { s.post(h) }
+  noexcept;
+};
+
+template <word_type W, async_scheduler S>
+class [[nodiscard]] bit_clear_awaitable {
+ public:
+  bit_clear_awaitable(std::atomic<W>& word, W bit, S& sched, std::stop_token stop = {})
+      : word_(word),
+        bit_((detail::check_bit(bit), bit)),
+        sched_(sched),
+        stop_(std::move(stop)),
+        wait_(&on_clear, this) {}
+  bit_clear_awaitable(const bit_clear_awaitable&) = delete;
+  bit_clear_awaitable& operator=(const bit_clear_awaitable&) = delete;
+
+  bool await_ready() noexcept {
+    detail::tsan::acquiring t(&word_);
+    cleared_ = t.waited(!(word_.load(std::memory_order_acquire) & bit_));
+    return cleared_ || stop_.stop_requested();
+  }
+
+  bool await_suspend(std::coroutine_handle<> h) noexcept {
+    h_ = h;
+    // Registered before the start: a stop request from now on cancels the wait. One that runs
+    // before the start (inline, here, if stop was requested already) finds nothing to cancel;
+    // the check after the start catches it.
+    if (stop_.stop_possible()) stop_cb_.emplace(stop_, on_stop{this});
+    if (wait_.start_wait_clear(word_, bit_) == async_start::done) {
+      cleared_ = true;
+      return false;
+    }
+    // The callback may have run already, on another thread; it cannot have resumed us: it
+    // posts only once `state_` says we are suspended (below).
+    if (stop_.stop_requested() && wait_.cancel()) return false;  // cleared_ is false
+    return state_.exchange(suspended, std::memory_order_acq_rel) != done;
+  }
+
+  bool await_resume() noexcept {
+    // Waits for a stop callback running on another thread (std::stop_callback's destructor
+    // does): it may still be inside cancel() on our waiter.
+    stop_cb_.reset();
+    return cleared_;
+  }
+
+ private:
+  enum : std::uint8_t { running, suspended, done };
+  struct on_stop {
+    bit_clear_awaitable* self;
+    void operator()() const noexcept {
+      if (self->wait_.cancel()) self->finish(false);
+    }
+  };
+  static void on_clear(async_wait<W>& w, async_result r) noexcept {
+    static_cast<bit_clear_awaitable*>(w.user_data())->finish(r == async_result::cleared);
+  }
+  // The wait is decided (by its callback, or by a stop that withdrew it). Whoever of this and
+  // await_suspend comes second resumes the coroutine: await_suspend by not suspending, this by
+  // posting. After the post nothing here is touched: the coroutine may run and end at once.
+  void finish(bool cleared) noexcept {
+    cleared_ = cleared;
+    S& sched = sched_;
+    const std::coroutine_handle<> h = h_;
+    if (state_.exchange(done, std::memory_order_acq_rel) == suspended) sched.post(h);
+  }
+
+  std::atomic<W>& word_;
+  W bit_;
+  S& sched_;
+  std::stop_token stop_;
+  std::coroutine_handle<> h_{};
+  bool cleared_ = false;
+  std::atomic<std::uint8_t> state_{running};
+  async_wait<W> wait_;
+  // After wait_, so destroyed before it: a stop callback still running on another thread is
+  // waited for before the waiter it cancels goes.
+  std::optional<std::stop_callback<on_stop>> stop_cb_;
+};
+
+template <word_type W, async_scheduler S>
+bit_clear_awaitable<W, S> wait_bit_clear_async(std::atomic<W>& word, std::type_identity_t<W> bit, S& sched,
+                                               std::stop_token stop = {}) {
+  return bit_clear_awaitable<W, S>(word, W(bit), sched, std::move(stop));
+}
 
 }  // namespace pagewait

@@ -9,6 +9,7 @@
 //     callback runs outside the ignore region of the release that calls it.
 // Some waits are cancelled by the loop instead; a withdrawn one is reused at once.
 #include <atomic>
+#include <coroutine>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -50,6 +51,39 @@ void on_clear(pagewait::async_wait<std::uint32_t>& w, pagewait::async_result r) 
   q->seen_payload = payload;
   std::lock_guard<std::mutex> g(queue_lock);
   ready.push_back(q);
+}
+
+// The coroutine form: the loop's coroutines wait with co_await; the scheduler posts their
+// handles to the loop under a mutex; the loop resumes them and checks what they saw.
+struct scheduler {
+  std::mutex m;
+  std::deque<std::coroutine_handle<>> q;
+  void post(std::coroutine_handle<> h) noexcept {
+    std::lock_guard<std::mutex> g(m);
+    q.push_back(h);
+  }
+};
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::abort(); }
+  };
+};
+long co_local[requests];          // written by each coroutine before it waits, read after it resumes
+long co_payload[rounds / 4 + 1];  // one per round: written by the releaser before its clear
+unsigned co_done = 0;             // the loop thread only
+detached co_reader(unsigned i, unsigned r, scheduler& s) {
+  co_local[i] = long(r) * 11;
+  const bool ok = co_await pagewait::wait_bit_clear_async(flags, IO, s);
+  if (!ok || co_local[i] != long(r) * 11 || co_payload[r] != long(r) * 3) {
+    std::fprintf(stderr, "async: coroutine %u saw ok=%d local %ld payload %ld in round %u\n", i, int(ok),
+                 co_local[i], co_payload[r], r);
+    std::abort();
+  }
+  ++co_done;
 }
 
 }  // namespace
@@ -109,7 +143,42 @@ int main() {
     while (released.load(std::memory_order_acquire) < r) std::this_thread::yield();
   }
   releaser.join();
+
+  // Coroutines: the releaser writes the payload before each clear; the coroutine reads it after
+  // it is resumed on this thread (ordered by the release and the scheduler's mutex).
+  scheduler sched;
+  std::atomic<unsigned> co_go{0}, co_released{0};
+  std::thread co_releaser([&] {
+    for (unsigned r = 1; r <= rounds / 4; ++r) {
+      while (co_go.load(std::memory_order_relaxed) < r) std::this_thread::yield();
+      co_payload[r] = long(r) * 3;
+      pagewait::clear_bit_and_wake(flags, IO);
+      co_released.store(r, std::memory_order_release);
+    }
+  });
+  for (unsigned r = 1; r <= rounds / 4; ++r) {
+    flags.fetch_or(IO);
+    for (unsigned i = 0; i < requests; ++i) co_reader(i, r, sched);
+    co_go.store(r, std::memory_order_relaxed);
+    while (co_done < r * requests) {
+      std::coroutine_handle<> h;
+      {
+        std::lock_guard<std::mutex> g(sched.m);
+        if (!sched.q.empty()) {
+          h = sched.q.front();
+          sched.q.pop_front();
+        }
+      }
+      if (h)
+        h.resume();
+      else
+        std::this_thread::yield();
+    }
+    while (co_released.load(std::memory_order_acquire) < r) std::this_thread::yield();
+  }
+  co_releaser.join();
   for (request* q : all) delete q;
-  std::printf("async: %u rounds with pending waits, %u waits withdrawn\n", pending_rounds, withdrawn);
+  std::printf("async: %u rounds with pending waits, %u waits withdrawn, %u coroutines resumed\n",
+              pending_rounds, withdrawn, co_done);
   return pending_rounds == rounds ? 0 : 1;
 }

@@ -169,6 +169,10 @@ struct core {
       // The waiters bit stays set although we may have been the last waiter: the next release
       // clears it [I4].
       b.unlink(&n);
+      // Out of the queue for good. An asynchronous waiter may be cancelled from two threads at
+      // once (a stop request racing its own cancel): the second withdraw must find it not
+      // queued, or it would unlink it again from a queue it is no longer in.
+      n.state.set(node_state::claimed);
       P::unlock(b.lock);
       return true;
     }
@@ -339,29 +343,35 @@ struct core {
   // (deliver; P::complete, P::run_completions) [C1]. The node belongs to the caller: it must stay
   // alive from a pending start until its completion has begun, or until cancel_async withdrew it.
 
-  // Starts an asynchronous wait for `bit` to clear. Returns true if the bit was clear: nothing was
-  // queued and no completion will come. Returns false if the node is queued (or joined a release
-  // in progress): exactly one completion follows, with token_cleared after a clear that happened
-  // after this call began [I3], or with token_abandoned if cancel_async came too late to withdraw
-  // it but early enough to keep it from being queued again after a hand-off. Never blocks.
-  static bool start_wait_clear_async(std::atomic<W>& word, W bit, node& n, typename P::async_sink* sink) {
-    // Acquire: as wait_clear's, pairs with the release of the clear.
-    const W seen = P::load(word, mo_acquire);
-    if (!(seen & bit)) return true;
-    bucket_t& b = P::table().bucket_for(&word);
+  // Sets the node up for an asynchronous wait on (word, bit), before the caller lets anyone else
+  // (a cancel on another thread) see that a start is under way: its key, its sink, and a state
+  // that is not `queued`, so that a cancel arriving before the node is queued finds it claimed
+  // (too late, or too early: nothing to unlink) instead of unlinking a node no queue holds. The
+  // node is not visible; nobody else reads it yet.
+  static void prepare_async(node& n, std::atomic<W>& word, W bit, typename P::async_sink* sink) {
     n.word = &word;
     n.bit = bit;
     n.kind = node_kind::shared;
     n.parker = nullptr;
     n.async = sink;
-    // A node may be started again after its completion: its previous release's marks go. Not yet
-    // visible, so nobody else reads these (the caller's own synchronisation with the completion
-    // orders them after that release's writes).
-    n.abandoned.set(false);
-    n.token.set(token_none);
+    n.state.set(node_state::claimed);
+    n.abandoned.set(false);  // a previous wait's mark
+  }
+
+  // Starts an asynchronous wait for `bit` to clear, on a node prepare_async set up. Returns true
+  // if the bit was clear: nothing was queued and no completion will come. Returns false if the
+  // node is queued (or joined a release in progress): exactly one completion follows, with
+  // token_cleared after a clear that happened after this call began [I3], or with
+  // token_abandoned if cancel_async came too late to withdraw it but early enough to keep it from
+  // being queued again after a hand-off. Never blocks. Once the node is visible this does not
+  // touch it again: its completion may run, and free it, on another thread at once.
+  static bool start_wait_clear_async(std::atomic<W>& word, W bit, node& n) {
+    // Acquire: as wait_clear's, pairs with the release of the clear.
+    const W seen = P::load(word, mo_acquire);
+    if (!(seen & bit)) return true;
     // [I2][I3][I4] DROP wait, as a blocking shared waiter: from here on the word is not read on
     // this node's behalf; only a release's token says that the bit was cleared after we queued.
-    return enqueue_shared(b, word, bit, n);
+    return enqueue_shared(P::table().bucket_for(&word), word, bit, n);
   }
 
   // Withdraws a pending asynchronous wait. True: it was queued and has left; no completion will
@@ -622,13 +632,16 @@ struct core {
     // [I1] From here on, the word is not touched: the object may already be gone.
     deliver(w.wake.head);
     if constexpr (checked_mode<P> && atomic_clear) P::checked_flush();  // the address only
+    // [C1] Last, the asynchronous waiters' completions: user code, which may release other bits
+    // (their completions join this list), so nothing of this release may still be pending.
+    P::run_completions();
   }
 
   // Unparks the claimed waiters of a release, after its final bucket unlock, with the tokens it
   // decided. Each node's link is read before its unpark: the node lives on its waiter's stack and
   // may vanish the instant the token lands. An asynchronous waiter's token goes to its sink, whose
-  // completion may likewise free the node; the completions run only after the whole list has
-  // been delivered [C1], so that no user code runs while this release still reads nodes.
+  // completion may likewise free the node; the completions are only queued here, and run at the
+  // end of release_slow [C1], so that no user code runs while this release still reads nodes.
   static void deliver(node* head) {
     for (node* n = head; n;) {
       node* next = n->next.get();
@@ -641,7 +654,6 @@ struct core {
       }
       n = next;
     }
-    P::run_completions();
   }
 
   static bool abandon(const deadline& dl, const std::stop_token* stop) {

@@ -119,8 +119,17 @@ inline void* wait_slot(const void* word) noexcept {
 // An ignore region: memory accesses and synchronization of this thread are not seen by TSan
 // until quiet_end (the runtime's pre_signal/post_signal do exactly that and nothing else, and do
 // not look at the address: none is passed, so that none can be looked at after a last touch).
-inline void quiet_begin() noexcept { __tsan_mutex_pre_signal(nullptr, 0); }
-inline void quiet_end() noexcept { __tsan_mutex_post_signal(nullptr, 0); }
+// `quiet_depth` counts the regions this thread has open through these headers (one variable for
+// the whole program), so that async_callback below ends only a region that is really open.
+inline thread_local unsigned quiet_depth = 0;
+inline void quiet_begin() noexcept {
+  __tsan_mutex_pre_signal(nullptr, 0);
+  ++quiet_depth;
+}
+inline void quiet_end() noexcept {
+  --quiet_depth;
+  __tsan_mutex_post_signal(nullptr, 0);
+}
 
 // A lock or a wait on `word`: pagewait's accesses are ignored from construction to locked() or
 // waited(), which then acquire if the operation succeeded. The destructor ends the ignore region
@@ -188,15 +197,33 @@ inline void async_publish(const void* waiter) noexcept {
 }
 class async_callback {
  public:
-  explicit async_callback(const void* waiter) noexcept : on_(active()) {
-    if (!on_) return;
-    quiet_end();
-    __tsan_acquire(addr(waiter));
+  // Only a region opened by these headers is closed (a release compiled without the annotations
+  // opened none); the acquire is made either way.
+  explicit async_callback(const void* waiter) noexcept : on_(active() && quiet_depth > 0) {
+    if (on_) quiet_end();
+    if (active()) __tsan_acquire(addr(waiter));
   }
   async_callback(const async_callback&) = delete;
   async_callback& operator=(const async_callback&) = delete;
   ~async_callback() {
     if (on_) quiet_begin();
+  }
+
+ private:
+  bool on_;
+};
+
+// pagewait's own accesses in an operation that neither acquires nor releases (cancelling an
+// asynchronous wait: inline code of the library that walks the bucket queue) are ignored.
+class ignoring {
+ public:
+  ignoring() noexcept : on_(active()) {
+    if (on_) quiet_begin();
+  }
+  ignoring(const ignoring&) = delete;
+  ignoring& operator=(const ignoring&) = delete;
+  ~ignoring() {
+    if (on_) quiet_end();
   }
 
  private:
@@ -248,13 +275,18 @@ class mutex_locking {
 // the word; post_unlock only ends the ignore region and does not look at the mutex.
 class mutex_unlocking {
  public:
+  // pre_unlock opens the same kind of ignore region as quiet_begin: counted in quiet_depth too.
   explicit mutex_unlocking(const void* m) noexcept : m_(m), on_(active()) {
-    if (on_) __tsan_mutex_pre_unlock(addr(m_), 0);
+    if (!on_) return;
+    __tsan_mutex_pre_unlock(addr(m_), 0);
+    ++quiet_depth;
   }
   mutex_unlocking(const mutex_unlocking&) = delete;
   mutex_unlocking& operator=(const mutex_unlocking&) = delete;
   ~mutex_unlocking() {
-    if (on_) __tsan_mutex_post_unlock(addr(m_), 0);
+    if (!on_) return;
+    --quiet_depth;
+    __tsan_mutex_post_unlock(addr(m_), 0);
   }
 
  private:
@@ -278,6 +310,10 @@ inline void async_publish(const void*) noexcept {}
 class async_callback {
  public:
   explicit constexpr async_callback(const void*) noexcept {}
+};
+class ignoring {
+ public:
+  constexpr ignoring() noexcept {}
 };
 inline void mutex_create(const void*) noexcept {}
 inline void mutex_destroy(const void*) noexcept {}
