@@ -176,7 +176,11 @@ const violation& runtime::run(chooser& c) {
       // Exactly once, counted at the end (a completion may come after its actor returned): every
       // pending asynchronous start got one completion, or was withdrawn by a cancel, not both.
       for (const model_async_sink& k : sinks_)
-        if (k.pending && k.completions + (k.withdrawn ? 1u : 0u) != 1) {
+        if (!k.pending && k.completions) {
+          violation_ = {
+              true, "a completion for an asynchronous start that returned done (no callback may come)", -1};
+          break;
+        } else if (k.pending && k.completions + (k.withdrawn ? 1u : 0u) != 1) {
           violation_ = {true,
                         "an asynchronous start got " + std::to_string(k.completions) + " completion(s)" +
                             (k.withdrawn ? " after a cancel withdrew it" : "") +

@@ -611,8 +611,8 @@ struct async_double_cancel {
     });
     // Cancels once, whenever it runs after A has set its node up: before A's start has queued it
     // (the native waiter's `starting` state keeps its cancel() away then, but the core must not
-    // unlink a node no queue holds either), or before, during or after A's own cancel, the walk,
-    // or the completion.
+    // unlink a node no queue holds either), or before, during or after A's own cancel, the
+    // release's walk (one hold: chunk 64), or the completion.
     r.add_thread("T2 canceller", [f] {
       runtime& q = rt();
       if (!f->prepared) return;

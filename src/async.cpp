@@ -66,7 +66,12 @@ std::atomic<unsigned> fork_generation{0};
 }
 unsigned async_fork_generation() noexcept { return fork_generation.load(std::memory_order_relaxed); }
 void async_at_fork(fork_phase phase) noexcept {
-  if (phase == fork_phase::child) fork_generation.fetch_add(1, std::memory_order_relaxed);
+  if (phase != fork_phase::child) return;
+  fork_generation.fetch_add(1, std::memory_order_relaxed);
+  // fork() called from inside a callback: the completions queued behind it belong to the
+  // parent's release; the child runs none of them (its waiters' cancel() returns true there).
+  completion_list& l = done_list;
+  l.head = l.tail = nullptr;
 }
 
 void async_destroyed_pending(const void* waiter) noexcept {

@@ -690,6 +690,40 @@ TEST(AsyncWaitRace, ConcurrentCancelsWithdrawOnce) {
   EXPECT_EQ(rec.calls.load(), 0);
 }
 
+// fork() from inside a callback: the completions queued behind it (the same release) belong to
+// the parent; the child, which returns from the callback into the release, runs none of them, and
+// in the child cancel() withdraws those waiters.
+struct fork_ctx {
+  pid_t child = -1;  // in the parent: the child's pid; in the child: 0
+};
+void forks(pagewait::async_wait<std::uint32_t>& w, async_result) noexcept {
+  static_cast<fork_ctx*>(w.user_data())->child = fork();
+}
+
+TEST(AsyncWaitFork, ForkInACallbackLeavesTheRestOfTheReleaseToTheParent) {
+  std::atomic<std::uint32_t> w{1};
+  record rec;
+  pagewait::async_wait<std::uint32_t> behind(&count<std::uint32_t>, &rec);
+  fork_ctx ctx;
+  pagewait::async_wait<std::uint32_t> first(&forks, &ctx);
+  ASSERT_EQ(first.start_wait_clear(w, 1u), async_start::pending);
+  ASSERT_EQ(behind.start_wait_clear(w, 1u), async_start::pending);
+  pagewait::clear_bit_and_wake(w, 1u);  // forks inside the first callback; both processes return here
+  if (ctx.child == 0) {
+    int bad = 0;
+    if (rec.calls.load() != 0) bad |= 1;  // the parent's queued callback ran in the child
+    if (!behind.cancel()) bad |= 2;
+    std::_Exit(bad);
+  }
+  ASSERT_GT(ctx.child, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(ctx.child, &status, 0), ctx.child);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0)
+      << "child failures (bit mask): 1 the parent's callback ran, 2 cancel failed";
+  EXPECT_EQ(rec.cleared.load(), 1) << "the parent's second callback must still run, once";
+}
+
 // A cancel() on another thread while the start is still setting the waiter up: it returns false
 // (the start decides) or, once the wait is queued, true; never does a withdrawn wait get a
 // callback, and the queue it shares with another waiter stays intact.

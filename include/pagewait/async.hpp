@@ -31,7 +31,8 @@
 //     run, or has run, exactly once, unless that other cancel() returned true. cancel() may be
 //     called from several threads at once; at most one returns true. A cancel() that runs while
 //     the start is still setting the waiter up returns false: the start decides (it queues, or
-//     returns `done`). Its result is the
+//     returns `done`, and then no callback comes); such a cancel may still take effect later as
+//     a `cancelled` result, if a hand-off's re-queue meets the waiter. Its result is the
 //     truth: `cleared`, or `cancelled` when the cancel still took effect (the bit had been handed
 //     off from owner to owner while the waiter was claimed, so it was not queued again).
 //   * Where the callback runs: on the thread of the release that clears the bit, inside its
@@ -57,9 +58,10 @@
 //     starting a waiter that is pending throws pagewait::usage_error. Either way nothing is
 //     queued and the word is not touched.
 //   * fork(): the child's wait table starts empty, as for blocking waits: a wait pending in the
-//     parent is in no queue of the child and its callback never runs there. In the child,
-//     cancel() on such a waiter returns true (and destroying it is fine); it can then be started
-//     again.
+//     parent is in no queue of the child and its callback never runs there (also when fork() is
+//     called from inside a callback: the completions still queued behind it stay in the parent).
+//     In the child, cancel() on such a waiter returns true (and destroying it is fine); it can
+//     then be started again.
 //   * ThreadSanitizer: a start publishes what was written before it to the callback, and the
 //     callback's own accesses are checked (it runs outside pagewait's ignore region).
 //   * Cost: start is one load when the bit is clear; else a bucket lock and an RMW, as a blocking
@@ -140,15 +142,19 @@ class async_wait : private detail::async_sink {
   // Withdraws a pending wait if no release has claimed it yet (see the contract above).
   bool cancel() noexcept {
     if (state_.load(std::memory_order_acquire) != pending_state) return false;
+    // The start's store of `pending` runs in its TSan ignore region: this pairs with the start's
+    // async_publish instead, so that TSan orders the waiter's fields before what follows.
+    detail::tsan::async_acquire(this);
     if (fork_generation_ != detail::async_fork_generation()) {
       // Started before a fork(), and this is the child: its table started empty, so the wait is
-      // in no queue and no release will complete it. Nothing to unlink.
-      state_.store(idle, std::memory_order_release);
-      return true;
+      // in no queue and no release will complete it. Nothing to unlink; of racing cancels, the
+      // one whose exchange finds it pending withdraws it.
+      std::uint8_t expected = pending_state;
+      return state_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel);
     }
     bool withdrawn;
     {
-      detail::tsan::ignoring quiet;
+      [[maybe_unused]] detail::tsan::ignoring quiet;
       // Claimed already, its completion may still be queued on this very thread (this is a
       // callback that runs before it): taken off that list, it will not be called.
       withdrawn = detail::shipped<W>::cancel_async(node_) || detail::async_unqueue_completion(this);
@@ -198,10 +204,18 @@ class async_wait : private detail::async_sink {
 // load. The scheduler is anything with `void post(std::coroutine_handle<>) noexcept` that may be
 // called from any thread and runs the handle later (an event loop's queue, an executor).
 //
-// Destroying a coroutine suspended here (handle.destroy()) cancels its wait; if a release has
-// already claimed it, its resumption is due and the program aborts with a message (as for a
-// pending async_wait). The bit argument is checked when the awaitable is made
-// (std::invalid_argument), before the word is touched.
+// Destroying a coroutine suspended here (handle.destroy()) is allowed only while no release and
+// no stop request can be completing its wait at the same time (the usual case: it is suspended
+// on a bit nobody is about to clear, and its stop source is not being triggered). Its wait is
+// then cancelled. If a release has already claimed it, its resumption is due and the program
+// aborts with a message (as for a pending async_wait); a release or a stop racing the destroy is
+// undefined. The bit argument is checked when the awaitable is made (std::invalid_argument),
+// before the word is touched.
+//
+// post() runs inside the release that completes the wait (and inside request_stop() for a stop),
+// on that thread, which may be the loop's own thread (a coroutine that clears the bit another
+// coroutine waits for): post() must not block, and must not take a lock the loop holds while it
+// resumes coroutines.
 template <class S>
 concept async_scheduler = requires(S& s, std::coroutine_handle<> h) {
   { s.post(h) }
@@ -220,7 +234,12 @@ class [[nodiscard]] bit_clear_awaitable {
   bit_clear_awaitable(const bit_clear_awaitable&) = delete;
   bit_clear_awaitable& operator=(const bit_clear_awaitable&) = delete;
 
+  // Awaited once. (A second co_await of the same awaitable starts its waiter again: if the first
+  // wait is still pending that throws usage_error inside await_suspend, which is noexcept, and
+  // ends the program with that message.)
   bool await_ready() noexcept {
+    state_.store(running, std::memory_order_relaxed);
+    cleared_ = false;
     detail::tsan::acquiring t(&word_);
     cleared_ = t.waited(!(word_.load(std::memory_order_acquire) & bit_));
     return cleared_ || stop_.stop_requested();
@@ -228,17 +247,19 @@ class [[nodiscard]] bit_clear_awaitable {
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     h_ = h;
-    // Registered before the start: a stop request from now on cancels the wait. One that runs
-    // before the start (inline, here, if stop was requested already) finds nothing to cancel;
-    // the check after the start catches it.
-    if (stop_.stop_possible()) stop_cb_.emplace(stop_, on_stop{this});
     if (wait_.start_wait_clear(word_, bit_) == async_start::done) {
       cleared_ = true;
       return false;
     }
     // The callback may have run already, on another thread; it cannot have resumed us: it
-    // posts only once `state_` says we are suspended (below).
-    if (stop_.stop_requested() && wait_.cancel()) return false;  // cleared_ is false
+    // posts only once `state_` says we are suspended (below), so the frame is ours until then.
+    // The stop callback is registered only now that the wait is queued. Registering it and
+    // request_stop() are read-modify-writes of one stop state, so one of them comes first: a
+    // stop requested before runs on_stop here, inline, and finds the wait to cancel; one
+    // requested after runs it on the requesting thread. (Registered before the start, a stop
+    // landing in between could find nothing to cancel, and a second look after the start would
+    // need sequentially consistent fences on both sides not to miss it.)
+    if (stop_.stop_possible()) stop_cb_.emplace(stop_, on_stop{this});
     return state_.exchange(suspended, std::memory_order_acq_rel) != done;
   }
 

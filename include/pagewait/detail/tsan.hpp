@@ -195,6 +195,9 @@ class releasing {
 inline void async_publish(const void* waiter) noexcept {
   if (active()) __tsan_release(addr(waiter));
 }
+inline void async_acquire(const void* waiter) noexcept {
+  if (active()) __tsan_acquire(addr(waiter));
+}
 class async_callback {
  public:
   // Only a region opened by these headers is closed (a release compiled without the annotations
@@ -307,6 +310,7 @@ class releasing {
   explicit constexpr releasing(const void*) noexcept {}
 };
 inline void async_publish(const void*) noexcept {}
+inline void async_acquire(const void*) noexcept {}
 class async_callback {
  public:
   explicit constexpr async_callback(const void*) noexcept {}

@@ -1,0 +1,257 @@
+// bench/fig_async.cpp — figure 9: one release waking N waiters that have no thread.
+//
+// The same measurement as figure 5 (one clear_bit_and_wake, N waiters all queued before it), for
+// the asynchronous forms of pagewait/async.hpp against threads:
+//   * N coroutines on one event-loop thread, in co_await wait_bit_clear_async; the release's
+//     completions post their handles to the loop, which resumes them;
+//   * N async_wait callbacks that only note the time (the release runs them itself);
+//   * N threads in pagewait::wait_bit_clear, and N threads in std::atomic::wait (the reference).
+// Reported per N and row, over interleaved repetitions: the release call's own time, and the
+// total until the last waiter ran (its continuation: the coroutine after co_await, the callback,
+// the thread after its wait), as median and range; the ratio to std::atomic::wait is per run.
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <coroutine>
+#include <deque>
+#include <mutex>
+#include <pagewait/async.hpp>
+#include <pagewait/pagewait.hpp>
+#include <stdexcept>
+#include <thread>
+#include <vector>
+
+#include "common.hpp"
+
+namespace pwbench {
+namespace {
+
+constexpr std::uint32_t EV = 1u << 3;
+
+struct sample {
+  double release_ns;
+  double total_ns;
+};
+
+std::int64_t now_ns() { return clock_type::now().time_since_epoch().count(); }
+
+// ---- coroutines on one loop
+
+class loop {
+ public:
+  loop() : thread_([this] { run(); }) {}
+  ~loop() {
+    {
+      std::lock_guard<std::mutex> g(m_);
+      stop_ = true;
+    }
+    cv_.notify_one();
+    thread_.join();
+  }
+  void post(std::coroutine_handle<> h) noexcept {
+    bool wake;
+    {
+      std::lock_guard<std::mutex> g(m_);
+      wake = q_.empty();
+      q_.push_back(h);
+    }
+    if (wake) cv_.notify_one();
+  }
+
+ private:
+  void run() {
+    std::unique_lock<std::mutex> g(m_);
+    for (;;) {
+      cv_.wait(g, [&] { return stop_ || !q_.empty(); });
+      if (q_.empty()) return;
+      std::deque<std::coroutine_handle<>> batch;
+      batch.swap(q_);
+      g.unlock();
+      for (auto h : batch) h.resume();
+      g.lock();
+    }
+  }
+  std::mutex m_;
+  std::condition_variable cv_;
+  std::deque<std::coroutine_handle<>> q_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+struct co_state {
+  std::atomic<std::uint32_t> word{EV};
+  std::atomic<unsigned> done{0};
+  std::int64_t last = 0;  // the loop thread only
+};
+
+detached co_waiter(co_state& s, loop& l) {
+  co_await pagewait::wait_bit_clear_async(s.word, EV, l);
+  s.last = std::max(s.last, now_ns());
+  s.done.fetch_add(1, std::memory_order_release);
+}
+
+// Starts the N coroutines on the loop thread itself (a coroutine that starts them), so that each
+// suspends there, as in an event loop.
+detached co_spawner(unsigned n, co_state& s, loop& l, std::atomic<bool>& spawned) {
+  struct to_loop {
+    loop& l;
+    bool await_ready() const noexcept { return false; }
+    void await_suspend(std::coroutine_handle<> h) const noexcept { l.post(h); }
+    void await_resume() const noexcept {}
+  };
+  co_await to_loop{l};
+  for (unsigned i = 0; i < n; ++i) co_waiter(s, l);
+  spawned.store(true, std::memory_order_release);
+}
+
+sample coroutines(unsigned n, loop& l) {
+  co_state s;
+  std::atomic<bool> spawned{false};
+  co_spawner(n, s, l, spawned);
+  while (!spawned.load(std::memory_order_acquire)) std::this_thread::yield();
+  const auto t0 = clock_type::now();
+  pagewait::clear_bit_and_wake(s.word, EV);
+  const auto t1 = clock_type::now();
+  while (s.done.load(std::memory_order_acquire) < n) std::this_thread::yield();
+  return {ns_between(t0, t1), double(s.last - t0.time_since_epoch().count())};
+}
+
+// ---- callbacks
+
+struct cb_slot {
+  std::int64_t woke = 0;
+};
+void note_time(pagewait::async_wait<std::uint32_t>& w, pagewait::async_result) noexcept {
+  static_cast<cb_slot*>(w.user_data())->woke = now_ns();
+}
+
+sample callbacks(unsigned n) {
+  std::atomic<std::uint32_t> word{EV};
+  std::vector<cb_slot> slots(n);
+  std::vector<std::unique_ptr<pagewait::async_wait<std::uint32_t>>> ws;
+  ws.reserve(n);
+  for (unsigned i = 0; i < n; ++i) {
+    ws.push_back(std::make_unique<pagewait::async_wait<std::uint32_t>>(&note_time, &slots[i]));
+    if (ws.back()->start_wait_clear(word, EV) != pagewait::async_start::pending)
+      throw std::runtime_error("fig async: a callback waiter did not queue");
+  }
+  const auto t0 = clock_type::now();
+  pagewait::clear_bit_and_wake(word, EV);
+  const auto t1 = clock_type::now();
+  std::int64_t last = 0;
+  for (const cb_slot& s : slots) last = std::max(last, s.woke);
+  return {ns_between(t0, t1), double(last - t0.time_since_epoch().count())};
+}
+
+// ---- threads
+
+template <bool Pagewait>
+sample threads(unsigned n) {
+  std::atomic<std::uint32_t> word{EV};
+  std::atomic<unsigned> arrived{0};
+  std::vector<std::int64_t> woke(n, 0);
+  struct ctx_t {
+    std::atomic<std::uint32_t>* word;
+    std::atomic<unsigned>* arrived;
+    std::int64_t* woke_at;
+  };
+  std::vector<ctx_t> ctx(n);
+  std::vector<pthread_t> ts(n);
+  pthread_attr_t attr;
+  pthread_attr_init(&attr);
+  pthread_attr_setstacksize(&attr, 128 * 1024);
+  for (unsigned i = 0; i < n; ++i) {
+    ctx[i] = {&word, &arrived, &woke[i]};
+    const int rc = pthread_create(
+        &ts[i], &attr,
+        [](void* p) -> void* {
+          auto* c = static_cast<ctx_t*>(p);
+          c->arrived->fetch_add(1);
+          if constexpr (Pagewait) {
+            pagewait::wait_bit_clear(*c->word, EV);
+          } else {
+            std::uint32_t v = c->word->load(std::memory_order_acquire);
+            while (v & EV) {
+              c->word->wait(v, std::memory_order_acquire);
+              v = c->word->load(std::memory_order_acquire);
+            }
+          }
+          *c->woke_at = now_ns();
+          return nullptr;
+        },
+        &ctx[i]);
+    if (rc != 0) throw std::runtime_error("pthread_create failed: too many threads?");
+  }
+  pthread_attr_destroy(&attr);
+  while (arrived.load() < n) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  // Let the last ones reach their sleep (as figure 5 does for the peers it cannot observe).
+  std::this_thread::sleep_for(std::chrono::milliseconds(5) + std::chrono::microseconds(5 * n));
+  const auto t0 = clock_type::now();
+  if constexpr (Pagewait) {
+    pagewait::clear_bit_and_wake(word, EV);
+  } else {
+    word.fetch_and(~EV, std::memory_order_release);
+    word.notify_all();
+  }
+  const auto t1 = clock_type::now();
+  for (auto& t : ts) pthread_join(t, nullptr);
+  std::int64_t last = 0;
+  for (auto w : woke) last = std::max(last, w);
+  return {ns_between(t0, t1), double(last - t0.time_since_epoch().count())};
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0 : v[v.size() / 2];
+}
+
+json run_async(const run_options& o) {
+  std::vector<unsigned> ns = {1, 10, 100, 1000};
+  if (o.quick) ns = {1, 10, 100};
+  const unsigned reps = o.quick ? 3 : std::max(5u, unsigned(5 * o.scale));
+  const char* names[] = {"pagewait co_await (1 loop thread)", "pagewait async_wait callbacks",
+                         "pagewait wait_bit_clear (threads)", "atomic::wait (threads)"};
+  loop l;
+  json rows = json::array();
+  for (unsigned n : ns) {
+    std::vector<std::vector<double>> rel(4), tot(4), ratio(4);
+    for (unsigned r = 0; r < reps; ++r) {
+      // Interleaved: one of each per repetition, so that a noisy moment hits them alike.
+      const sample s[4] = {coroutines(n, l), callbacks(n), threads<true>(n), threads<false>(n)};
+      for (int k = 0; k < 4; ++k) {
+        rel[k].push_back(s[k].release_ns);
+        tot[k].push_back(s[k].total_ns);
+        ratio[k].push_back(s[k].total_ns / s[3].total_ns);
+      }
+    }
+    for (int k = 0; k < 4; ++k)
+      rows.push_back({{"peer", names[k]},
+                      {"waiters", n},
+                      {"runs", reps},
+                      {"release_ns", median(rel[k])},
+                      {"total_ns", median(tot[k])},
+                      {"total_ns_min", *std::min_element(tot[k].begin(), tot[k].end())},
+                      {"total_ns_max", *std::max_element(tot[k].begin(), tot[k].end())},
+                      {"total_vs_atomic_wait", median(ratio[k])},
+                      {"total_vs_atomic_wait_min", *std::min_element(ratio[k].begin(), ratio[k].end())},
+                      {"total_vs_atomic_wait_max", *std::max_element(ratio[k].begin(), ratio[k].end())}});
+  }
+  return {{"rows", rows}};
+}
+
+figure_registrar reg{{"async", "fig 9: one release waking N coroutines, callbacks or threads", &run_async}};
+
+}  // namespace
+}  // namespace pwbench
