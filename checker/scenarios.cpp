@@ -510,41 +510,31 @@ struct async_frame_freed {
   }
 };
 
-// async-handoff-cancel (issue 11): an asynchronous reader of a lock bit that is handed from owner
-// to owner (every lock waiter has earned a hand-off), cancelled right after it starts. Its node
-// may be claimed by a walk, put back in the queue after a hand-off, or withdrawn. It must not be
+// async-handoff-cancel and async-handoff-reader (issue 11): an asynchronous reader of a lock bit
+// that is handed from owner to owner (every lock waiter has earned a hand-off). Its node may be
+// claimed by a walk, put back in the queue after a hand-off, or withdrawn. It must not be
 // completed while the bit is handed off ("woken means cleared"), must be completed exactly once
-// unless the cancel withdrew it, and never after that.
-struct async_handoff_cancel {
+// unless a cancel withdrew it, and never after that.
+//   async-handoff-cancel: the reader cancels right after it starts.
+//   async-handoff-reader: not cancelled; its completion frees the node; the walk spans holds
+//   (chunk of 1), so the reader may also join an unlock in progress and be re-queued from the
+//   joined list.
+template <unsigned Chunk, bool FreeFrame, bool Cancel>
+struct async_handoff {
   template <class P, release_protocol R>
   static void setup(runtime& r) {
     using U = user<P, R, std::uint32_t>;
     names(r);
-    install_table<P>(r, 1, 64);
+    install_table<P>(r, 1, Chunk);
     r.fair = {0, std::chrono::nanoseconds(0)};
     const obj a = r.new_object("page", 0, false, 1);
     r.add_thread("T1 barger", U::locker(a, LCK, 2));
-    r.add_thread("A async reader", [a] { U::wait_async(a, LCK, false, true); });
+    r.add_thread("A async reader", [a] { U::wait_async(a, LCK, FreeFrame, Cancel); });
     r.add_thread("T2 locker", U::locker(a, LCK));
   }
 };
-
-// async-handoff-reader (issue 11): as async-handoff-cancel, not cancelled, with the frame freed by
-// the completion; the walk spans holds (chunk of 1), so the asynchronous reader may also join an
-// unlock in progress and be re-queued from the joined list.
-struct async_handoff_reader {
-  template <class P, release_protocol R>
-  static void setup(runtime& r) {
-    using U = user<P, R, std::uint32_t>;
-    names(r);
-    install_table<P>(r, 1, 1);
-    r.fair = {0, std::chrono::nanoseconds(0)};
-    const obj a = r.new_object("page", 0, false, 1);
-    r.add_thread("T1 barger", U::locker(a, LCK, 2));
-    r.add_thread("A async reader", [a] { U::wait_async(a, LCK, true); });
-    r.add_thread("T2 locker", U::locker(a, LCK));
-  }
-};
+using async_handoff_cancel = async_handoff<64, false, true>;
+using async_handoff_reader = async_handoff<1, true, false>;
 
 // async-double-cancel (issue 11): two threads cancel one asynchronous wait at once (a stop
 // request racing the waiter's own cancel; the second may come while the start is still setting
