@@ -9,8 +9,6 @@
 // Reported per N and row, over interleaved repetitions: the release call's own time, and the
 // total until the last waiter ran (its continuation: the coroutine after co_await, the callback,
 // the thread after its wait), as median and range; the ratio to std::atomic::wait is per run.
-#include <pthread.h>
-
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -24,6 +22,8 @@
 #include <vector>
 
 #include "common.hpp"
+#include "peers.hpp"
+#include "wake_all.hpp"
 
 namespace pwbench {
 namespace {
@@ -155,62 +155,9 @@ sample callbacks(unsigned n) {
   return {ns_between(t0, t1), double(last - t0.time_since_epoch().count())};
 }
 
-// ---- threads
+// ---- threads: figure 5's measurement (wake_all.hpp), for the thread rows
 
-template <bool Pagewait>
-sample threads(unsigned n) {
-  std::atomic<std::uint32_t> word{EV};
-  std::atomic<unsigned> arrived{0};
-  std::vector<std::int64_t> woke(n, 0);
-  struct ctx_t {
-    std::atomic<std::uint32_t>* word;
-    std::atomic<unsigned>* arrived;
-    std::int64_t* woke_at;
-  };
-  std::vector<ctx_t> ctx(n);
-  std::vector<pthread_t> ts(n);
-  pthread_attr_t attr;
-  pthread_attr_init(&attr);
-  pthread_attr_setstacksize(&attr, 128 * 1024);
-  for (unsigned i = 0; i < n; ++i) {
-    ctx[i] = {&word, &arrived, &woke[i]};
-    const int rc = pthread_create(
-        &ts[i], &attr,
-        [](void* p) -> void* {
-          auto* c = static_cast<ctx_t*>(p);
-          c->arrived->fetch_add(1);
-          if constexpr (Pagewait) {
-            pagewait::wait_bit_clear(*c->word, EV);
-          } else {
-            std::uint32_t v = c->word->load(std::memory_order_acquire);
-            while (v & EV) {
-              c->word->wait(v, std::memory_order_acquire);
-              v = c->word->load(std::memory_order_acquire);
-            }
-          }
-          *c->woke_at = now_ns();
-          return nullptr;
-        },
-        &ctx[i]);
-    if (rc != 0) throw std::runtime_error("pthread_create failed: too many threads?");
-  }
-  pthread_attr_destroy(&attr);
-  while (arrived.load() < n) std::this_thread::sleep_for(std::chrono::microseconds(200));
-  // Let the last ones reach their sleep (as figure 5 does for the peers it cannot observe).
-  std::this_thread::sleep_for(std::chrono::milliseconds(5) + std::chrono::microseconds(5 * n));
-  const auto t0 = clock_type::now();
-  if constexpr (Pagewait) {
-    pagewait::clear_bit_and_wake(word, EV);
-  } else {
-    word.fetch_and(~EV, std::memory_order_release);
-    word.notify_all();
-  }
-  const auto t1 = clock_type::now();
-  for (auto& t : ts) pthread_join(t, nullptr);
-  std::int64_t last = 0;
-  for (auto w : woke) last = std::max(last, w);
-  return {ns_between(t0, t1), double(last - t0.time_since_epoch().count())};
-}
+sample threads_of(const json& j) { return {j["release_ns"].get<double>(), j["total_ns"].get<double>()}; }
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -229,7 +176,8 @@ json run_async(const run_options& o) {
     std::vector<std::vector<double>> rel(4), tot(4), ratio(4);
     for (unsigned r = 0; r < reps; ++r) {
       // Interleaved: one of each per repetition, so that a noisy moment hits them alike.
-      const sample s[4] = {coroutines(n, l), callbacks(n), threads<true>(n), threads<false>(n)};
+      const sample s[4] = {coroutines(n, l), callbacks(n), threads_of(wake_all<pw_atomic_clear>(n)),
+                           threads_of(wake_all<atomic_wait_peer>(n))};
       for (int k = 0; k < 4; ++k) {
         rel[k].push_back(s[k].release_ns);
         tot[k].push_back(s[k].total_ns);

@@ -239,7 +239,6 @@ class [[nodiscard]] bit_clear_awaitable {
   // ends the program with that message.)
   bool await_ready() noexcept {
     state_.store(running, std::memory_order_relaxed);
-    cleared_ = false;
     detail::tsan::acquiring t(&word_);
     cleared_ = t.waited(!(word_.load(std::memory_order_acquire) & bit_));
     return cleared_ || stop_.stop_requested();

@@ -630,11 +630,13 @@ struct core {
     P::unlock(b.lock);
 
     // [I1] From here on, the word is not touched: the object may already be gone.
-    deliver(w.wake.head);
+    const bool queued_completions = deliver(w.wake.head);
     if constexpr (checked_mode<P> && atomic_clear) P::checked_flush();  // the address only
     // [C1] Last, the asynchronous waiters' completions: user code, which may release other bits
-    // (their completions join this list), so nothing of this release may still be pending.
-    P::run_completions();
+    // (their completions join this list), so nothing of this release may still be pending. Only
+    // when this release queued some: a release that woke threads only pays nothing for it (one
+    // queued by a release inside a callback is run by the outer run, which is in progress).
+    if (queued_completions) P::run_completions();
   }
 
   // Unparks the claimed waiters of a release, after its final bucket unlock, with the tokens it
@@ -642,18 +644,22 @@ struct core {
   // may vanish the instant the token lands. An asynchronous waiter's token goes to its sink, whose
   // completion may likewise free the node; the completions are only queued here, and run at the
   // end of release_slow [C1], so that no user code runs while this release still reads nodes.
-  static void deliver(node* head) {
+  // Returns whether it queued any.
+  static bool deliver(node* head) {
+    bool queued = false;
     for (node* n = head; n;) {
       node* next = n->next.get();
       const std::uint32_t token = n->token.get();
       if (typename P::async_sink* s = n->async) {
         P::complete(s, token);
+        queued = true;
       } else {
         typename P::parker* pk = n->parker;
         pk->unpark(token);
       }
       n = next;
     }
+    return queued;
   }
 
   static bool abandon(const deadline& dl, const std::stop_token* stop) {
