@@ -286,7 +286,8 @@ int runtime::begin_word(const void* w, const char* op) {
   const obj t = me().target;
   check_object(t.slot == s ? t : obj{s, slots_[std::size_t(s)].gen}, op);
   if (me().releasing && !me().rel_started) start_release();
-  if (me().rel_slot == s && me().rel_done) {
+  // A lock waiter's race, run by deliver on this thread (core::race_async), is the waiter's access.
+  if (me().rel_slot == s && me().rel_done && me().acting_for < 0) {
     step_record r;
     r.op = op;
     r.slot = s;
@@ -428,9 +429,9 @@ void runtime::check_queue() {
     }
     if (x.queued && t.must_not_requeue) {
       msg_ = t.name +
-             " is queued again after its deadline passed while a release held it: it waits past its " +
-             "deadline for a later release (CONTRACT 3.6; DESIGN.md item 3 bounds that wait by the walk that "
-             "held it)";
+             " is queued again after its deadline passed (or its cancel came) while a release held it: it "
+             "waits past its deadline for a later release (CONTRACT 3.6, 3.10; DESIGN.md item 3 bounds that "
+             "wait by the walk that held it)";
       fail();
     }
     t.joiner = !x.queued;
@@ -474,6 +475,16 @@ void runtime::visit(const void* node) {
            std::to_string(chunk_visits) + " (CONTRACT 3.7)";
     fail();
   }
+}
+
+void runtime::async_delivered(model_async_sink& s, std::uint32_t token) {
+  // What the release grants is checked as it delivers, as for a thread it unparks; a lock waiter
+  // woken to race counts the race as a blocking one counts it when its park returns.
+  check_grant(s.actor, token);
+  if (token == detail::token_retry && threads_[std::size_t(s.actor)].in_lock)
+    ++threads_[std::size_t(s.actor)].retries;
+  if (token == detail::token_handoff && me().rel_slot >= 0) me().rel_done = true;  // the hand-off's step
+  me().acting_for = s.actor;
 }
 
 void runtime::async_queue(model_async_sink& s, std::uint32_t token) {
@@ -563,16 +574,45 @@ std::uint32_t runtime::parker_park(model_parker& p, const detail::deadline& dl) 
   return t;
 }
 
+void runtime::loop_wake(model_parker& p, std::uint32_t token) {
+  stop(pending::run);
+  p.token |= token;
+  for (int i = 0; i < max_threads; ++i)
+    p.vc[std::size_t(i)] = std::max(p.vc[std::size_t(i)], me().vc[std::size_t(i)]);
+  tick();
+  step_record r;
+  r.op = "loop wakes";
+  r.n = token;
+  r.note = threads_[std::size_t(p.thread)].name.c_str();
+  record(r);
+}
+
 void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
   stop(pending::run);
+  check_grant(p.thread, token);
+  p.token |= token;
+  if (token == detail::token_handoff && me().rel_slot >= 0) me().rel_done = true;  // the hand-off's step
+  for (int i = 0; i < max_threads; ++i)
+    p.vc[std::size_t(i)] = std::max(p.vc[std::size_t(i)], me().vc[std::size_t(i)]);
+  tick();
+  step_record r;
+  r.op = "unpark";
+  r.n = token;
+  r.note = threads_[std::size_t(p.thread)].name.c_str();
+  record(r);
+}
+
+// What a release grants the waiter of thread `to_thread` (a blocking waiter's own thread, or an
+// asynchronous waiter's actor), checked as the token is delivered.
+void runtime::check_grant(int to_thread, std::uint32_t token) {
   if (token == detail::token_retry && me().all_earned_unlock) {
-    msg_ = "earned hand-off lost: the unlock woke " + threads_[std::size_t(p.thread)].name +
+    msg_ = "earned hand-off lost: the unlock woke " + threads_[std::size_t(to_thread)].name +
            " to race for the lock bit, though every lock waiter has earned a hand-off (max_lost_races 0; "
            "CONTRACT 3.6)";
     fail();
   }
   thread& me_ = me();
-  const thread& to = threads_[std::size_t(p.thread)];
+  const thread& to = threads_[std::size_t(to_thread)];
   if (me_.releasing && me_.rel_decides) {
     // [I5][I6][I9] What one unlock grants: at most one hand-off, and then nobody woken to race
     // nor woken as if the bit cleared; at most one queued lock waiter woken to race (joiners
@@ -589,7 +629,7 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
         bad = "handed the lock to a second waiter (two owners)";
       else if (me_.queued_retries || me_.cleared_tokens)
         bad = "handed the lock off after waking a waiter as if it cleared the bit";
-      else if (me_.rel_first >= 0 && me_.rel_first != p.thread && me_.last_first_queued &&
+      else if (me_.rel_first >= 0 && me_.rel_first != to_thread && me_.last_first_queued &&
                threads_[std::size_t(me_.rel_first)].waits == me_.rel_first_waits &&
                threads_[std::size_t(me_.rel_first)].retries == me_.rel_first_retries)
         bad =
@@ -611,23 +651,13 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
         bad = "woke a second queued lock waiter to race for the bit (only the first one races)";
       if (token == detail::token_retry && to.joiner && to.in_lock && to.retries >= fair.max_lost_races &&
           me_.earned_joiner_raced < 0)
-        me_.earned_joiner_raced = p.thread;
+        me_.earned_joiner_raced = to_thread;
     }
     if (bad) {
       msg_ = std::string("unlock ") + bad + ": " + to.name + " (CONTRACT 3.6)";
       fail();
     }
   }
-  p.token |= token;
-  if (token == detail::token_handoff && me().rel_slot >= 0) me().rel_done = true;  // the hand-off's step
-  for (int i = 0; i < max_threads; ++i)
-    p.vc[std::size_t(i)] = std::max(p.vc[std::size_t(i)], me().vc[std::size_t(i)]);
-  tick();
-  step_record r;
-  r.op = "unpark";
-  r.n = token;
-  r.note = threads_[std::size_t(p.thread)].name.c_str();
-  record(r);
 }
 
 std::chrono::steady_clock::time_point runtime::now() {

@@ -192,10 +192,18 @@ class runtime {
   void parker_prepare(model_parker& p);
   std::uint32_t parker_park(model_parker& p, const detail::deadline& dl);
   void parker_unpark(model_parker& p, std::uint32_t token);
+  // A scenario's event loop waking its thread with a completion's result: an unpark that is not
+  // the protocol's (what the release granted was checked when it delivered the token).
+  void loop_wake(model_parker& p, std::uint32_t token);
   std::chrono::steady_clock::time_point now();
   model_parker& current_parker() { return threads_[std::size_t(cur_)].parker; }
   // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
   void async_queue(model_async_sink& s, std::uint32_t token);
+  // deliver reached an asynchronous node with the release's token: what the release granted is
+  // checked as for a thread it unparks, and until async_settled the thread acts for the waiter
+  // (a lock waiter's race, core::race_async: its touches of the word are not the releaser's).
+  void async_delivered(model_async_sink& s, std::uint32_t token);
+  void async_settled() { me().acting_for = -1; }
   void async_run();
   // A sink that lives until the execution ends (so that a late second completion, or one after
   // a withdrawing cancel, is still counted when its actor has returned), checked at the end.
@@ -236,7 +244,10 @@ class runtime {
   void end_wait(const wait_start& s, bool returned_true);
   void acquired(obj o, std::uint64_t bit);  // a lock call returned true
   void lock_failed();                       // a timed lock call returned false
-  void locking(obj o, bool timed);          // a lock call begins
+  // An asynchronous waiter's cancel came too late (a release had claimed it): as for a deadline
+  // that passed while claimed, it must never be queued again (checked at every bucket unlock).
+  void cancel_too_late() { me().must_not_requeue = true; }
+  void locking(obj o, bool timed);  // a lock call begins
   void releasing(obj o, std::uint64_t bit);
   // A release (unlock or clear-and-wake) of (o, bit) begins and ends, for the checks of its
   // walk and its wake-ups below. `decides`: an unlock of the shipped protocol, whose hand-off
@@ -329,6 +340,7 @@ class runtime {
     bool rel_done = false;           // its atomic step has happened
     bool timed_lock = false;         // its current or last lock call has a deadline
     bool all_earned_unlock = false;  // in an unlock that must hand off to any lock waiter it wakes
+    int acting_for = -1;             // racing for an asynchronous lock waiter's actor (deliver)
 
     // Its current wait or lock call (independent of the core's own bookkeeping).
     int call_slot = -1;  // the object it waits on or locks, -1 between calls
@@ -391,6 +403,7 @@ class runtime {
   void check_queue();
   void start_release();
   bool earned_loose(const thread& t) const;
+  void check_grant(int to_thread, std::uint32_t token);
   bool earned_strict(const thread& t) const;
   void end_call();
   void check_object(obj o, const char* what);
@@ -513,6 +526,8 @@ struct basic_model_policy {
   using async_sink = model_async_sink;
   static void complete(async_sink* s, std::uint32_t token) { rt().async_queue(*s, token); }
   static void run_completions() { rt().async_run(); }
+  static void async_delivered(async_sink* s, std::uint32_t token) { rt().async_delivered(*s, token); }
+  static void async_settled(async_sink*) { rt().async_settled(); }
 
   static std::chrono::steady_clock::time_point now() { return rt().now(); }
 

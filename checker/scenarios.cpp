@@ -100,7 +100,7 @@ struct user {
     sink.actor = r.current();
     sink.callback = [n, &pk, free_frame](std::uint32_t token) {
       if (free_frame) n->~node();
-      pk.unpark(token);
+      rt().loop_wake(pk, token);
     };
     C::prepare_async(*n, word(o), bit, &sink);
     if (C::start_wait_clear_async(word(o), bit, *n)) {
@@ -129,6 +129,60 @@ struct user {
     }
     r.end_wait(start, ok);
     return ok;
+  }
+  // An asynchronous lock of `bit` of `o` (async_wait::start_lock on the model), as wait_async:
+  // the thread starts it and parks until the completion, run on the releasing thread, wakes it.
+  // A lock waiter woken to race has raced before that, on the releasing thread (core::race_async),
+  // and may have queued again: its completion then comes later. `free_frame`: the completion
+  // destroys the node. `cancel`: cancels right after a pending start. Returns whether the thread
+  // owns the bit (it then unlocks it, as the caller of lock_async must).
+  static bool lock_async(obj o, W bit, bool free_frame, bool cancel = false) {
+    using node = typename C::node;
+    runtime& r = rt();
+    r.set_target(o);
+    r.locking(o, false);
+    model_parker& pk = r.current_parker();
+    pk.prepare();
+    alignas(node) unsigned char frame[sizeof(node)];
+    node* n = new (frame) node;
+    model_async_sink& sink = r.new_sink();
+    sink.actor = r.current();
+    sink.callback = [n, &pk, free_frame](std::uint32_t token) {
+      if (free_frame) n->~node();
+      rt().loop_wake(pk, token);
+    };
+    C::prepare_async(*n, word(o), bit, &sink, true);
+    bool ok = true;
+    if (C::start_lock_async(word(o), bit, *n)) {
+      n->~node();
+    } else {
+      sink.pending = true;
+      if (cancel) {
+        if (C::cancel_async(*n)) {
+          sink.withdrawn = true;
+          n->~node();
+          r.lock_failed();
+          return false;
+        }
+        r.cancel_too_late();
+      }
+      const std::uint32_t t = pk.park(detail::deadline::never(), nullptr);
+      if (!free_frame) n->~node();
+      ok = t == detail::token_handoff;
+      if (!ok && (t != detail::token_abandoned || !cancel)) {
+        r.msg_ = "an asynchronous lock completed with token " + std::to_string(t) +
+                 (cancel ? " (only locked, or abandoned after a cancel)"
+                         : " though nobody cancelled it (only locked)");
+        r.fail();
+      }
+    }
+    if (!ok) {
+      r.lock_failed();
+      return false;
+    }
+    r.acquired(o, bit);
+    unlock(o, bit);
+    return true;
   }
   static void unlock(obj o, W bit) {
     runtime& r = rt();
@@ -571,7 +625,7 @@ struct async_double_cancel {
       f->sink = &q.new_sink();
       f->sink->actor = q.current();
       model_parker* me = f->actor;
-      f->sink->callback = [me](std::uint32_t token) { me->unpark(token); };
+      f->sink->callback = [me](std::uint32_t token) { rt().loop_wake(*me, token); };
       C::prepare_async(*f->n, U::word(a), WBK, f->sink);
       {
         // Publishes the set-up node to the canceller, whose cancel takes this bucket lock (the
@@ -612,11 +666,69 @@ struct async_double_cancel {
           q.msg_ = "two cancels withdrew one asynchronous wait";
           q.fail();
         }
-        f->actor->unpark(detail::token_abandoned);
+        q.loop_wake(*f->actor, detail::token_abandoned);
       }
     });
     r.add_thread("T3 waiter", [a] { U::wait(a, WBK); });
     r.add_thread("T1 writeback", [a] { U::end_writeback(a, WBK); });
+  }
+};
+
+// async-lock-race, async-lock-handoff, async-lock-cancel (issue 11): an asynchronous lock waiter
+// among blocking lockers of one bit. A lock waiter woken to race races on the releasing thread,
+// as the release delivers to it (core::race_async), and may lose to a barger and queue again; a
+// hand-off makes it the owner through its completion. Checked: one owner; what every unlock
+// grants (at most one hand-off, only when earned, the first lock waiter decides: the checks of
+// the blocking waiters, applied to the asynchronous one as its token is delivered); the race's
+// touches of the word are the waiter's, not the releaser's (any other touch of the word by the
+// releaser after its atomic step still is one); exactly one completion per pending start, none
+// after a withdrawing cancel, and a waiter whose cancel came too late is never queued again.
+//   async-lock-race: a lost race earns a hand-off (max_lost_races 1); the completion frees the
+//   node.
+//   async-lock-handoff: every lock waiter has earned a hand-off from its first queueing; a
+//   reader of the lock bit is queued ahead of the lock waiters sometimes.
+//   async-lock-cancel: the asynchronous waiter cancels right after a pending start; a lost race
+//   earns a hand-off, so a cancel may meet the node claimed for a race or for a hand-off.
+template <class F, bool Cancel, bool Reader>
+struct async_lock {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = F::value;
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 barger", U::locker(a, LCK, 2));
+    r.add_thread("A async locker", [a] { U::lock_async(a, LCK, !Cancel, Cancel); });
+    if constexpr (Reader)
+      r.add_thread("T2 reader", [a] { U::wait(a, LCK); });
+    else
+      r.add_thread("T2 locker", U::locker(a, LCK));
+  }
+};
+struct fair_one_race {
+  static constexpr fairness_settings value{1, std::chrono::hours(1)};
+};
+struct fair_always {
+  static constexpr fairness_settings value{0, std::chrono::nanoseconds(0)};
+};
+using async_lock_race = async_lock<fair_one_race, false, false>;
+using async_lock_handoff = async_lock<fair_always, false, true>;
+using async_lock_cancel = async_lock<fair_one_race, true, false>;
+
+// async-lock-event (issue 11): an asynchronous lock waiter on an event bit. The end of writeback
+// clears the bit and wakes every waiter, the lock waiters to race (an event release never hands
+// off); the asynchronous one races in its completion, against a blocking lock waiter.
+struct async_lock_event {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("A async locker", [a] { U::lock_async(a, WBK, true); });
+    r.add_thread("T1 writeback", [a] { U::end_writeback(a, WBK); });
+    r.add_thread("T2 locker", U::locker(a, WBK));
   }
 };
 
@@ -846,6 +958,15 @@ const std::vector<scenario>& scenarios() {
       entry<async_handoff_reader>("async-handoff-reader",
                                   "chunk of 1: an asynchronous reader joins and is re-queued by hand-offs",
                                   2),
+      entry<async_lock_race>(
+          "async-lock-race",
+          "an asynchronous locker races blocking ones in its completion; it frees its node", 4),
+      entry<async_lock_handoff>("async-lock-handoff",
+                                "hand-off always earned: an asynchronous locker, a barger, a reader", 4),
+      entry<async_lock_cancel>("async-lock-cancel",
+                               "an asynchronous locker cancelled after its start, claimed to race or owned",
+                               4),
+      entry<async_lock_event>("async-lock-event", "an asynchronous lock waiter on an event bit", 4),
   };
   return all;
 }
@@ -876,9 +997,11 @@ bool expected_to_fail(release_protocol p, const std::string& scenario) {
   // An asynchronous reader is served as a blocking one, so the old protocols fail its scenarios
   // as they fail the blocking ones: a hand-off's late wake-up (as handoff-past-reader), and the
   // 2020 bug (as writeback-free). xor-waiters passes them, as it passes handoff-past-reader's
-  // readers only with more waiters than these scenarios have.
+  // readers only with more waiters than these scenarios have. async-lock-handoff fails the same
+  // way through its blocking reader: the asynchronous locker is what hands the bit on.
   if ((scenario == "event-to-locker" || scenario == "requeue-two-holds" ||
-       scenario == "async-handoff-cancel" || scenario == "async-handoff-reader") &&
+       scenario == "async-handoff-cancel" || scenario == "async-handoff-reader" ||
+       scenario == "async-lock-handoff") &&
       p != release_protocol::xor_waiters)
     return true;
   return p == release_protocol::clear_then_wake &&

@@ -49,11 +49,12 @@ void async_run_completions() noexcept {
   l.running = false;
 }
 
-bool async_unqueue_completion(async_sink* s) noexcept {
+bool async_unqueue_completion(async_sink* s, std::uint32_t* token) noexcept {
   completion_list& l = done_list;
   async_sink* prev = nullptr;
   for (async_sink* x = l.head; x; prev = x, x = x->next_done) {
     if (x != s) continue;
+    *token = x->token;
     (prev ? prev->next_done : l.head) = x->next_done;
     if (l.tail == x) l.tail = prev;
     return true;

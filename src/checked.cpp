@@ -472,11 +472,23 @@ void disown(std::atomic<W>& word, W bit) {
   report(f);
 }
 
+template <word_type W>
+void acquired_async(std::atomic<W>& word, W bit) noexcept {
+  try {
+    shard& s = shard_of(&word);
+    std::lock_guard<std::mutex> g(s.m);
+    s.owners[key_of(&word, bit)] = disowned;
+  } catch (...) {
+    records_lost.store(true, std::memory_order_relaxed);  // out of memory: unlocks go unchecked
+  }
+}
+
 #define PAGEWAIT_CHECKED_INSTANTIATE(W)                                                         \
   template bool lock<W>(std::atomic<W>&, W, lock_how, const deadline&, const std::stop_token*); \
   template void release<W>(std::atomic<W>&, W, bool);                                           \
   template void before_wait<W>(std::atomic<W>&, W, bool);                                       \
-  template void disown<W>(std::atomic<W>&, W);
+  template void disown<W>(std::atomic<W>&, W);                                                  \
+  template void acquired_async<W>(std::atomic<W>&, W) noexcept;
 PAGEWAIT_CHECKED_INSTANTIATE(std::uint32_t)
 PAGEWAIT_CHECKED_INSTANTIATE(std::uint64_t)
 #undef PAGEWAIT_CHECKED_INSTANTIATE

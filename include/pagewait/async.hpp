@@ -1,10 +1,12 @@
-// <pagewait/async.hpp> — wait for a bit to clear without blocking a thread.
+// <pagewait/async.hpp> — wait for a bit to clear, or lock it, without blocking a thread.
 //
 // The kernel's io_uring reads do not block on a locked page: they queue an entry whose wake
 // function re-queues the request when the page is unlocked. async_wait is that, for a bit of your
-// own word: it queues a node in pagewait's wait table, and the release that clears the bit calls
-// you back. Blocking waiters (wait_bit_clear, lock_bit) and asynchronous ones share every bit and
-// every release; an asynchronous waiter is served exactly as a thread in wait_bit_clear would be.
+// own word: it queues a node in pagewait's wait table, and the release that clears the bit (or
+// hands you the lock) calls you back. Blocking waiters (wait_bit_clear, lock_bit) and
+// asynchronous ones share every bit and every release; an asynchronous waiter is served exactly
+// as a thread in wait_bit_clear or lock_bit would be, with the same fairness (a lock waiter that
+// loses races earns a hand-off, CONTRACT §3.6).
 //
 //   void on_clear(pagewait::async_wait<std::uint32_t>& w, pagewait::async_result r) noexcept {
 //     if (r == pagewait::async_result::cleared) my_loop_post(w.user_data());  // resume it there
@@ -25,7 +27,8 @@
 //     wait_bit_clear), before or while the callback runs.
 //   * cancel() never blocks. True: the wait was withdrawn before any release claimed it, or a
 //     release had claimed it but its callback was still queued behind the one now running on
-//     this thread (a callback that cancels or destroys another waiter); no callback will come,
+//     this thread (a callback that cancels or destroys another waiter; a lock that callback
+//     would have reported is unlocked on the waiter's behalf); no callback will come,
 //     and the waiter may be started again or destroyed at once. False: too
 //     late (or not pending, or another thread's cancel() withdrew it first): the callback will
 //     run, or has run, exactly once, unless that other cancel() returned true. cancel() may be
@@ -64,8 +67,26 @@
 //     then be started again.
 //   * ThreadSanitizer: a start publishes what was written before it to the callback, and the
 //     callback's own accesses are checked (it runs outside pagewait's ignore region).
-//   * Cost: start is one load when the bit is clear; else a bucket lock and an RMW, as a blocking
-//     wait before it sleeps. No allocation, no system call, no thread: the node is in the waiter.
+//   * Locks (start_lock): `done` means the start's own RMW took the bit. `pending` means exactly
+//     one callback, unless cancel() returns true: `locked` (the waiter owns the bit: an unlock
+//     handed it off, or woke it to race for the bit and it won) or `cancelled` (a cancel() came
+//     too late to withdraw the wait, and the race was lost, so the wait ended without the lock).
+//     The race runs on the thread of the release that woke the waiter, inside that release,
+//     after its last touch of the word as a release and before it returns, so no other work of
+//     that thread (a callback that unlocks and locks again) can overtake it. A lost race counts
+//     toward the waiter's hand-off (CONTRACT §3.6) and queues it again, silently: no callback for
+//     it. A grant is never dropped: a cancel() that finds the waiter claimed by another thread's
+//     release returns false (the callback follows); a cancel() from a callback that runs before
+//     the waiter's own on the same thread takes the waiter's callback off the list and returns
+//     true, and if that callback would have said `locked`, it unlocks the bit on the waiter's
+//     behalf (an unlock nested in the running callback). Owning the bit, you unlock it with
+//     unlock_bit, from any thread. The race touches the word: as with lock_bit, the word must stay
+//     alive while a lock wait on it is pending (unlike a wait for a clear, which never reads it
+//     once queued).
+//   * Cost: start is one load when the bit is clear (one `lock bts` when the lock is free); else a
+//     bucket lock and an RMW, as a blocking wait before it sleeps. No allocation, no system call,
+//     no thread: the node is in the waiter. A lock waiter woken to race costs the releasing thread
+//     one RMW on the word (two and a bucket lock if it loses and queues again).
 #pragma once
 
 #include <atomic>
@@ -87,8 +108,9 @@ enum class async_start : std::uint8_t {
 };
 
 enum class async_result : std::uint8_t {
-  cleared,    // a release cleared the bit after the start began
+  cleared,    // start_wait_clear: a release cleared the bit after the start began
   cancelled,  // cancel() took effect after a release had claimed the waiter (see above)
+  locked,     // start_lock: the waiter owns the bit (handed off, or taken for it); unlock it
 };
 
 namespace detail {
@@ -96,47 +118,41 @@ namespace detail {
 [[noreturn]] void async_started_pending(const void* waiter);
 }  // namespace detail
 
-template <word_type W>
-class async_wait : private detail::async_sink {
+namespace detail {
+// async_wait over any instantiation of the core whose policy delivers to detail::async_sink (the
+// native policy and those derived from it, such as the demo's, which has a wait table of its
+// own). Users take pagewait::async_wait<W>, on the library's own core and table.
+template <word_type W, class Core>
+class basic_async_wait : private detail::async_sink {
  public:
-  using callback = void (*)(async_wait& self, async_result result) noexcept;
+  using callback = void (*)(basic_async_wait& self, async_result result) noexcept;
 
   // `cb` is called once per pending start (above); `user_data` is yours, for the callback.
-  explicit async_wait(callback cb, void* user_data = nullptr) : cb_(cb), user_(user_data) {
+  explicit basic_async_wait(callback cb, void* user_data = nullptr) : cb_(cb), user_(user_data) {
     if (!cb) throw std::invalid_argument("pagewait: async_wait needs a callback");
-    this->complete = &async_wait::on_complete;
+    this->complete = &basic_async_wait::on_complete;
   }
-  async_wait(const async_wait&) = delete;
-  async_wait& operator=(const async_wait&) = delete;
-  ~async_wait() {
+  basic_async_wait(const basic_async_wait&) = delete;
+  basic_async_wait& operator=(const basic_async_wait&) = delete;
+  ~basic_async_wait() {
     if (state_.load(std::memory_order_acquire) == pending_state && !cancel())
       detail::async_destroyed_pending(this);
   }
 
   // Waits for `bit` of `word` to clear. Never blocks; see the contract above.
   async_start start_wait_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
-    detail::check_bit(bit);
-    // `starting` keeps a concurrent cancel() away while the node is set up (it returns false:
-    // the start decides), and a second start out (it throws).
-    std::uint8_t expected = idle;
-    if (!state_.compare_exchange_strong(expected, starting, std::memory_order_acquire))
-      detail::async_started_pending(this);
-    detail::shipped<W>::prepare_async(node_, word, W(bit), this);
-    fork_generation_ = detail::async_fork_generation();
-    detail::tsan::async_publish(this);
-    detail::tsan::acquiring t(&word);
-    // Pending before the node becomes visible: a release may complete it on another thread at
-    // once, and its completion sets idle. Release: a cancel() that sees `pending` sees the node
-    // set up.
-    state_.store(pending_state, std::memory_order_release);
-    if (detail::shipped<W>::start_wait_clear_async(word, W(bit), node_)) {
-      state_.store(idle, std::memory_order_release);
-      t.waited(true);
-      return async_start::done;
-    }
-    // Not a touch of the waiter from here on: its callback may already have run and freed it.
-    t.waited(false);
-    return async_start::pending;
+    return start(word, W(bit), false);
+  }
+
+  // Locks `bit` of `word`. Never blocks. `done`: the bit was free and is now yours (one atomic
+  // RMW, as lock_bit's fast path); no callback comes. `pending`: exactly one callback follows,
+  // unless cancel() returns true first, with `locked` (the bit is yours: it was handed to you,
+  // or taken for you, on the thread that runs the callback) or `cancelled` (a cancel() that came
+  // too late to withdraw the wait still kept it from taking the lock). Either way, unlock_bit the
+  // bit when done with it, as after lock_bit; a `locked` callback that cannot use the lock must
+  // still unlock it.
+  async_start start_lock(std::atomic<W>& word, std::type_identity_t<W> bit) {
+    return start(word, W(bit), true);
   }
 
   // Withdraws a pending wait if no release has claimed it yet (see the contract above).
@@ -157,7 +173,14 @@ class async_wait : private detail::async_sink {
       [[maybe_unused]] detail::tsan::ignoring quiet;
       // Claimed already, its completion may still be queued on this very thread (this is a
       // callback that runs before it): taken off that list, it will not be called.
-      withdrawn = detail::shipped<W>::cancel_async(node_) || detail::async_unqueue_completion(this);
+      std::uint32_t token = 0;
+      withdrawn = Core::cancel_async(node_) || detail::async_unqueue_completion(this, &token);
+      // A lock the release handed to this waiter (or that it won) must not be dropped: released
+      // on its behalf, a release nested in the running callback (its own callbacks run after it).
+      // The waiter never owned it as far as its user can tell. The word is alive: the bit is held.
+      if (token == detail::token_handoff)
+        Core::release(*static_cast<std::atomic<W>*>(const_cast<void*>(node_.word)), W(node_.bit),
+                      detail::release_kind::unlock);
     }
     if (withdrawn) state_.store(idle, std::memory_order_release);
     return withdrawn;
@@ -173,36 +196,94 @@ class async_wait : private detail::async_sink {
  private:
   enum : std::uint8_t { idle, starting, pending_state };
 
-  static void on_complete(detail::async_sink* s, std::uint32_t token) noexcept {
-    auto* self = static_cast<async_wait*>(s);
-    detail::tsan::async_callback scope(self);
-    const callback cb = self->cb_;
-    // Idle before the call, which may destroy the waiter or start it again.
-    self->state_.store(idle, std::memory_order_release);
-    cb(*self, token == detail::token_cleared ? async_result::cleared : async_result::cancelled);
+  async_start start(std::atomic<W>& word, W bit, bool lock) {
+    detail::check_bit(bit);
+    // `starting` keeps a concurrent cancel() away while the node is set up (it returns false:
+    // the start decides), and a second start out (it throws).
+    std::uint8_t expected = idle;
+    if (!state_.compare_exchange_strong(expected, starting, std::memory_order_acquire))
+      detail::async_started_pending(this);
+    Core::prepare_async(node_, word, bit, this, lock);
+    fork_generation_ = detail::async_fork_generation();
+    detail::tsan::async_publish(this);
+    detail::tsan::acquiring t(&word);
+    // Pending before the node becomes visible: a release may complete it on another thread at
+    // once, and its completion sets idle. Release: a cancel() that sees `pending` sees the node
+    // set up.
+    state_.store(pending_state, std::memory_order_release);
+    if (lock ? Core::start_lock_async(word, bit, node_) : Core::start_wait_clear_async(word, bit, node_)) {
+      state_.store(idle, std::memory_order_release);
+      if (lock) {
+        if constexpr (checked_build && std::is_same_v<Core, shipped<W>>)
+          detail::checked::acquired_async(word, bit);
+        t.locked(true);
+      } else {
+        t.waited(true);
+      }
+      return async_start::done;
+    }
+    // Not a touch of the waiter from here on: its callback may already have run and freed it.
+    t.waited(false);
+    return async_start::pending;
   }
 
-  detail::waiter_node<detail::native_policy> node_;
+  static void on_complete(detail::async_sink* s, std::uint32_t token) noexcept {
+    auto* self = static_cast<basic_async_wait*>(s);
+    detail::tsan::async_callback scope(self);
+    const callback cb = self->cb_;
+    async_result r = async_result::cancelled;
+    if (token == detail::token_cleared) r = async_result::cleared;
+    if (token == detail::token_handoff) {
+      r = async_result::locked;
+      if constexpr (checked_build && std::is_same_v<Core, shipped<W>>)
+        detail::checked::acquired_async(*static_cast<std::atomic<W>*>(const_cast<void*>(self->node_.word)),
+                                        W(self->node_.bit));
+      // The new owner's acquire on the word, as after lock_bit: it owns the bit, so the word is
+      // alive.
+      detail::tsan::async_acquire(self->node_.word);
+    }
+    // Idle before the call, which may destroy the waiter or start it again.
+    self->state_.store(idle, std::memory_order_release);
+    cb(*self, r);
+  }
+
+  typename Core::node node_;
   callback cb_;
   void* user_;
   unsigned fork_generation_ = 0;
   std::atomic<std::uint8_t> state_{idle};
 };
+}  // namespace detail
+
+template <word_type W>
+using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 
 // ---------------------------------------------------------------------------------------------
 // Coroutines.
 //
 //   bool ok = co_await pagewait::wait_bit_clear_async(page.flags, PG_WRITEBACK, loop);
 //   bool ok = co_await pagewait::wait_bit_clear_async(page.flags, PG_WRITEBACK, loop, stop_token);
+//   if (co_await pagewait::lock_bit_async(page.flags, PG_LOCKED, loop[, stop_token])) {
+//     ...  // the coroutine owns the bit
+//     pagewait::unlock_bit(page.flags, PG_LOCKED);
+//   }
 //
-// Suspends until the bit is clear, then resumes the coroutine through `loop.post(handle)`: never
-// inline on the releasing thread (a coroutine resumed there would run on a thread that is not
-// its own, inside another thread's unlock_bit or clear_bit_and_wake). Returns true once the bit
-// was cleared (as wait_bit_clear: after a clear that happened after the co_await began, or at
-// once if it was clear), false if `stop` was requested first. A bit found clear is reported
-// clear even if stop was requested already. No suspension at all when the bit is clear: one
-// load. The scheduler is anything with `void post(std::coroutine_handle<>) noexcept` that may be
-// called from any thread and runs the handle later (an event loop's queue, an executor).
+// Suspends until the bit is clear (or, for lock_bit_async, is the coroutine's), then resumes the
+// coroutine through `loop.post(handle)`: never inline on the releasing thread (a coroutine resumed
+// there would run on a thread that is not its own, inside another thread's unlock_bit or
+// clear_bit_and_wake). wait_bit_clear_async returns true once the bit was cleared (as
+// wait_bit_clear: after a clear that happened after the co_await began, or at once if it was
+// clear); lock_bit_async returns true once the coroutine owns the bit (as lock_bit: taken at
+// once, handed off, or taken after a release). Both return false if `stop` was requested first:
+// nothing was granted. A bit found clear (or taken at once) wins over a stop already requested.
+// No suspension at all when the bit is clear (free): one load (one `lock bts`). The scheduler
+// is anything with `void post(std::coroutine_handle<>) noexcept` that may be called from any
+// thread and runs the handle later (an event loop's queue, an executor).
+//
+// A lock granted to a suspended coroutine is held until the scheduler resumes it: the loop's
+// latency is part of the critical section, and a thread of that loop must not block in lock_bit
+// on a bit it may have granted to one of its own coroutines (that coroutine cannot run: a
+// deadlock, as locking a mutex twice on one thread).
 //
 // Destroying a coroutine suspended here (handle.destroy()) is allowed only while no release and
 // no stop request can be completing its wait at the same time (the usual case: it is suspended
@@ -222,17 +303,19 @@ concept async_scheduler = requires(S& s, std::coroutine_handle<> h) {
   noexcept;
 };
 
-template <word_type W, async_scheduler S>
-class [[nodiscard]] bit_clear_awaitable {
+namespace detail {
+// The awaitable behind wait_bit_clear_async (Lock = false) and lock_bit_async (Lock = true).
+template <word_type W, async_scheduler S, bool Lock, class Core = shipped<W>>
+class [[nodiscard]] bit_awaitable {
  public:
-  bit_clear_awaitable(std::atomic<W>& word, W bit, S& sched, std::stop_token stop = {})
+  bit_awaitable(std::atomic<W>& word, W bit, S& sched, std::stop_token stop = {})
       : word_(word),
         bit_((detail::check_bit(bit), bit)),
         sched_(sched),
         stop_(std::move(stop)),
-        wait_(&on_clear, this) {}
-  bit_clear_awaitable(const bit_clear_awaitable&) = delete;
-  bit_clear_awaitable& operator=(const bit_clear_awaitable&) = delete;
+        wait_(&on_done, this) {}
+  bit_awaitable(const bit_awaitable&) = delete;
+  bit_awaitable& operator=(const bit_awaitable&) = delete;
 
   // Awaited once. (A second co_await of the same awaitable starts its waiter again: if the first
   // wait is still pending that throws usage_error inside await_suspend, which is noexcept, and
@@ -240,14 +323,21 @@ class [[nodiscard]] bit_clear_awaitable {
   bool await_ready() noexcept {
     state_.store(running, std::memory_order_relaxed);
     detail::tsan::acquiring t(&word_);
-    cleared_ = t.waited(!(word_.load(std::memory_order_acquire) & bit_));
-    return cleared_ || stop_.stop_requested();
+    if constexpr (Lock) {
+      ok_ = t.locked(Core::try_lock(word_, bit_));
+      // The coroutine owns it, wherever it is resumed later: any thread may unlock it.
+      if constexpr (checked_build && std::is_same_v<Core, shipped<W>>)
+        if (ok_) detail::checked::acquired_async(word_, bit_);
+    } else {
+      ok_ = t.waited(!(word_.load(std::memory_order_acquire) & bit_));
+    }
+    return ok_ || stop_.stop_requested();
   }
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
     h_ = h;
-    if (wait_.start_wait_clear(word_, bit_) == async_start::done) {
-      cleared_ = true;
+    if ((Lock ? wait_.start_lock(word_, bit_) : wait_.start_wait_clear(word_, bit_)) == async_start::done) {
+      ok_ = true;
       return false;
     }
     // The callback may have run already, on another thread; it cannot have resumed us: it
@@ -266,25 +356,27 @@ class [[nodiscard]] bit_clear_awaitable {
     // Waits for a stop callback running on another thread (std::stop_callback's destructor
     // does): it may still be inside cancel() on our waiter.
     stop_cb_.reset();
-    return cleared_;
+    return ok_;
   }
 
  private:
   enum : std::uint8_t { running, suspended, done };
   struct on_stop {
-    bit_clear_awaitable* self;
+    bit_awaitable* self;
     void operator()() const noexcept {
       if (self->wait_.cancel()) self->finish(false);
     }
   };
-  static void on_clear(async_wait<W>& w, async_result r) noexcept {
-    static_cast<bit_clear_awaitable*>(w.user_data())->finish(r == async_result::cleared);
+  // `cancelled` when a stop came too late to withdraw the wait but kept it from the lock;
+  // `cleared` or `locked` otherwise.
+  static void on_done(basic_async_wait<W, Core>& w, async_result r) noexcept {
+    static_cast<bit_awaitable*>(w.user_data())->finish(r != async_result::cancelled);
   }
   // The wait is decided (by its callback, or by a stop that withdrew it). Whoever of this and
   // await_suspend comes second resumes the coroutine: await_suspend by not suspending, this by
   // posting. After the post nothing here is touched: the coroutine may run and end at once.
-  void finish(bool cleared) noexcept {
-    cleared_ = cleared;
+  void finish(bool ok) noexcept {
+    ok_ = ok;
     S& sched = sched_;
     const std::coroutine_handle<> h = h_;
     if (state_.exchange(done, std::memory_order_acq_rel) == suspended) sched.post(h);
@@ -295,18 +387,30 @@ class [[nodiscard]] bit_clear_awaitable {
   S& sched_;
   std::stop_token stop_;
   std::coroutine_handle<> h_{};
-  bool cleared_ = false;
+  bool ok_ = false;
   std::atomic<std::uint8_t> state_{running};
-  async_wait<W> wait_;
+  basic_async_wait<W, Core> wait_;
   // After wait_, so destroyed before it: a stop callback still running on another thread is
   // waited for before the waiter it cancels goes.
   std::optional<std::stop_callback<on_stop>> stop_cb_;
 };
+}  // namespace detail
+
+template <word_type W, async_scheduler S>
+using bit_clear_awaitable = detail::bit_awaitable<W, S, false>;
+template <word_type W, async_scheduler S>
+using bit_lock_awaitable = detail::bit_awaitable<W, S, true>;
 
 template <word_type W, async_scheduler S>
 bit_clear_awaitable<W, S> wait_bit_clear_async(std::atomic<W>& word, std::type_identity_t<W> bit, S& sched,
                                                std::stop_token stop = {}) {
   return bit_clear_awaitable<W, S>(word, W(bit), sched, std::move(stop));
+}
+
+template <word_type W, async_scheduler S>
+bit_lock_awaitable<W, S> lock_bit_async(std::atomic<W>& word, std::type_identity_t<W> bit, S& sched,
+                                        std::stop_token stop = {}) {
+  return bit_lock_awaitable<W, S>(word, W(bit), sched, std::move(stop));
 }
 
 }  // namespace pagewait

@@ -126,6 +126,11 @@ template <word_type W>
 void before_wait(std::atomic<W>& word, W bit, bool unbounded);
 template <word_type W>
 void disown(std::atomic<W>& word, W bit);
+// An asynchronous lock (pagewait/async.hpp) took the bit: its owner is the waiter, not a thread
+// (the callback runs on the releasing thread, a coroutine resumes on its loop), so the bit is
+// recorded as disowned: any thread may unlock it.
+template <word_type W>
+void acquired_async(std::atomic<W>& word, W bit) noexcept;
 }  // namespace detail::checked
 
 template <word_type W>

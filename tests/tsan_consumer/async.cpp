@@ -8,6 +8,9 @@
 //   * the callback's own synchronisation (a std::mutex around the loop's queue) is seen: the
 //     callback runs outside the ignore region of the release that calls it.
 // Some waits are cancelled by the loop instead; a withdrawn one is reused at once.
+// Then locks: a thread in lock_bit, asynchronous lockers whose callbacks run on whichever thread
+// unlocks, and coroutines in co_await lock_bit_async on this loop take turns on one bit that
+// guards a plain counter: each owner's increment must be ordered after the previous owner's.
 #include <atomic>
 #include <coroutine>
 #include <cstdint>
@@ -84,6 +87,42 @@ detached co_reader(unsigned i, unsigned r, scheduler& s) {
     std::abort();
   }
   ++co_done;
+}
+
+constexpr std::uint32_t LK = 1u << 5;
+long guarded = 0;  // only under LK
+constexpr int lock_rounds = 300;
+
+struct locker {
+  int left = lock_rounds;
+  std::atomic<bool> finished{false};
+  pagewait::async_wait<std::uint32_t> wait;
+  explicit locker(pagewait::async_wait<std::uint32_t>::callback cb) : wait(cb, this) {}
+};
+void on_locked(pagewait::async_wait<std::uint32_t>& w, pagewait::async_result r) noexcept {
+  auto* l = static_cast<locker*>(w.user_data());
+  if (r != pagewait::async_result::locked) {
+    std::fprintf(stderr, "async: lock callback with result %d\n", int(r));
+    std::abort();
+  }
+  for (;;) {
+    ++guarded;
+    pagewait::unlock_bit(flags, LK);
+    if (--l->left == 0) {
+      l->finished.store(true, std::memory_order_release);
+      return;
+    }
+    if (w.start_lock(flags, LK) == pagewait::async_start::pending) return;
+  }
+}
+unsigned co_lockers_done = 0;  // the loop thread only
+detached co_locker(scheduler& s) {
+  for (int i = 0; i < lock_rounds; ++i) {
+    if (!co_await pagewait::lock_bit_async(flags, LK, s)) std::abort();
+    ++guarded;
+    pagewait::unlock_bit(flags, LK);
+  }
+  ++co_lockers_done;
 }
 
 }  // namespace
@@ -177,6 +216,48 @@ int main() {
     while (co_released.load(std::memory_order_acquire) < r) std::this_thread::yield();
   }
   co_releaser.join();
+
+  // Locks.
+  constexpr unsigned cb_lockers = 3, co_lockers = 3;
+  std::vector<locker*> lockers;
+  for (unsigned i = 0; i < cb_lockers; ++i) lockers.push_back(new locker(&on_locked));
+  std::thread lock_thread([] {
+    for (int i = 0; i < lock_rounds; ++i) {
+      pagewait::lock_bit(flags, LK);
+      ++guarded;
+      pagewait::unlock_bit(flags, LK);
+    }
+  });
+  for (locker* l : lockers)
+    if (l->wait.start_lock(flags, LK) == pagewait::async_start::done)
+      on_locked(l->wait, pagewait::async_result::locked);
+  for (unsigned i = 0; i < co_lockers; ++i) co_locker(sched);
+  auto lockers_done = [&] {
+    for (locker* l : lockers)
+      if (!l->finished.load(std::memory_order_acquire)) return false;
+    return co_lockers_done == co_lockers;
+  };
+  while (!lockers_done()) {
+    std::coroutine_handle<> h;
+    {
+      std::lock_guard<std::mutex> g(sched.m);
+      if (!sched.q.empty()) {
+        h = sched.q.front();
+        sched.q.pop_front();
+      }
+    }
+    if (h)
+      h.resume();
+    else
+      std::this_thread::yield();
+  }
+  lock_thread.join();
+  const long expected = long(lock_rounds) * (1 + cb_lockers + co_lockers);
+  if (guarded != expected) {
+    std::fprintf(stderr, "async: guarded counter %ld, expected %ld\n", guarded, expected);
+    return 1;
+  }
+  for (locker* l : lockers) delete l;
   for (request* q : all) delete q;
   std::printf("async: %u rounds with pending waits, %u waits withdrawn, %u coroutines resumed\n",
               pending_rounds, withdrawn, co_done);

@@ -35,8 +35,10 @@ void async_queue_completion(async_sink* s, std::uint32_t token) noexcept;
 void async_run_completions() noexcept;
 // Takes `s` off this thread's completion list, if it is there (a completion that runs earlier in
 // the same list cancels or destroys a waiter whose completion is queued behind it). Returns
-// whether it was there: then its completion will not be called.
-bool async_unqueue_completion(async_sink* s) noexcept;
+// whether it was there (then its completion will not be called), and its token in `*token`: a
+// lock waiter's token_handoff means it owns the bit, which the caller must then release on its
+// behalf, or no one ever will.
+bool async_unqueue_completion(async_sink* s, std::uint32_t* token) noexcept;
 // Bumped in the child of every fork(): the child's wait table starts empty, so a wait started in
 // the parent is neither queued nor due in the child (src/wait_table.cpp, fork_child).
 unsigned async_fork_generation() noexcept;

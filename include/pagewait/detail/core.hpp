@@ -269,10 +269,10 @@ struct core {
   // Before each queueing: the fairness state the releaser reads [I6]. The time bound runs from
   // the first queueing, across re-queues.
   static void before_queueing(node& n, const fairness_settings& f) {
-    n.wants_handoff = n.lost >= f.max_lost_races;
-    if (!n.queued_once) {
+    n.wants_handoff = n.lost.get() >= f.max_lost_races;
+    if (!n.queued_once.get()) {
       n.handoff_at = saturating_add(P::now(), f.max_wait);
-      n.queued_once = true;
+      n.queued_once.set(true);
     }
   }
 
@@ -280,18 +280,21 @@ struct core {
   // Returns true if the bit was taken.
   static bool enqueue_exclusive(bucket_t& b, std::atomic<W>& word, W bit, node& n) {
     P::lock(b.lock);
+    const bool taken = take_or_arrive(b, word, bit, n);
+    P::unlock(b.lock);
+    return taken;
+  }
+
+  // enqueue_exclusive's step under the bucket lock (the caller holds it and drops it after).
+  static bool take_or_arrive(bucket_t& b, std::atomic<W>& word, W bit, node& n) {
     // Set the waiters bit and try the bit in one RMW, under the bucket lock [I2]. In the word's
     // modification order a fast release either precedes this RMW (then we see the bit clear and
     // own it now) or follows it (then its CAS fails on the waiters bit and it takes this bucket
     // lock, after us, and finds us queued). If we take the bit here, the waiters bit may be left
     // set for nobody: allowed [I4], the next release clears it.
     const W old = P::fetch_or(word, W(bit | WB), mo_acquire);
-    if (!(old & bit)) {
-      P::unlock(b.lock);
-      return true;
-    }
+    if (!(old & bit)) return true;
     b.arrive(&n);
-    P::unlock(b.lock);
     return false;
   }
 
@@ -299,7 +302,7 @@ struct core {
   // took it. Losing to a thread that never queued is the bounded unfairness [I6]: count it.
   static bool race_after_retry(std::atomic<W>& word, W bit, node& n) {
     if (try_lock(word, bit)) return true;
-    ++n.lost;
+    n.lost.set(n.lost.get() + 1);
     if (P::stats_on()) P::stat_lost_race(&word);
     return false;
   }
@@ -348,14 +351,18 @@ struct core {
   // that is not `queued`, so that a cancel arriving before the node is queued finds it claimed
   // (too late, or too early: nothing to unlink) instead of unlinking a node no queue holds. The
   // node is not visible; nobody else reads it yet.
-  static void prepare_async(node& n, std::atomic<W>& word, W bit, typename P::async_sink* sink) {
+  // `exclusive`: a lock wait (start_lock_async), else a wait for the bit to clear.
+  static void prepare_async(node& n, std::atomic<W>& word, W bit, typename P::async_sink* sink,
+                            bool exclusive = false) {
     n.word = &word;
     n.bit = bit;
-    n.kind = node_kind::shared;
+    n.kind = exclusive ? node_kind::exclusive : node_kind::shared;
     n.parker = nullptr;
     n.async = sink;
     n.state.set(node_state::claimed);
     n.abandoned.set(false);  // a previous wait's mark
+    n.lost.set(0);           // and its fairness state [I6]: a new wait starts unearned
+    n.queued_once.set(false);
   }
 
   // Starts an asynchronous wait for `bit` to clear, on a node prepare_async set up. Returns true
@@ -372,6 +379,51 @@ struct core {
     // [I2][I3][I4] DROP wait, as a blocking shared waiter: from here on the word is not read on
     // this node's behalf; only a release's token says that the bit was cleared after we queued.
     return enqueue_shared(P::table().bucket_for(&word), word, bit, n);
+  }
+
+  // Starts an asynchronous lock of `bit`, on a node prepare_async set up as exclusive. Returns true
+  // if the bit was taken here, by the caller's own RMW: it owns the bit, no completion will come.
+  // Returns false if the node is queued (or joined a release in progress): exactly one completion
+  // follows, after race_async has turned the release's token into the result: token_handoff
+  // (the waiter owns the bit: handed off [I5], or won in the race a token_retry asked for), or
+  // token_abandoned (cancel_async came too late to withdraw it, and the waiter did not get the
+  // lock). Never blocks, never spins: a thread that could spin would not wait asynchronously.
+  // Once the node is visible this does not touch it again.
+  static bool start_lock_async(std::atomic<W>& word, W bit, node& n) {
+    if (try_lock(word, bit)) return true;  // [I8] one RMW when the bit is free
+    before_queueing(n, P::fairness());
+    return enqueue_exclusive(P::table().bucket_for(&word), word, bit, n);
+  }
+
+  // An asynchronous lock waiter woken with token_retry races for the bit here: lock_contended's
+  // race, which the waiter has no thread to run. deliver runs it on the releasing thread, after
+  // the release's final bucket unlock, as it reaches the node: not later, through the completion
+  // list, where a callback of the same thread that unlocks and locks again would win every
+  // time and the waiter, not queued, could never earn its hand-off [I6]. It is not the release
+  // trying the bit for the waiter, which would be a touch after the clear [I1]: the race is the
+  // waiter's, made after the release is over, and as with lock_bit the word must stay alive
+  // while a lock wait on it is pending. Returns token_handoff if the waiter now owns the bit,
+  // token_abandoned if it lost and a cancel had marked it (not queued again), or token_none if it
+  // lost and is queued again: then its completion is still to come, and the caller must not touch
+  // the node (another release may already be completing it).
+  static std::uint32_t race_async(node& n) {
+    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(n.word));
+    const W bit = W(n.bit);
+    // [I6] A loss counts, as for a blocking waiter, and so earns the hand-off sooner: the
+    // fairness state is the node's and carries across re-queues, whoever runs the race.
+    if (race_after_retry(word, bit, n)) return token_handoff;
+    before_queueing(n, P::fairness());
+    bucket_t& b = P::table().bucket_for(&word);
+    P::lock(b.lock);
+    // A cancel that found the node claimed (too late to withdraw it) marked it under this lock:
+    // a cancelled waiter is not queued again, and takes no lock it has not won already.
+    if (n.abandoned.get()) {
+      P::unlock(b.lock);
+      return token_abandoned;
+    }
+    const bool taken = take_or_arrive(b, word, bit, n);
+    P::unlock(b.lock);
+    return taken ? token_handoff : token_none;
   }
 
   // Withdraws a pending asynchronous wait. True: it was queued and has left; no completion will
@@ -649,10 +701,17 @@ struct core {
     bool queued = false;
     for (node* n = head; n;) {
       node* next = n->next.get();
-      const std::uint32_t token = n->token.get();
+      std::uint32_t token = n->token.get();
       if (typename P::async_sink* s = n->async) {
-        P::complete(s, token);
-        queued = true;
+        // The release's grant, as for a thread it unparks; a lock waiter woken to race races now
+        // (race_async), and only what it ends with is completed.
+        P::async_delivered(s, token);
+        if (token == token_retry && n->kind == node_kind::exclusive) token = race_async(*n);
+        P::async_settled(s);
+        if (token != token_none) {
+          P::complete(s, token);
+          queued = true;
+        }
       } else {
         typename P::parker* pk = n->parker;
         pk->unpark(token);

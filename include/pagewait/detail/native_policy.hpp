@@ -136,6 +136,10 @@ struct native_policy {
   // calling thread's list, and runs the list after it has finished with every node.
   using async_sink = detail::async_sink;
   static void complete(async_sink* s, std::uint32_t token) noexcept { async_queue_completion(s, token); }
+  // Around what deliver does for an asynchronous node (the model checks the grant there, and
+  // counts the lock waiter's race as the waiter's own): nothing here.
+  static void async_delivered(async_sink*, std::uint32_t) noexcept {}
+  static void async_settled(async_sink*) noexcept {}
   static void run_completions() noexcept { async_run_completions(); }
 
   static std::chrono::steady_clock::time_point now() noexcept { return std::chrono::steady_clock::now(); }

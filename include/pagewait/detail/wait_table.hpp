@@ -60,11 +60,12 @@ struct waiter_node {
   bool wants_handoff = false;
   std::chrono::steady_clock::time_point handoff_at{};
   // The waiter's own bookkeeping across its re-queues: races lost in this wait, and whether it
-  // has queued before (handoff_at is set at the first queueing). Plain fields: only the owning
-  // thread touches them, while the node is not visible; a waiter whose race runs on another
-  // thread (an asynchronous one) would need them as cells.
-  unsigned lost = 0;
-  bool queued_once = false;
+  // has queued before (handoff_at is set at the first queueing). Touched only while the node is
+  // not visible, by whoever runs the wait: its own thread, or, for an asynchronous lock waiter,
+  // the thread whose release woke it to race (core::race_async). Cells, so that the checker's
+  // race detector sees that hand-over from thread to thread ordered by the bucket lock.
+  cell<unsigned> lost{0};
+  cell<bool> queued_once{false};
 
   // Exactly one of the two is set while the node is visible: the parker of the thread that waits
   // (blocking waits), or the sink of an asynchronous waiter, which has no thread behind it
