@@ -34,6 +34,8 @@ struct options {
   unsigned widen_us = 50;
   std::string file;
   bool json = false;
+  unsigned async = 0;  // asynchronous reader coroutines on one loop thread
+  bool no_uring = false;
 };
 
 // A bar on stderr while a run goes, only when stderr is a terminal; erased when it ends.
@@ -83,6 +85,16 @@ nlohmann::json to_json(const run_result& r) {
       {"pages_checked", r.pages_checked},
       {"pages_wrong", r.pages_wrong},
       {"data_ok", r.data_ok},
+      {"async",
+       {{"coroutines", r.async_coroutines},
+        {"page_ops", r.async_ops},
+        {"page_ops_per_s", r.seconds > 0 ? r.async_ops / r.seconds : 0.0},
+        {"page_reads", r.async_reads},
+        {"reads_in_flight_max", r.async_max_in_flight},
+        {"reads_in_flight_mean", r.async_mean_in_flight},
+        {"lock_waits", r.async_lock_waits},
+        {"loop_wakeups", r.async_loop_wakeups},
+        {"io", r.async_io}}},
   };
 }
 
@@ -168,6 +180,35 @@ void print_table(const options& o, unsigned slices, const run_config& base,
       "woken early         writeback waits woken while the page was still under writeback (a late wake-up)\n"
       "data                the file read back holds the last version written to every page\n",
       std::chrono::duration<double>(base.wait_timeout).count());
+}
+
+// The asynchronous readers (--async), per protocol, beside the threaded readers of the same runs.
+void print_async(const std::vector<run_result>& rs) {
+  const run_result& a = rs.front();
+  std::printf("\nasynchronous readers: %u coroutines on 1 loop thread, page reads by %s\n",
+              a.async_coroutines, a.async_io.c_str());
+  std::printf("%-16s  %16s  %22s  %15s  %12s  %13s\n", "protocol", "async page ops/s",
+              "per threaded reader/s", "reads in flight", "(mean)", "lock waits/s");
+  for (const run_result& r : rs) {
+    const double secs = r.seconds > 0 ? r.seconds : 1;
+    // Threaded readers' share of page_ops is not counted apart; writers and truncators do page
+    // ops too, so this is the per-thread rate of all the threaded roles that do page ops.
+    const unsigned page_threads = r.writers + r.readers + r.truncators;
+    std::printf("%-16s  %16.0f  %22.0f  %15u  %12.1f  %13.0f\n", std::string(to_string(r.protocol)).c_str(),
+                r.async_ops / secs, page_threads ? r.page_ops / secs / page_threads : 0.0,
+                r.async_max_in_flight, r.async_mean_in_flight, r.async_lock_waits / secs);
+  }
+  std::printf(
+      "async page ops/s    page reads done by the coroutines (a lookup, a read from the file if not cached, "
+      "the "
+      "page\n"
+      "                    lock, the data check), all on one thread that never blocks on a page\n"
+      "per threaded reader page ops/s of the threads' page-op roles (writers, readers, truncators), per "
+      "thread\n"
+      "reads in flight     page reads submitted and not yet completed: the most at once (and the mean)\n"
+      "lock waits/s        page locks a coroutine found held and waited for with co_await lock_bit_async, "
+      "in\n"
+      "                    the same wait table as the threads\n");
 }
 
 void print_contention(const std::vector<run_result>& rs, const std::vector<contention_stats>& cs) {
@@ -317,12 +358,24 @@ int demo_main(int argc, char** argv) {
   app.add_option("--file", o.file,
                  "scratch file to create (must not exist; removed at the end); default: a temporary file");
   app.add_flag("--json", o.json, "print the results as JSON");
+  tool::whole_in(
+      app.add_option("--async", o.async,
+                     "also run this many asynchronous reader coroutines on one more thread, reading "
+                     "pages through io_uring and waiting for page locks with co_await (default 0: none)"),
+      0u, 65536u);
+  app.add_flag("--no-uring", o.no_uring,
+               "with --async: read pages with pread on the loop thread, not io_uring");
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
     std::fprintf(stderr, "pagewait demo: %s\nRun `pagewait demo --help` for the options.\n", e.what());
+    return 2;
+  }
+  if (o.no_uring && !o.async) {
+    std::fprintf(stderr,
+                 "pagewait demo: --no-uring needs --async (it says how the asynchronous readers read)\n");
     return 2;
   }
   if (!o.file.empty()) {
@@ -351,6 +404,8 @@ int demo_main(int argc, char** argv) {
   base.threads = o.threads;
   base.widen = std::chrono::microseconds(o.widen_us);
   base.file = o.file;
+  base.async_readers = o.async;
+  base.async_uring = !o.no_uring;
 
   // The protocols take turns in slices of about half a second, each on a fresh cache and file,
   // so that the load of a shared machine, which changes over seconds, weighs on all alike.
@@ -399,6 +454,7 @@ int demo_main(int argc, char** argv) {
                    {"slices", slices},
                    {"threads", o.threads},
                    {"widen_us", o.widen_us},
+                   {"async_readers", o.async},
                    {"frames", base.frames},
                    {"file_pages", base.file_pages},
                    {"page_size", 4096},
@@ -412,6 +468,7 @@ int demo_main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     print_table(o, slices, base, results);
+    if (o.async) print_async(results);
     print_contention(results, contention);
     print_verdict(results, turns);
   }

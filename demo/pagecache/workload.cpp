@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <coroutine>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -15,7 +16,9 @@
 #include <thread>
 #include <vector>
 
+#include "event_loop.hpp"
 #include "page_cache.hpp"
+#include "pagewait/async.hpp"
 
 namespace pagewait::demo {
 namespace {
@@ -103,6 +106,17 @@ class scratch_file {
   std::string path_;
 };
 
+// A coroutine that starts at once and destroys itself at its end (the loop owns nothing).
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::abort(); }
+  };
+};
+
 template <release_protocol R>
 class workload {
  public:
@@ -136,6 +150,20 @@ class workload {
     spawn(r.readers, &workload::reader);
     spawn(r.writeback_threads, &workload::writeback);
     spawn(r.truncators, &workload::truncator);
+    // The asynchronous readers: one more thread, the loop, and its coroutines.
+    std::unique_ptr<event_loop> loop;
+    worker async_w(0xA5);
+    std::atomic<bool> loop_done{false};
+    std::thread loop_thread;
+    if (cfg_.async_readers) {
+      loop = std::make_unique<event_loop>(cfg_.async_uring);
+      loop_thread = std::thread([&] {
+        while (!go_.load(std::memory_order_acquire)) std::this_thread::yield();
+        for (unsigned i = 0; i < cfg_.async_readers; ++i) async_reader(*loop, async_w);
+        loop->run([&] { return async_finished_ == cfg_.async_readers; });
+        loop_done.store(true, std::memory_order_release);
+      });
+    }
 
     const auto start = clock_type::now();
     go_.store(true, std::memory_order_release);
@@ -159,6 +187,25 @@ class workload {
     const auto end = clock_type::now();
     for (auto& t : ts) t.join();
     r.seconds = std::chrono::duration<double>(end - start).count();
+    if (loop) {
+      // Every thread has stopped and released what it held: a coroutine still suspended on a
+      // page lock a few seconds from now was not woken. It is stopped, and counted.
+      const auto limit_at = clock_type::now() + std::chrono::seconds(5);
+      while (!loop_done.load(std::memory_order_acquire) && clock_type::now() < limit_at)
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      async_abort_.request_stop();
+      loop_thread.join();
+      r.async_coroutines = cfg_.async_readers;
+      r.async_ops = async_w.live.ops.load(std::memory_order_relaxed);
+      r.bad_reads += async_w.bad_reads;
+      r.lost_wakeups += async_w.wc.lost_wakeups;
+      r.async_reads = loop->reads();
+      r.async_max_in_flight = loop->max_in_flight();
+      r.async_mean_in_flight = loop->mean_in_flight();
+      r.async_lock_waits = async_lock_waits_;
+      r.async_loop_wakeups = loop->wakeups();
+      r.async_io = loop->uring() ? "io_uring" : loop->fallback_reason();
+    }
 
     std::vector<std::uint32_t> waits;
     for (auto& w : ws) {
@@ -213,6 +260,50 @@ class workload {
   }
 
   bool stopping() const { return stop_.load(std::memory_order_relaxed); }
+
+  // An asynchronous reader: the reader below, on the loop thread, never blocking it. A page it
+  // brings in is read through the loop (io_uring); a page another holds locked is waited for with
+  // co_await on the page lock, in the page cache's own wait table (the same core and table as the
+  // threads': an asynchronous lock waiter is served as a thread in lock_page is).
+  detached async_reader(event_loop& loop, worker& w) {
+    using core = typename page_cache<R>::core;
+    using lock_awaitable = detail::bit_awaitable<std::uint32_t, event_loop, true, core>;
+    while (!stopping()) {
+      const std::uint64_t index = w.next() % cfg_.file_pages;
+      bool created = false;
+      frame* f = pool_.find_or_create(index, created);
+      if (!f) {
+        co_await loop.yield();  // no frame free: let the others run
+        continue;
+      }
+      if (created) {
+        // Locked by find_or_create: threads and coroutines that want the page wait for this read.
+        const int n = co_await loop.read(pool_.fd(), f->data, unsigned(page_size), off_t(index * page_size));
+        if (n != int(page_size) ||
+            !page_is(f->data, index, last_version_[index].load(std::memory_order_relaxed)))
+          ++w.bad_reads;
+        f->flags.fetch_or(PG_UPTODATE, std::memory_order_relaxed);
+      } else {
+        if (f->flags.load(std::memory_order_relaxed) & PG_LOCKED) ++async_lock_waits_;
+        if (!co_await lock_awaitable(f->flags, PG_LOCKED, loop, async_abort_.get_token())) {
+          // Stopped after every thread had finished: the lock was never granted.
+          if (!(f->flags.load(std::memory_order_relaxed) & PG_LOCKED)) ++w.wc.lost_wakeups;
+          pool_.put(f);
+          break;
+        }
+        if (!f->mapped) {
+          cache_.unlock_page(f);
+          pool_.put(f);
+          continue;
+        }
+      }
+      if (!page_is(f->data, index, last_version_[index].load(std::memory_order_relaxed))) ++w.bad_reads;
+      cache_.unlock_page(f);
+      pool_.put(f);
+      live_counters::bump(w.live.ops);
+    }
+    ++async_finished_;
+  }
 
   void writer(worker& w) {
     while (!stopping()) {
@@ -346,6 +437,10 @@ class workload {
   std::atomic<unsigned> hint_{0};  // the frame whose writeback began last
   std::atomic<bool> go_{false};
   std::atomic<bool> stop_{false};
+  // The asynchronous readers' (loop thread only, but for the stop source).
+  unsigned async_finished_ = 0;
+  std::uint64_t async_lock_waits_ = 0;
+  std::stop_source async_abort_;
 };
 
 template <release_protocol R>
@@ -374,6 +469,18 @@ void run_result::add(const run_result& o) {
   pages_checked += o.pages_checked;
   pages_wrong += o.pages_wrong;
   data_ok = data_ok && o.data_ok;
+  async_coroutines = std::max(async_coroutines, o.async_coroutines);
+  async_ops += o.async_ops;
+  async_reads += o.async_reads;
+  async_lock_waits += o.async_lock_waits;
+  async_loop_wakeups += o.async_loop_wakeups;
+  async_max_in_flight = std::max(async_max_in_flight, o.async_max_in_flight);
+  // Weighted by time (`seconds` already includes o's).
+  async_mean_in_flight =
+      seconds > 0
+          ? (async_mean_in_flight * (seconds - o.seconds) + o.async_mean_in_flight * o.seconds) / seconds
+          : o.async_mean_in_flight;
+  if (async_io.empty()) async_io = o.async_io;
   const std::size_t room = max_wait_samples - std::min(max_wait_samples, wait_samples_ns.size());
   wait_samples_ns.insert(
       wait_samples_ns.end(), o.wait_samples_ns.begin(),

@@ -7,6 +7,10 @@
 //               against the last version written, unlock
 //   writeback   take a dirty page, lock it, start writeback, unlock, drop the reference, write
 //               the page to the file (pwrite), end writeback through the protocol under test
+//   async readers (--async N)  N coroutines on one loop thread (event_loop.hpp), each a reader
+//               as above that never blocks its thread: a page it brings in is read through
+//               io_uring (many reads in flight), and a page another holds is waited for with
+//               co_await lock_bit_async on the page lock, in the same wait table as the threads
 //   truncators  take a page, preferring the one whose writeback began last, lock it, wait for
 //               writeback, write it if dirty (so that nothing written is lost: the final data
 //               check stays exact), remove it from the mapping, unlock, drop the references:
@@ -40,6 +44,10 @@ struct run_config {
   // Fault injection, for the test that shows the data check can fail: truncation drops dirty
   // data instead of writing it.
   bool truncate_drops_dirty_data = false;
+  // Asynchronous readers: coroutines on one extra loop thread (0: none); their page reads go
+  // through io_uring when `async_uring` and the machine allow it, else pread on the loop thread.
+  unsigned async_readers = 0;
+  bool async_uring = true;
   // Called about every 50 ms from the controlling thread with the fraction of time elapsed.
   std::function<void(double)> progress;
 };
@@ -66,6 +74,14 @@ struct run_result {
   std::uint64_t pages_checked = 0;  // the final read-back of the file
   std::uint64_t pages_wrong = 0;
   bool data_ok = false;
+  // The asynchronous readers (async_readers > 0): page ops they completed (not in page_ops),
+  // pages they read in, reads in flight (the most at once, and the mean over the loop's rounds),
+  // lock waits that had to suspend, and how the loop read pages.
+  unsigned async_coroutines = 0;
+  std::uint64_t async_ops = 0, async_reads = 0, async_lock_waits = 0, async_loop_wakeups = 0;
+  unsigned async_max_in_flight = 0;
+  double async_mean_in_flight = 0;
+  std::string async_io;
   double rmws_per_end() const { return writebacks ? double(end_rmws) / double(writebacks) : 0.0; }
 
   // Adds another run of the same protocol: counts and time add up, the percentiles are those

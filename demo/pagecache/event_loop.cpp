@@ -1,0 +1,188 @@
+// demo/pagecache/event_loop.cpp — the loop of event_loop.hpp, on io_uring when it can be had.
+#include "event_loop.hpp"
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+#if PAGEWAIT_DEMO_URING
+#include <liburing.h>
+#endif
+
+namespace pagewait::demo {
+
+#if PAGEWAIT_DEMO_URING
+struct event_loop::ring {
+  io_uring r;
+};
+namespace {
+constexpr unsigned ring_entries = 1024;
+// The user_data of the eventfd's read; a read_op's is its address, never this.
+constexpr std::uint64_t eventfd_tag = 1;
+}  // namespace
+#endif
+
+event_loop::event_loop(bool want_uring) {
+#if PAGEWAIT_DEMO_URING
+  if (want_uring) {
+    auto* rg = new ring;
+    const int e = io_uring_queue_init(ring_entries, &rg->r, 0);
+    eventfd_ = e == 0 ? eventfd(0, EFD_CLOEXEC) : -1;
+    if (e == 0 && eventfd_ >= 0) {
+      ring_ = rg;
+      arm_eventfd();
+    } else {
+      why_not_ = std::string("io_uring unavailable here (") + std::strerror(e ? -e : errno) +
+                 "): pread on the loop thread";
+      if (e == 0) io_uring_queue_exit(&rg->r);
+      delete rg;
+    }
+  } else {
+    why_not_ = "io_uring not asked for: pread on the loop thread";
+  }
+#else
+  (void)want_uring;
+  why_not_ = "built without liburing: pread on the loop thread";
+#endif
+}
+
+event_loop::~event_loop() {
+#if PAGEWAIT_DEMO_URING
+  if (ring_) {
+    io_uring_queue_exit(&ring_->r);
+    delete ring_;
+  }
+#endif
+  if (eventfd_ >= 0) close(eventfd_);
+}
+
+void event_loop::post(std::coroutine_handle<> h) noexcept {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> g(m_);
+    posted_.push_back(h);
+    // The loop sets `sleeping_` under this mutex after it found the queue empty, so either it
+    // sees this handle before it sleeps, or we see `sleeping_` and wake it.
+    wake = sleeping_;
+    sleeping_ = false;
+    if (wake) ++wakeups_;
+  }
+  if (!wake) return;
+  if (eventfd_ >= 0) {
+    const std::uint64_t one = 1;
+    // A full counter (never, at 2^64 - 2) would fail with EAGAIN, and the loop is awake anyway.
+    [[maybe_unused]] const ssize_t n = write(eventfd_, &one, sizeof one);
+  } else {
+    cv_.notify_one();
+  }
+}
+
+void event_loop::read_op::await_suspend(std::coroutine_handle<> c) noexcept {
+  h = c;
+  loop.submit_read(this);
+}
+
+void event_loop::submit_read(read_op* op) noexcept {
+  ++reads_;
+#if PAGEWAIT_DEMO_URING
+  if (ring_) {
+    io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
+    while (!sqe) {  // the submission queue is full: hand it to the kernel and try again
+      io_uring_submit(&ring_->r);
+      sqe = io_uring_get_sqe(&ring_->r);
+    }
+    io_uring_prep_read(sqe, op->fd, op->buf, op->len, static_cast<std::uint64_t>(op->off));
+    io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(op));
+    ++in_flight_;
+    max_in_flight_ = std::max(max_in_flight_, in_flight_);
+    return;
+  }
+#endif
+  const ssize_t n = pread(op->fd, op->buf, op->len, op->off);
+  op->result = n < 0 ? -errno : static_cast<int>(n);
+  post(op->h);
+}
+
+void event_loop::arm_eventfd() noexcept {
+#if PAGEWAIT_DEMO_URING
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
+  while (!sqe) {
+    io_uring_submit(&ring_->r);
+    sqe = io_uring_get_sqe(&ring_->r);
+  }
+  io_uring_prep_read(sqe, eventfd_, &eventfd_buf_, sizeof eventfd_buf_, 0);
+  io_uring_sqe_set_data64(sqe, eventfd_tag);
+#endif
+}
+
+// Takes the completions that are there (waiting for one if `wait`), and resumes their readers.
+void event_loop::reap(bool wait) {
+#if PAGEWAIT_DEMO_URING
+  io_uring_submit(&ring_->r);
+  io_uring_cqe* cqe = nullptr;
+  if (wait) {
+    if (io_uring_wait_cqe(&ring_->r, &cqe) < 0) return;  // EINTR: the caller loops
+  }
+  std::vector<read_op*> done;
+  unsigned head;
+  unsigned seen = 0;
+  io_uring_for_each_cqe(&ring_->r, head, cqe) {
+    ++seen;
+    const std::uint64_t tag = io_uring_cqe_get_data64(cqe);
+    if (tag == eventfd_tag) {
+      arm_eventfd();  // a post woke us: keep the next one able to
+      continue;
+    }
+    auto* op = reinterpret_cast<read_op*>(static_cast<std::uintptr_t>(tag));
+    op->result = cqe->res;
+    --in_flight_;
+    done.push_back(op);
+  }
+  io_uring_cq_advance(&ring_->r, seen);
+  // Resumed after the completion queue is advanced: a reader may submit again at once.
+  for (read_op* op : done) op->h.resume();
+#else
+  (void)wait;
+#endif
+}
+
+void event_loop::run(const std::function<bool()>& finished) {
+  std::deque<std::coroutine_handle<>> ready;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> g(m_);
+      ready.swap(posted_);
+    }
+    for (std::coroutine_handle<> h : ready) h.resume();
+    const bool had_work = !ready.empty();
+    ready.clear();
+    ++samples_;
+    in_flight_sum_ += in_flight_;
+    if (ring_) {
+      reap(false);
+      if (had_work) continue;
+    } else if (had_work) {
+      continue;
+    }
+    // Nothing ran this round: sleep until a post or a read completion, unless done.
+    {
+      std::unique_lock<std::mutex> g(m_);
+      if (!posted_.empty()) continue;
+      if (in_flight_ == 0 && finished()) return;
+      sleeping_ = true;
+      if (!ring_) {
+        cv_.wait(g, [&] { return !sleeping_; });
+        continue;
+      }
+    }
+    reap(true);
+    std::lock_guard<std::mutex> g(m_);
+    sleeping_ = false;
+  }
+}
+
+}  // namespace pagewait::demo
