@@ -9,11 +9,14 @@
 // Reported per N and row, over interleaved repetitions: the release call's own time, and the
 // total until the last waiter ran (its continuation: the coroutine after co_await, the callback,
 // the thread after its wait), as median and range; the ratio to std::atomic::wait is per run.
+// Then the lock hand-off latency of the asynchronous locks against threads (below).
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <coroutine>
 #include <deque>
+#include <exception>
 #include <mutex>
 #include <pagewait/async.hpp>
 #include <pagewait/pagewait.hpp>
@@ -155,6 +158,99 @@ sample callbacks(unsigned n) {
   return {ns_between(t0, t1), double(last - t0.time_since_epoch().count())};
 }
 
+// ---- lock hand-off latency: a thread unlocks a bit one waiter waits for (queued, asleep for
+// 2 ms); the time until the waiter runs as the owner. The waiter: a coroutine in co_await
+// lock_bit_async (resumed on the loop thread), an async_wait::start_lock callback (run by the
+// unlock itself), a thread in lock_bit, and, as the reference, a thread in std::mutex::lock.
+
+constexpr std::uint32_t LK = 1u << 4;
+constexpr std::uint32_t WB32 = pagewait::waiters_bit<std::uint32_t>;
+
+detached co_locker(std::atomic<std::uint32_t>& w, loop& l, std::atomic<std::int64_t>& got) {
+  // Bound first: GCC 12 miscompiles a co_await that suspends in an if condition.
+  const bool owned = co_await pagewait::lock_bit_async(w, LK, l);
+  if (!owned) std::terminate();
+  got.store(now_ns(), std::memory_order_release);
+  pagewait::unlock_bit(w, LK);
+}
+
+void wait_queued(const std::atomic<std::uint32_t>& w) {
+  while (!(w.load(std::memory_order_acquire) & WB32)) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));
+}
+
+double handoff_coroutine(loop& l) {
+  std::atomic<std::uint32_t> w{0};
+  std::atomic<std::int64_t> got{0};
+  pagewait::lock_bit(w, LK);
+  co_locker(w, l, got);  // suspends here, queued: the bit is held
+  wait_queued(w);
+  const std::int64_t t0 = now_ns();
+  pagewait::unlock_bit(w, LK);
+  while (!got.load(std::memory_order_acquire)) std::this_thread::yield();
+  while (w.load(std::memory_order_acquire) & LK) std::this_thread::yield();  // its unlock
+  return double(got.load() - t0);
+}
+
+struct cb_lock {
+  std::atomic<std::uint32_t>* w;
+  std::atomic<std::int64_t> got{0};
+};
+void locked_note_time(pagewait::async_wait<std::uint32_t>& a, pagewait::async_result r) noexcept {
+  auto* c = static_cast<cb_lock*>(a.user_data());
+  if (r != pagewait::async_result::locked) std::terminate();
+  c->got.store(now_ns(), std::memory_order_release);
+  pagewait::unlock_bit(*c->w, LK);
+}
+
+double handoff_callback() {
+  std::atomic<std::uint32_t> w{0};
+  cb_lock c{&w};
+  pagewait::lock_bit(w, LK);
+  pagewait::async_wait<std::uint32_t> a(&locked_note_time, &c);
+  if (a.start_lock(w, LK) != pagewait::async_start::pending)
+    throw std::runtime_error("fig async: not queued");
+  wait_queued(w);
+  const std::int64_t t0 = now_ns();
+  pagewait::unlock_bit(w, LK);  // runs the callback before it returns
+  return double(c.got.load(std::memory_order_acquire) - t0);
+}
+
+double handoff_thread() {
+  std::atomic<std::uint32_t> w{0};
+  std::atomic<std::int64_t> got{0};
+  pagewait::lock_bit(w, LK);
+  std::thread t([&] {
+    pagewait::lock_bit(w, LK);
+    got.store(now_ns(), std::memory_order_release);
+    pagewait::unlock_bit(w, LK);
+  });
+  wait_queued(w);
+  const std::int64_t t0 = now_ns();
+  pagewait::unlock_bit(w, LK);
+  t.join();
+  return double(got.load() - t0);
+}
+
+double handoff_std_mutex() {
+  std::mutex m;
+  std::atomic<std::int64_t> got{0};
+  m.lock();
+  std::atomic<bool> started{false};
+  std::thread t([&] {
+    started.store(true, std::memory_order_release);
+    m.lock();
+    got.store(now_ns(), std::memory_order_release);
+    m.unlock();
+  });
+  while (!started.load(std::memory_order_acquire)) std::this_thread::yield();
+  std::this_thread::sleep_for(std::chrono::milliseconds(2));  // asleep in the futex by now
+  const std::int64_t t0 = now_ns();
+  m.unlock();
+  t.join();
+  return double(got.load() - t0);
+}
+
 // ---- threads: figure 5's measurement (wake_all.hpp), for the thread rows
 
 sample threads_of(const json& j) { return {j["release_ns"].get<double>(), j["total_ns"].get<double>()}; }
@@ -196,10 +292,35 @@ json run_async(const run_options& o) {
                       {"total_vs_atomic_wait_min", *std::min_element(ratio[k].begin(), ratio[k].end())},
                       {"total_vs_atomic_wait_max", *std::max_element(ratio[k].begin(), ratio[k].end())}});
   }
-  return {{"rows", rows}};
+  // Lock hand-off latency, interleaved, against std::mutex per repetition.
+  const unsigned hreps = o.quick ? 5 : std::max(21u, unsigned(21 * o.scale));
+  const char* hnames[] = {"pagewait co_await lock_bit_async (1 loop thread)",
+                          "pagewait async_wait::start_lock callback", "pagewait lock_bit (thread)",
+                          "std::mutex (thread)"};
+  std::vector<std::vector<double>> lat(4), lratio(4);
+  for (unsigned r = 0; r < hreps; ++r) {
+    const double x[4] = {handoff_coroutine(l), handoff_callback(), handoff_thread(), handoff_std_mutex()};
+    for (int k = 0; k < 4; ++k) {
+      lat[k].push_back(x[k]);
+      lratio[k].push_back(x[k] / x[3]);
+    }
+  }
+  json hrows = json::array();
+  for (int k = 0; k < 4; ++k)
+    hrows.push_back({{"peer", hnames[k]},
+                     {"runs", hreps},
+                     {"latency_ns", median(lat[k])},
+                     {"latency_ns_min", *std::min_element(lat[k].begin(), lat[k].end())},
+                     {"latency_ns_max", *std::max_element(lat[k].begin(), lat[k].end())},
+                     {"vs_std_mutex", median(lratio[k])},
+                     {"vs_std_mutex_min", *std::min_element(lratio[k].begin(), lratio[k].end())},
+                     {"vs_std_mutex_max", *std::max_element(lratio[k].begin(), lratio[k].end())}});
+  return {{"rows", rows}, {"handoff", hrows}};
 }
 
-figure_registrar reg{{"async", "fig 9: one release waking N coroutines, callbacks or threads", &run_async}};
+figure_registrar reg{{"async",
+                      "fig 9: one release waking N coroutines, callbacks or threads; lock hand-off latency",
+                      &run_async}};
 
 }  // namespace
 }  // namespace pwbench

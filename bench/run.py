@@ -706,6 +706,19 @@ def document(res, command, plot_files, out_dir, doc_path):
                          f"{fmt_ns(r['total_ns'])} ({fmt_ns(r['total_ns_min'])}–{fmt_ns(r['total_ns_max'])})",
                          fmt_ns(r["release_ns"])])
         L.append(table(["N", "waiters", "total vs atomic::wait threads", "total", "release call"], rows) + "\n")
+        if "handoff" in res["async"]:
+            L.append("**Lock hand-off latency.** A thread unlocks a lock bit one waiter waits for (queued, and "
+                     "asleep for 2 ms); the time from the unlock call until the waiter runs as the owner: a "
+                     "coroutine in `co_await lock_bit_async` (resumed on the loop thread), an "
+                     "`async_wait::start_lock` callback (run by the unlock itself), a thread in `lock_bit`, and "
+                     "a thread in `std::mutex::lock`. Repetitions interleaved; median (least–most); the ratio to "
+                     "`std::mutex` per repetition.\n")
+            rows = []
+            for r in res["async"]["handoff"]:
+                rows.append([r["peer"],
+                             f"{fmt_ratio(r['vs_std_mutex'])} ({r['vs_std_mutex_min']:.2f}–{r['vs_std_mutex_max']:.2f})",
+                             f"{fmt_ns(r['latency_ns'])} ({fmt_ns(r['latency_ns_min'])}–{fmt_ns(r['latency_ns_max'])})"])
+            L.append(table(["waiter", "vs std::mutex", "latency"], rows) + "\n")
 
     notes = os.path.join(os.path.dirname(os.path.abspath(__file__)), "notes.md")
     if os.path.exists(notes):

@@ -91,7 +91,8 @@ nlohmann::json to_json(const run_result& r) {
         {"page_ops_per_s", r.seconds > 0 ? r.async_ops / r.seconds : 0.0},
         {"page_reads", r.async_reads},
         {"reads_in_flight_max", r.async_max_in_flight},
-        {"reads_in_flight_mean", r.async_mean_in_flight},
+        {"reads_in_flight_mean_per_busy_round", r.async_mean_in_flight},
+        {"reader_thread_page_ops", r.reader_ops},
         {"lock_waits", r.async_lock_waits},
         {"loop_wakeups", r.async_loop_wakeups},
         {"io", r.async_io}}},
@@ -183,32 +184,36 @@ void print_table(const options& o, unsigned slices, const run_config& base,
 }
 
 // The asynchronous readers (--async), per protocol, beside the threaded readers of the same runs.
-void print_async(const std::vector<run_result>& rs) {
+void print_async(const std::vector<run_result>& rs, unsigned frames) {
   const run_result& a = rs.front();
   std::printf("\nasynchronous readers: %u coroutines on 1 loop thread, page reads by %s\n",
               a.async_coroutines, a.async_io.c_str());
-  std::printf("%-16s  %16s  %22s  %15s  %12s  %13s\n", "protocol", "async page ops/s",
-              "per threaded reader/s", "reads in flight", "(mean)", "lock waits/s");
+  std::printf("%-16s  %16s  %20s  %20s  %13s\n", "protocol", "async page ops/s", "per reader thread/s",
+              "reads in flight, max", "lock waits/s");
   for (const run_result& r : rs) {
     const double secs = r.seconds > 0 ? r.seconds : 1;
-    // Threaded readers' share of page_ops is not counted apart; writers and truncators do page
-    // ops too, so this is the per-thread rate of all the threaded roles that do page ops.
-    const unsigned page_threads = r.writers + r.readers + r.truncators;
-    std::printf("%-16s  %16.0f  %22.0f  %15u  %12.1f  %13.0f\n", std::string(to_string(r.protocol)).c_str(),
-                r.async_ops / secs, page_threads ? r.page_ops / secs / page_threads : 0.0,
-                r.async_max_in_flight, r.async_mean_in_flight, r.async_lock_waits / secs);
+    std::printf("%-16s  %16.0f  %20.0f  %20u  %13.0f\n", std::string(to_string(r.protocol)).c_str(),
+                r.async_ops / secs, r.readers ? r.reader_ops / secs / r.readers : 0.0, r.async_max_in_flight,
+                r.async_lock_waits / secs);
   }
   std::printf(
-      "async page ops/s    page reads done by the coroutines (a lookup, a read from the file if not cached, "
-      "the "
+      "async page ops/s      page reads by the coroutines (a lookup, a read from the file if not cached, the "
       "page\n"
-      "                    lock, the data check), all on one thread that never blocks on a page\n"
-      "per threaded reader page ops/s of the threads' page-op roles (writers, readers, truncators), per "
-      "thread\n"
-      "reads in flight     page reads submitted and not yet completed: the most at once (and the mean)\n"
-      "lock waits/s        page locks a coroutine found held and waited for with co_await lock_bit_async, "
-      "in\n"
-      "                    the same wait table as the threads\n");
+      "                      lock, the data check), all on one thread that never blocks on a page\n"
+      "per reader thread/s   the same by each threaded reader, in the same runs\n"
+      "reads in flight, max  page reads handed to io_uring and not yet completed, at most (a read holds its "
+      "frame:\n"
+      "                      at most the pool's %u frames; the file is in the kernel's page cache, so reads "
+      "are short)\n"
+      "lock waits/s          page locks a coroutine found held and waited for with co_await lock_bit_async, "
+      "in the\n"
+      "                      same wait table as the threads\n"
+      "With --async the loop thread takes a core of its own (a coroutine that finds no free frame yields "
+      "and\n"
+      "tries again, as a threaded reader does), and page locks granted to coroutines stay held until the "
+      "loop\n"
+      "resumes them: the threads' figures above are not comparable with a run without --async.\n",
+      frames);
 }
 
 void print_contention(const std::vector<run_result>& rs, const std::vector<contention_stats>& cs) {
@@ -468,7 +473,7 @@ int demo_main(int argc, char** argv) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     print_table(o, slices, base, results);
-    if (o.async) print_async(results);
+    if (o.async) print_async(results, base.frames);
     print_contention(results, contention);
     print_verdict(results, turns);
   }

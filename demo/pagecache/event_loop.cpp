@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -86,19 +88,28 @@ void event_loop::read_op::await_suspend(std::coroutine_handle<> c) noexcept {
   loop.submit_read(this);
 }
 
+#if PAGEWAIT_DEMO_URING
+namespace {
+[[noreturn]] void fatal(const char* what, int err) {
+  std::fprintf(stderr, "pagewait demo: %s: %s\n", what, std::strerror(err));
+  std::abort();
+}
+}  // namespace
+#endif
+
 void event_loop::submit_read(read_op* op) noexcept {
   ++reads_;
 #if PAGEWAIT_DEMO_URING
   if (ring_) {
     io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
-    while (!sqe) {  // the submission queue is full: hand it to the kernel and try again
-      io_uring_submit(&ring_->r);
+    if (!sqe) {  // the submission queue is full: hand it to the kernel first
+      submit();
       sqe = io_uring_get_sqe(&ring_->r);
+      if (!sqe) fatal("io_uring: no submission entry after a submit", EBUSY);
     }
     io_uring_prep_read(sqe, op->fd, op->buf, op->len, static_cast<std::uint64_t>(op->off));
     io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(op));
     ++in_flight_;
-    max_in_flight_ = std::max(max_in_flight_, in_flight_);
     return;
   }
 #endif
@@ -110,24 +121,44 @@ void event_loop::submit_read(read_op* op) noexcept {
 void event_loop::arm_eventfd() noexcept {
 #if PAGEWAIT_DEMO_URING
   io_uring_sqe* sqe = io_uring_get_sqe(&ring_->r);
-  while (!sqe) {
-    io_uring_submit(&ring_->r);
+  if (!sqe) {
+    submit();
     sqe = io_uring_get_sqe(&ring_->r);
+    if (!sqe) fatal("io_uring: no submission entry after a submit", EBUSY);
   }
   io_uring_prep_read(sqe, eventfd_, &eventfd_buf_, sizeof eventfd_buf_, 0);
   io_uring_sqe_set_data64(sqe, eventfd_tag);
 #endif
 }
 
-// Takes the completions that are there (waiting for one if `wait`), and resumes their readers.
-void event_loop::reap(bool wait) {
+// Hands the queued submissions to the kernel. A failure other than an interrupted call would
+// leave the eventfd's read unarmed (the loop could sleep through a post): the demo stops.
+void event_loop::submit() noexcept {
 #if PAGEWAIT_DEMO_URING
-  io_uring_submit(&ring_->r);
-  io_uring_cqe* cqe = nullptr;
-  if (wait) {
-    if (io_uring_wait_cqe(&ring_->r, &cqe) < 0) return;  // EINTR: the caller loops
+  for (;;) {
+    const int e = io_uring_submit(&ring_->r);
+    if (e >= 0) break;
+    if (e != -EINTR) fatal("io_uring_submit", -e);
   }
+  max_in_flight_ = std::max(max_in_flight_, in_flight_);
+#endif
+}
+
+void event_loop::wait_for_completion() noexcept {
+#if PAGEWAIT_DEMO_URING
+  submit();
+  io_uring_cqe* cqe = nullptr;
+  const int e = io_uring_wait_cqe(&ring_->r, &cqe);
+  if (e < 0 && e != -EINTR) fatal("io_uring_wait_cqe", -e);
+#endif
+}
+
+// Takes the completions that are there and resumes their readers.
+void event_loop::reap() {
+#if PAGEWAIT_DEMO_URING
+  submit();
   std::vector<read_op*> done;
+  io_uring_cqe* cqe = nullptr;
   unsigned head;
   unsigned seen = 0;
   io_uring_for_each_cqe(&ring_->r, head, cqe) {
@@ -145,8 +176,6 @@ void event_loop::reap(bool wait) {
   io_uring_cq_advance(&ring_->r, seen);
   // Resumed after the completion queue is advanced: a reader may submit again at once.
   for (read_op* op : done) op->h.resume();
-#else
-  (void)wait;
 #endif
 }
 
@@ -160,14 +189,12 @@ void event_loop::run(const std::function<bool()>& finished) {
     for (std::coroutine_handle<> h : ready) h.resume();
     const bool had_work = !ready.empty();
     ready.clear();
-    ++samples_;
-    in_flight_sum_ += in_flight_;
-    if (ring_) {
-      reap(false);
-      if (had_work) continue;
-    } else if (had_work) {
-      continue;
+    if (in_flight_) {
+      ++samples_;
+      in_flight_sum_ += in_flight_;
     }
+    if (ring_) reap();
+    if (had_work) continue;
     // Nothing ran this round: sleep until a post or a read completion, unless done.
     {
       std::unique_lock<std::mutex> g(m_);
@@ -179,9 +206,14 @@ void event_loop::run(const std::function<bool()>& finished) {
         continue;
       }
     }
-    reap(true);
-    std::lock_guard<std::mutex> g(m_);
-    sleeping_ = false;
+    wait_for_completion();
+    {
+      // Awake before anything runs: a coroutine resumed below that posts (a grant to another,
+      // a yield) must not write the eventfd for a loop that is not asleep.
+      std::lock_guard<std::mutex> g(m_);
+      sleeping_ = false;
+    }
+    reap();
   }
 }
 

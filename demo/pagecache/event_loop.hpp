@@ -71,7 +71,9 @@ class event_loop {
   // thread, which becomes the loop thread.
   void run(const std::function<bool()>& finished);
 
-  // Figures of the run (read after run() returns).
+  // Figures of the run (read after run() returns). Reads in flight are counted when the loop
+  // hands its submissions to the kernel (io_uring_submit); the mean is over the loop's rounds
+  // that had a read in flight.
   std::uint64_t reads() const noexcept { return reads_; }
   unsigned max_in_flight() const noexcept { return max_in_flight_; }
   double mean_in_flight() const noexcept {
@@ -82,7 +84,9 @@ class event_loop {
  private:
   void submit_read(read_op* op) noexcept;
   void arm_eventfd() noexcept;
-  void reap(bool wait);
+  void submit() noexcept;
+  void wait_for_completion() noexcept;
+  void reap();
 
   struct ring;  // io_uring state, when available (event_loop.cpp)
   ring* ring_ = nullptr;

@@ -185,17 +185,23 @@ class workload {
     }
     stop_.store(true, std::memory_order_relaxed);
     const auto end = clock_type::now();
-    for (auto& t : ts) t.join();
-    r.seconds = std::chrono::duration<double>(end - start).count();
     if (loop) {
-      // Every thread has stopped and released what it held: a coroutine still suspended on a
-      // page lock a few seconds from now was not woken. It is stopped, and counted.
+      // Every thread stops within its current page op and releases what it holds: a coroutine
+      // still suspended on a page lock 5 s from now was not woken. It is stopped, and counted if
+      // the bit is clear (a grant handed to it and lost would leave the bit set: the threads
+      // that want that page then time out and count lost wake-ups, and the join waits on them).
       const auto limit_at = clock_type::now() + std::chrono::seconds(5);
       while (!loop_done.load(std::memory_order_acquire) && clock_type::now() < limit_at)
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
       async_abort_.request_stop();
+    }
+    for (auto& t : ts) t.join();
+    r.seconds = std::chrono::duration<double>(end - start).count();
+    if (loop) {
       loop_thread.join();
       r.async_coroutines = cfg_.async_readers;
+      for (unsigned i = r.writers; i < r.writers + r.readers; ++i)
+        r.reader_ops += ws[i]->live.ops.load(std::memory_order_relaxed);
       r.async_ops = async_w.live.ops.load(std::memory_order_relaxed);
       r.bad_reads += async_w.bad_reads;
       r.lost_wakeups += async_w.wc.lost_wakeups;
@@ -284,12 +290,17 @@ class workload {
           ++w.bad_reads;
         f->flags.fetch_or(PG_UPTODATE, std::memory_order_relaxed);
       } else {
-        if (f->flags.load(std::memory_order_relaxed) & PG_LOCKED) ++async_lock_waits_;
-        if (!co_await lock_awaitable(f->flags, PG_LOCKED, loop, async_abort_.get_token())) {
-          // Stopped after every thread had finished: the lock was never granted.
-          if (!(f->flags.load(std::memory_order_relaxed) & PG_LOCKED)) ++w.wc.lost_wakeups;
-          pool_.put(f);
-          break;
+        // A try first, only to count the waits that must suspend (the awaitable tries too).
+        if (!core::try_lock(f->flags, PG_LOCKED)) {
+          ++async_lock_waits_;
+          // Bound first: GCC 12 miscompiles a co_await that suspends in an if condition.
+          const bool owner = co_await lock_awaitable(f->flags, PG_LOCKED, loop, async_abort_.get_token());
+          if (!owner) {
+            // Stopped 5 s after the run ended: the lock was never granted.
+            if (!(f->flags.load(std::memory_order_relaxed) & PG_LOCKED)) ++w.wc.lost_wakeups;
+            pool_.put(f);
+            break;
+          }
         }
         if (!f->mapped) {
           cache_.unlock_page(f);
@@ -471,6 +482,7 @@ void run_result::add(const run_result& o) {
   data_ok = data_ok && o.data_ok;
   async_coroutines = std::max(async_coroutines, o.async_coroutines);
   async_ops += o.async_ops;
+  reader_ops += o.reader_ops;
   async_reads += o.async_reads;
   async_lock_waits += o.async_lock_waits;
   async_loop_wakeups += o.async_loop_wakeups;

@@ -78,6 +78,7 @@ struct run_result {
   // pages they read in, reads in flight (the most at once, and the mean over the loop's rounds),
   // lock waits that had to suspend, and how the loop read pages.
   unsigned async_coroutines = 0;
+  std::uint64_t reader_ops = 0;  // the threaded readers' page ops (a part of page_ops), with --async
   std::uint64_t async_ops = 0, async_reads = 0, async_lock_waits = 0, async_loop_wakeups = 0;
   unsigned async_max_in_flight = 0;
   double async_mean_in_flight = 0;

@@ -263,10 +263,14 @@ using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 //
 //   bool ok = co_await pagewait::wait_bit_clear_async(page.flags, PG_WRITEBACK, loop);
 //   bool ok = co_await pagewait::wait_bit_clear_async(page.flags, PG_WRITEBACK, loop, stop_token);
-//   if (co_await pagewait::lock_bit_async(page.flags, PG_LOCKED, loop[, stop_token])) {
+//   const bool owner = co_await pagewait::lock_bit_async(page.flags, PG_LOCKED, loop[, stop_token]);
+//   if (owner) {
 //     ...  // the coroutine owns the bit
 //     pagewait::unlock_bit(page.flags, PG_LOCKED);
 //   }
+//
+// (Bind the result first, as above: GCC 12 miscompiles a co_await that suspends inside an `if`
+// condition, with any awaitable, and the coroutine crashes when it is resumed. Clang 14 does not.)
 //
 // Suspends until the bit is clear (or, for lock_bit_async, is the coroutine's), then resumes the
 // coroutine through `loop.post(handle)`: never inline on the releasing thread (a coroutine resumed

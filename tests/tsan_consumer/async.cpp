@@ -118,7 +118,9 @@ void on_locked(pagewait::async_wait<std::uint32_t>& w, pagewait::async_result r)
 unsigned co_lockers_done = 0;  // the loop thread only
 detached co_locker(scheduler& s) {
   for (int i = 0; i < lock_rounds; ++i) {
-    if (!co_await pagewait::lock_bit_async(flags, LK, s)) std::abort();
+    // Bound first: GCC 12 miscompiles a co_await that suspends in an if condition.
+    const bool owner = co_await pagewait::lock_bit_async(flags, LK, s);
+    if (!owner) std::abort();
     ++guarded;
     pagewait::unlock_bit(flags, LK);
   }
