@@ -140,7 +140,9 @@ struct user {
     using node = typename C::node;
     runtime& r = rt();
     r.set_target(o);
-    r.locking(o, false);
+    // A waiter that may cancel may leave the queue before an unlock's walk reaches it, as a timed
+    // one may at its deadline: the unlock is then not bound to hand off to it.
+    r.locking(o, cancel);
     model_parker& pk = r.current_parker();
     pk.prepare();
     alignas(node) unsigned char frame[sizeof(node)];
