@@ -79,6 +79,21 @@ struct user {
       }
     };
   }
+  // The sink of an asynchronous waiter whose node is `n`, on the calling thread: its completion
+  // (run on the releasing thread) wakes this thread's parker with the token, as an event loop
+  // would be woken, after destroying the node if `free_frame`.
+  static model_async_sink& async_sink_for(typename C::node& n, model_parker& pk, bool free_frame) {
+    using node = typename C::node;
+    runtime& r = rt();
+    pk.prepare();
+    model_async_sink& sink = r.new_sink();
+    sink.actor = r.current();
+    sink.callback = [np = &n, &pk, free_frame](std::uint32_t token) {
+      if (free_frame) np->~node();
+      rt().loop_wake(pk, token);
+    };
+    return sink;
+  }
   // An asynchronous wait for `bit` of `o` (pagewait/async.hpp on the model). The calling thread
   // starts it and then waits for its completion, as an event loop waits for its next event: it
   // parks, and the completion, run on the releasing thread, unparks it with the token. The node
@@ -93,15 +108,9 @@ struct user {
     r.set_target(o);
     const auto start = r.begin_wait(o, bit);
     model_parker& pk = r.current_parker();
-    pk.prepare();
     alignas(node) unsigned char frame[sizeof(node)];
     node* n = new (frame) node;
-    model_async_sink& sink = r.new_sink();
-    sink.actor = r.current();
-    sink.callback = [n, &pk, free_frame](std::uint32_t token) {
-      if (free_frame) n->~node();
-      rt().loop_wake(pk, token);
-    };
+    model_async_sink& sink = async_sink_for(*n, pk, free_frame);
     C::prepare_async(*n, word(o), bit, &sink);
     if (C::start_wait_clear_async(word(o), bit, *n)) {
       n->~node();
@@ -144,15 +153,9 @@ struct user {
     // one may at its deadline: the unlock is then not bound to hand off to it.
     r.locking(o, cancel);
     model_parker& pk = r.current_parker();
-    pk.prepare();
     alignas(node) unsigned char frame[sizeof(node)];
     node* n = new (frame) node;
-    model_async_sink& sink = r.new_sink();
-    sink.actor = r.current();
-    sink.callback = [n, &pk, free_frame](std::uint32_t token) {
-      if (free_frame) n->~node();
-      rt().loop_wake(pk, token);
-    };
+    model_async_sink& sink = async_sink_for(*n, pk, free_frame);
     C::prepare_async(*n, word(o), bit, &sink, true);
     bool ok = true;
     if (C::start_lock_async(word(o), bit, *n)) {

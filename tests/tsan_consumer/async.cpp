@@ -65,6 +65,21 @@ struct scheduler {
     std::lock_guard<std::mutex> g(m);
     q.push_back(h);
   }
+  // The loop's step: resumes the oldest posted handle, or yields if there is none.
+  void run_one() {
+    std::coroutine_handle<> h;
+    {
+      std::lock_guard<std::mutex> g(m);
+      if (!q.empty()) {
+        h = q.front();
+        q.pop_front();
+      }
+    }
+    if (h)
+      h.resume();
+    else
+      std::this_thread::yield();
+  }
 };
 struct detached {
   struct promise_type {
@@ -201,20 +216,7 @@ int main() {
     flags.fetch_or(IO);
     for (unsigned i = 0; i < requests; ++i) co_reader(i, r, sched);
     co_go.store(r, std::memory_order_relaxed);
-    while (co_done < r * requests) {
-      std::coroutine_handle<> h;
-      {
-        std::lock_guard<std::mutex> g(sched.m);
-        if (!sched.q.empty()) {
-          h = sched.q.front();
-          sched.q.pop_front();
-        }
-      }
-      if (h)
-        h.resume();
-      else
-        std::this_thread::yield();
-    }
+    while (co_done < r * requests) sched.run_one();
     while (co_released.load(std::memory_order_acquire) < r) std::this_thread::yield();
   }
   co_releaser.join();
@@ -239,20 +241,7 @@ int main() {
       if (!l->finished.load(std::memory_order_acquire)) return false;
     return co_lockers_done == co_lockers;
   };
-  while (!lockers_done()) {
-    std::coroutine_handle<> h;
-    {
-      std::lock_guard<std::mutex> g(sched.m);
-      if (!sched.q.empty()) {
-        h = sched.q.front();
-        sched.q.pop_front();
-      }
-    }
-    if (h)
-      h.resume();
-    else
-      std::this_thread::yield();
-  }
+  while (!lockers_done()) sched.run_one();
   lock_thread.join();
   const long expected = long(lock_rounds) * (1 + cb_lockers + co_lockers);
   if (guarded != expected) {
