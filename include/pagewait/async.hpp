@@ -168,22 +168,27 @@ class basic_async_wait : private detail::async_sink {
       std::uint8_t expected = pending_state;
       return state_.compare_exchange_strong(expected, idle, std::memory_order_acq_rel);
     }
+    // Claimed already, its completion may still be queued on this very thread (this is a
+    // callback that runs before it): taken off that list, it will not be called.
+    std::uint32_t token = 0;
     bool withdrawn;
     {
       [[maybe_unused]] detail::tsan::ignoring quiet;
-      // Claimed already, its completion may still be queued on this very thread (this is a
-      // callback that runs before it): taken off that list, it will not be called.
-      std::uint32_t token = 0;
       withdrawn = Core::cancel_async(node_) || detail::async_unqueue_completion(this, &token);
-      // A lock the release handed to this waiter (or that it won) must not be dropped: released
-      // on its behalf, a release nested in the running callback (its own callbacks run after it).
-      // The waiter never owned it as far as its user can tell. The word is alive: the bit is held.
-      if (token == detail::token_handoff)
-        Core::release(*static_cast<std::atomic<W>*>(const_cast<void*>(node_.word)), W(node_.bit),
-                      detail::release_kind::unlock);
     }
-    if (withdrawn) state_.store(idle, std::memory_order_release);
-    return withdrawn;
+    if (!withdrawn) return false;
+    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(node_.word));
+    const W bit = W(node_.bit);
+    state_.store(idle, std::memory_order_release);
+    // A lock the release handed to this waiter (or that it won) must not be dropped: released on
+    // its behalf, a release nested in the running callback (its own callbacks run after it). The
+    // waiter never owned it as far as its user can tell. The word is alive: the bit is held. Last,
+    // after the waiter's own state: the waiter may live in the object the bit guards.
+    if (token == detail::token_handoff) {
+      [[maybe_unused]] detail::tsan::ignoring quiet;
+      Core::release(word, bit, detail::release_kind::unlock);
+    }
+    return true;
   }
 
   // Whether a start is pending: true from a pending start until its callback begins or cancel()

@@ -19,7 +19,9 @@
 //                              brief spin counts too
 //   gave_up                    of those, the ones that returned false (deadline or stop)
 //   lost_races                 lock waiters woken to race for the bit that lost it to another
-//                              thread (each one a step towards a hand-off)
+//                              thread (each one a step towards a hand-off); asynchronous lock
+//                              waiters (pagewait/async.hpp) included, though their waits are not
+//                              counted in lock_waits (nor in gave_up or longest_wait)
 //   releases, handoffs         releases that took the slow path (waiters bit set) and walked the
 //                              bucket; unlocks among them that handed the lock to a waiter
 //   longest_wait               the longest slow-path wait, from its start to its return

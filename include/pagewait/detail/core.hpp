@@ -422,6 +422,11 @@ struct core {
       return token_abandoned;
     }
     const bool taken = take_or_arrive(b, word, bit, n);
+    // The race's last access to the word was take_or_arrive's RMW. Once the bucket lock is
+    // dropped, a node queued again may be completed by another release at once, and the object
+    // freed: from here on nothing of the word, as for any release [I1] (the model checks it from
+    // this call on; before it, the accesses were the waiter's).
+    P::async_settled(n.async);
     P::unlock(b.lock);
     return taken ? token_handoff : token_none;
   }
