@@ -90,6 +90,8 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <concepts>
 #include <coroutine>
 #include <cstdint>
 #include <optional>
@@ -97,6 +99,7 @@
 #include <type_traits>
 
 #include "pagewait/detail/async_sink.hpp"
+#include "pagewait/detail/deadline.hpp"
 #include "pagewait/detail/tsan.hpp"
 #include "pagewait/pagewait.hpp"
 
@@ -273,6 +276,8 @@ using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 //     ...  // the coroutine owns the bit
 //     pagewait::unlock_bit(page.flags, PG_LOCKED);
 //   }
+//   // With a timeout (false once it passes first), on a scheduler that also keeps timers:
+//   const bool got = co_await pagewait::try_lock_bit_async_for(page.flags, PG_LOCKED, loop, 5ms);
 //
 // (Bind the result first, as above: GCC 12 miscompiles a co_await that suspends inside an `if`
 // condition, with any awaitable, and the coroutine crashes when it is resumed. Clang 14 does not.)
@@ -280,14 +285,14 @@ using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 // Suspends until the bit is clear (or, for lock_bit_async, is the coroutine's), then resumes the
 // coroutine through `loop.post(handle)`: never inline on the releasing thread (a coroutine resumed
 // there would run on a thread that is not its own, inside another thread's unlock_bit or
-// clear_bit_and_wake). wait_bit_clear_async returns true once the bit was cleared (as
-// wait_bit_clear: after a clear that happened after the co_await began, or at once if it was
-// clear); lock_bit_async returns true once the coroutine owns the bit (as lock_bit: taken at
-// once, handed off, or taken after a release). Both return false if `stop` was requested first:
-// nothing was granted. A bit found clear (or taken at once) wins over a stop already requested.
-// No suspension at all when the bit is clear (free): one load (one `lock bts`). The scheduler
-// is anything with `void post(std::coroutine_handle<>) noexcept` that may be called from any
-// thread and runs the handle later (an event loop's queue, an executor).
+// clear_bit_and_wake), unless you pass pagewait::resume_inline as the scheduler. wait_bit_clear_async returns
+// true once the bit was cleared (as wait_bit_clear: after a clear that happened after the co_await began, or
+// at once if it was clear); lock_bit_async returns true once the coroutine owns the bit (as lock_bit: taken
+// at once, handed off, or taken after a release). Both return false if `stop` was requested first: nothing
+// was granted. A bit found clear (or taken at once) wins over a stop already requested. No suspension at all
+// when the bit is clear (free): one load (one `lock bts`). The scheduler is anything with `void
+// post(std::coroutine_handle<>) noexcept` that may be called from any thread and runs the handle later (an
+// event loop's queue, an executor).
 //
 // A lock granted to a suspended coroutine is held until the scheduler resumes it: the loop's
 // latency is part of the critical section, and a thread of that loop must not block in lock_bit
@@ -312,19 +317,96 @@ concept async_scheduler = requires(S& s, std::coroutine_handle<> h) {
   noexcept;
 };
 
+// Resumes the coroutine at once, inside post(): on the thread and in the call that decided the
+// wait (the release that cleared or handed off the bit, after its last touch of the word and of
+// every waiter node and with no pagewait lock held; a request_stop(); a timer's fire()). An
+// explicit opt-in: the coroutine then runs as a callback does (see the contract above), so until
+// its next suspension it must not block and must not wait for anything the deciding thread may
+// hold. Not a timed scheduler.
+struct resume_inline {
+  void post(std::coroutine_handle<> h) noexcept { h.resume(); }
+};
+
+// A timed wait's deadline, as the scheduler sees it: a node owned by the awaitable, armed by it
+// with the scheduler's arm_timer(t, at) and withdrawn with disarm_timer(t). `slot` is the
+// scheduler's (a heap index, a link); the library never reads it.
+class async_timer {
+ public:
+  // The scheduler calls this once, at or after the deadline, unless disarm_timer(*this) returned
+  // true first. The timer may be freed during the call: do not touch it after fire() has begun.
+  void fire() noexcept { fire_(*this); }
+  std::chrono::steady_clock::time_point deadline() const noexcept { return at_; }
+  void* slot = nullptr;
+
+ protected:
+  using fire_fn = void (*)(async_timer&) noexcept;
+  explicit async_timer(fire_fn f) noexcept : fire_(f) {}
+  ~async_timer() = default;
+  async_timer(const async_timer&) = delete;
+  async_timer& operator=(const async_timer&) = delete;
+  fire_fn fire_;
+  std::chrono::steady_clock::time_point at_{};
+};
+
+// A scheduler that can also watch deadlines (for the _for / _until forms below):
+//   arm_timer(t, at): call t.fire() once, at or after `at`, from any thread (typically the
+//     loop's), with no lock held that disarm_timer takes; never from inside arm_timer itself.
+//   disarm_timer(t): true if fire() has not been called and now never will be; false if it has
+//     been called (it may still be running, or be the caller: a disarm from inside fire() is
+//     false). May be called from any thread, inside a release or a fire(): must not block.
+// Each timer is armed at most once per co_await, and disarmed at most once.
+template <class S>
+concept async_timed_scheduler = async_scheduler<S> &&
+    requires(S& s, async_timer& t, std::chrono::steady_clock::time_point at) {
+  { s.arm_timer(t, at) }
+  noexcept;
+  { s.disarm_timer(t) }
+  noexcept->std::same_as<bool>;
+};
+
 namespace detail {
-// The awaitable behind wait_bit_clear_async (Lock = false) and lock_bit_async (Lock = true).
-template <word_type W, async_scheduler S, bool Lock, class Core = shipped<W>>
+struct no_timer {};
+
+// The awaitable behind wait_bit_clear_async (Lock = false) and lock_bit_async (Lock = true), and
+// with Timed = true their _for / _until forms.
+//
+// Who resumes the coroutine: three parties must each be finished with the awaitable first, and
+// the last one resumes it. The suspending side (await_suspend, until it has armed the timer and
+// registered the stop callback), the decision (the wait's callback, or a stop or timer whose
+// cancel() withdrew the wait), and, when a timer was armed, the timer (a successful disarm_timer,
+// or the end of fire()). Two exchanges settle it: `state_` between the suspending side and the
+// decision; the second of those two disarms the timer, and if that fails (fire() has begun),
+// `timer_state_` between it and fire(). Nobody waits for anybody, and a fire() that runs late
+// never touches a frame that has been resumed: the frame is not resumed before fire() is done.
+template <word_type W, async_scheduler S, bool Lock, class Core = shipped<W>, bool Timed = false>
 class [[nodiscard]] bit_awaitable {
  public:
-  bit_awaitable(std::atomic<W>& word, W bit, S& sched, std::stop_token stop = {})
+  bit_awaitable(std::atomic<W>& word, W bit, S& sched, std::stop_token stop = {}) requires(!Timed)
       : word_(word),
         bit_((detail::check_bit(bit), bit)),
         sched_(sched),
         stop_(std::move(stop)),
         wait_(&on_done, this) {}
+  bit_awaitable(std::atomic<W>& word, W bit, S& sched, deadline at, std::stop_token stop = {}) requires Timed
+      : word_(word),
+        bit_((detail::check_bit(bit), bit)),
+        sched_(sched),
+        stop_(std::move(stop)),
+        wait_(&on_done, this),
+        at_(at) {}
   bit_awaitable(const bit_awaitable&) = delete;
   bit_awaitable& operator=(const bit_awaitable&) = delete;
+  ~bit_awaitable() {
+    // A coroutine destroyed while suspended here (see the contract) with its timer armed: the
+    // timer must not fire into the freed frame. If it is firing right now, that is a timer racing
+    // the destroy (undefined, as a release or a stop racing it), or a resumption already due:
+    // said, and stopped.
+    if constexpr (Timed) {
+      if (timer_.armed && !sched_.disarm_timer(timer_) &&
+          timer_state_.load(std::memory_order_acquire) != fire_done)
+        detail::async_destroyed_pending(this);
+    }
+  }
 
   // Awaited once. (A second co_await of the same awaitable starts its waiter again: if the first
   // wait is still pending that throws usage_error inside await_suspend, which is noexcept, and
@@ -340,7 +422,11 @@ class [[nodiscard]] bit_awaitable {
     } else {
       ok_ = t.waited(!(word_.load(std::memory_order_acquire) & bit_));
     }
-    return ok_ || stop_.stop_requested();
+    if (ok_ || stop_.stop_requested()) return true;
+    // A deadline already past: one try, as the blocking timed forms; nothing queued.
+    if constexpr (Timed)
+      if (!at_.is_never() && deadline::clock::now() >= at_.at) return true;
+    return false;
   }
 
   bool await_suspend(std::coroutine_handle<> h) noexcept {
@@ -351,44 +437,93 @@ class [[nodiscard]] bit_awaitable {
     }
     // The callback may have run already, on another thread; it cannot have resumed us: it
     // posts only once `state_` says we are suspended (below), so the frame is ours until then.
-    // The stop callback is registered only now that the wait is queued. Registering it and
-    // request_stop() are read-modify-writes of one stop state, so one of them comes first: a
-    // stop requested before runs on_stop here, inline, and finds the wait to cancel; one
-    // requested after runs it on the requesting thread. (Registered before the start, a stop
-    // landing in between could find nothing to cancel, and a second look after the start would
-    // need sequentially consistent fences on both sides not to miss it.)
+    // The timer and the stop callback are set up only now that the wait is queued, so that
+    // whichever fires finds a wait to cancel. Registering the stop callback and request_stop()
+    // are read-modify-writes of one stop state, so one of them comes first: a stop requested
+    // before runs on_stop here, inline, and finds the wait to cancel; one requested after runs it
+    // on the requesting thread. (Registered before the start, a stop landing in between could
+    // find nothing to cancel, and a second look after the start would need sequentially
+    // consistent fences on both sides not to miss it.) The timer is armed before the exchange
+    // below: the decision, if it comes second, sees it armed and disarms it.
+    if constexpr (Timed) {
+      if (!at_.is_never()) {
+        timer_state_.store(timer_armed, std::memory_order_relaxed);
+        timer_.arm(this, at_.at);
+        sched_.arm_timer(timer_, at_.at);
+      }
+    }
     if (stop_.stop_possible()) stop_cb_.emplace(stop_, on_stop{this});
-    return state_.exchange(suspended, std::memory_order_acq_rel) != done;
+    if (state_.exchange(suspended, std::memory_order_acq_rel) != done) return true;
+    // The decision came first: this side is the second of the two.
+    return !timer_settled();
   }
 
   bool await_resume() noexcept {
     // Waits for a stop callback running on another thread (std::stop_callback's destructor
-    // does): it may still be inside cancel() on our waiter.
+    // does): it may still be inside cancel() on our waiter. (A timer needs nothing here: the
+    // coroutine is not resumed before its fire() is done; from here on it is settled.)
     stop_cb_.reset();
+    if constexpr (Timed) timer_.armed = false;
     return ok_;
   }
 
  private:
   enum : std::uint8_t { running, suspended, done };
+  enum : std::uint8_t { timer_armed, settling, fire_done };
   struct on_stop {
     bit_awaitable* self;
     void operator()() const noexcept {
       if (self->wait_.cancel()) self->finish(false);
     }
   };
+  struct timer_node : async_timer {
+    timer_node() noexcept : async_timer(&bit_awaitable::on_fire) {}
+    void arm(bit_awaitable* owner, deadline::clock::time_point at) noexcept {
+      self = owner;
+      at_ = at;
+      armed = true;
+    }
+    bit_awaitable* self = nullptr;
+    bool armed = false;
+  };
   // `cancelled` when a stop came too late to withdraw the wait but kept it from the lock;
   // `cleared` or `locked` otherwise.
   static void on_done(basic_async_wait<W, Core>& w, async_result r) noexcept {
     static_cast<bit_awaitable*>(w.user_data())->finish(r != async_result::cancelled);
   }
-  // The wait is decided (by its callback, or by a stop that withdrew it). Whoever of this and
-  // await_suspend comes second resumes the coroutine: await_suspend by not suspending, this by
-  // posting. After the post nothing here is touched: the coroutine may run and end at once.
+  // The wait is decided (by its callback, or by a stop or timer that withdrew it). Whoever of
+  // this and await_suspend comes second settles the timer and, if that is the last party,
+  // resumes the coroutine: await_suspend by not suspending, this by posting. After the post
+  // nothing here is touched: the coroutine may run and end at once.
   void finish(bool ok) noexcept {
     ok_ = ok;
     S& sched = sched_;
     const std::coroutine_handle<> h = h_;
-    if (state_.exchange(done, std::memory_order_acq_rel) == suspended) sched.post(h);
+    if (state_.exchange(done, std::memory_order_acq_rel) == suspended && timer_settled()) sched.post(h);
+  }
+  // Called once, by the second of await_suspend and the decision: true if the timer is out of
+  // the way (none armed, or disarmed before it fired, or its fire() is done), so the caller
+  // resumes the coroutine; false if a fire() is still running, which then resumes it at its end.
+  bool timer_settled() noexcept {
+    if constexpr (Timed) {
+      if (!timer_.armed || sched_.disarm_timer(timer_)) return true;
+      // fire() has begun (this may be inside it). Of this and the end of fire(), the second
+      // resumes.
+      return timer_state_.exchange(settling, std::memory_order_acq_rel) == fire_done;
+    } else {
+      return true;
+    }
+  }
+  static void on_fire(async_timer& t) noexcept {
+    bit_awaitable* self = static_cast<timer_node&>(t).self;
+    // A timeout is a cancel: it withdraws the wait if no release has claimed it (the wait then
+    // ends with false), else the release's result stands. Either way the decision's finish()
+    // cannot resume the coroutine before the exchange below: its timer_settled() fails to
+    // disarm (fire() has begun) and leaves the resumption to whichever exchange comes second.
+    if (self->wait_.cancel()) self->finish(false);
+    S& sched = self->sched_;
+    const std::coroutine_handle<> h = self->h_;
+    if (self->timer_state_.exchange(fire_done, std::memory_order_acq_rel) == settling) sched.post(h);
   }
 
   std::atomic<W>& word_;
@@ -398,7 +533,10 @@ class [[nodiscard]] bit_awaitable {
   std::coroutine_handle<> h_{};
   bool ok_ = false;
   std::atomic<std::uint8_t> state_{running};
+  std::atomic<std::uint8_t> timer_state_{timer_armed};
   basic_async_wait<W, Core> wait_;
+  [[no_unique_address]] std::conditional_t<Timed, deadline, no_timer> at_{};
+  [[no_unique_address]] std::conditional_t<Timed, timer_node, no_timer> timer_{};
   // After wait_, so destroyed before it: a stop callback still running on another thread is
   // waited for before the waiter it cancels goes.
   std::optional<std::stop_callback<on_stop>> stop_cb_;
@@ -409,6 +547,10 @@ template <word_type W, async_scheduler S>
 using bit_clear_awaitable = detail::bit_awaitable<W, S, false>;
 template <word_type W, async_scheduler S>
 using bit_lock_awaitable = detail::bit_awaitable<W, S, true>;
+template <word_type W, async_timed_scheduler S>
+using timed_bit_clear_awaitable = detail::bit_awaitable<W, S, false, detail::shipped<W>, true>;
+template <word_type W, async_timed_scheduler S>
+using timed_bit_lock_awaitable = detail::bit_awaitable<W, S, true, detail::shipped<W>, true>;
 
 template <word_type W, async_scheduler S>
 bit_clear_awaitable<W, S> wait_bit_clear_async(std::atomic<W>& word, std::type_identity_t<W> bit, S& sched,
@@ -420,6 +562,42 @@ template <word_type W, async_scheduler S>
 bit_lock_awaitable<W, S> lock_bit_async(std::atomic<W>& word, std::type_identity_t<W> bit, S& sched,
                                         std::stop_token stop = {}) {
   return bit_lock_awaitable<W, S>(word, W(bit), sched, std::move(stop));
+}
+
+// Timed forms: as above, but the result is also false once the deadline passes first (nothing
+// granted). The timeout rules are the blocking forms' ("Timeouts" in <pagewait/pagewait.hpp>):
+// a duration or a time point on any clock; one that is already past makes one try and does not
+// suspend; a NaN throws std::invalid_argument before the word is touched; one beyond the clock's
+// horizon never fires (no timer is armed). A timeout is a cancel() of the wait: a release that
+// had already claimed it wins (a lock handed over as the deadline passed is the coroutine's).
+template <word_type W, async_timed_scheduler S, class Clock, class Duration>
+timed_bit_clear_awaitable<W, S> wait_bit_clear_async_until(
+    std::atomic<W>& word, std::type_identity_t<W> bit, S& sched,
+    const std::chrono::time_point<Clock, Duration>& abs, std::stop_token stop = {}) {
+  return timed_bit_clear_awaitable<W, S>(word, W(bit), sched, detail::deadline::until(abs), std::move(stop));
+}
+
+template <word_type W, async_timed_scheduler S, class Rep, class Period>
+timed_bit_clear_awaitable<W, S> wait_bit_clear_async_for(std::atomic<W>& word, std::type_identity_t<W> bit,
+                                                         S& sched,
+                                                         const std::chrono::duration<Rep, Period>& rel,
+                                                         std::stop_token stop = {}) {
+  return timed_bit_clear_awaitable<W, S>(word, W(bit), sched, detail::deadline::after(rel), std::move(stop));
+}
+
+template <word_type W, async_timed_scheduler S, class Clock, class Duration>
+timed_bit_lock_awaitable<W, S> try_lock_bit_async_until(std::atomic<W>& word, std::type_identity_t<W> bit,
+                                                        S& sched,
+                                                        const std::chrono::time_point<Clock, Duration>& abs,
+                                                        std::stop_token stop = {}) {
+  return timed_bit_lock_awaitable<W, S>(word, W(bit), sched, detail::deadline::until(abs), std::move(stop));
+}
+
+template <word_type W, async_timed_scheduler S, class Rep, class Period>
+timed_bit_lock_awaitable<W, S> try_lock_bit_async_for(std::atomic<W>& word, std::type_identity_t<W> bit,
+                                                      S& sched, const std::chrono::duration<Rep, Period>& rel,
+                                                      std::stop_token stop = {}) {
+  return timed_bit_lock_awaitable<W, S>(word, W(bit), sched, detail::deadline::after(rel), std::move(stop));
 }
 
 }  // namespace pagewait
