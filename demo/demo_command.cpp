@@ -95,6 +95,7 @@ nlohmann::json to_json(const run_result& r) {
         {"reader_thread_page_ops", r.reader_ops},
         {"lock_waits", r.async_lock_waits},
         {"loop_wakeups", r.async_loop_wakeups},
+        {"timers_fired", r.async_timers_fired},
         {"io", r.async_io}}},
   };
 }
@@ -188,13 +189,13 @@ void print_async(const std::vector<run_result>& rs, unsigned frames) {
   const run_result& a = rs.front();
   std::printf("\nasynchronous readers: %u coroutines on 1 loop thread, page reads by %s\n",
               a.async_coroutines, a.async_io.c_str());
-  std::printf("%-16s  %16s  %20s  %20s  %13s\n", "protocol", "async page ops/s", "per reader thread/s",
-              "reads in flight, max", "lock waits/s");
+  std::printf("%-16s  %16s  %20s  %20s  %13s  %12s\n", "protocol", "async page ops/s", "per reader thread/s",
+              "reads in flight, max", "lock waits/s", "timers fired");
   for (const run_result& r : rs) {
     const double secs = r.seconds > 0 ? r.seconds : 1;
-    std::printf("%-16s  %16.0f  %20.0f  %20u  %13.0f\n", std::string(to_string(r.protocol)).c_str(),
+    std::printf("%-16s  %16.0f  %20.0f  %20u  %13.0f  %12llu\n", std::string(to_string(r.protocol)).c_str(),
                 r.async_ops / secs, r.readers ? r.reader_ops / secs / r.readers : 0.0, r.async_max_in_flight,
-                r.async_lock_waits / secs);
+                r.async_lock_waits / secs, static_cast<unsigned long long>(r.async_timers_fired));
   }
   std::printf(
       "async page ops/s      page reads by the coroutines (a lookup, a read from the file if not cached, the "
@@ -207,7 +208,12 @@ void print_async(const std::vector<run_result>& rs, unsigned frames) {
       "are short)\n"
       "lock waits/s          page locks a coroutine found held and waited for with co_await lock_bit_async, "
       "in the\n"
-      "                      same wait table as the threads\n"
+      "                      same wait table as the threads, each with a timer on the loop (the threads' "
+      "wait "
+      "timeout)\n"
+      "timers fired          of those timers, the ones that reached their deadline (a timeout, or a release "
+      "that won\n"
+      "                      as it fired); the timed-out waits are in the timeouts and lost wake-ups above\n"
       "With --async the loop thread takes a core of its own (a coroutine that finds no free frame yields "
       "and\n"
       "tries again, as a threaded reader does), and page locks granted to coroutines stay held until the "

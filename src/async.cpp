@@ -84,6 +84,16 @@ void async_destroyed_pending(const void* waiter) noexcept {
   std::abort();
 }
 
+void async_timer_destroyed_firing(const void* awaitable) noexcept {
+  std::fprintf(
+      stderr,
+      "pagewait: fatal: a timed co_await at %p destroyed while its timer was firing (or its resumption "
+      "was due from that timer): destroy a suspended coroutine only where its timer cannot fire at the "
+      "same time\n",
+      awaitable);
+  std::abort();
+}
+
 void async_started_pending(const void* waiter) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%p", waiter);

@@ -73,7 +73,10 @@ void event_loop::post(std::coroutine_handle<> h) noexcept {
     sleeping_ = false;
     if (wake) ++wakeups_;
   }
-  if (!wake) return;
+  if (wake) this->wake();
+}
+
+void event_loop::wake() noexcept {
   if (eventfd_ >= 0) {
     const std::uint64_t one = 1;
     // A full counter (never, at 2^64 - 2) would fail with EAGAIN, and the loop is awake anyway.
@@ -81,6 +84,45 @@ void event_loop::post(std::coroutine_handle<> h) noexcept {
   } else {
     cv_.notify_one();
   }
+}
+
+void event_loop::arm_timer(pagewait::async_timer& t, std::chrono::steady_clock::time_point at) noexcept {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> g(m_);
+    const auto it = timers_.emplace(at, &t);
+    // A sleeping loop sleeps until its earliest timer: wake it if this one comes first.
+    wake = sleeping_ && it == timers_.begin();
+    if (wake) sleeping_ = false;
+  }
+  if (wake) this->wake();
+}
+
+bool event_loop::disarm_timer(pagewait::async_timer& t) noexcept {
+  std::lock_guard<std::mutex> g(m_);
+  auto [it, end] = timers_.equal_range(t.deadline());
+  for (; it != end; ++it)
+    if (it->second == &t) {
+      timers_.erase(it);
+      return true;
+    }
+  return false;  // taken by fire_due: its fire() has begun, or is about to
+}
+
+// Fires the timers that are due. Taken out of the map under the mutex (from then on
+// disarm_timer says false), fired outside it: fire() may disarm, post or arm.
+void event_loop::fire_due() {
+  std::vector<pagewait::async_timer*> due;
+  {
+    std::lock_guard<std::mutex> g(m_);
+    const auto now = std::chrono::steady_clock::now();
+    while (!timers_.empty() && timers_.begin()->first <= now) {
+      due.push_back(timers_.begin()->second);
+      timers_.erase(timers_.begin());
+    }
+  }
+  fired_ += due.size();
+  for (pagewait::async_timer* t : due) t->fire();  // not touched after: it may be gone
 }
 
 void event_loop::read_op::await_suspend(std::coroutine_handle<> c) noexcept {
@@ -144,12 +186,25 @@ void event_loop::submit() noexcept {
 #endif
 }
 
-void event_loop::wait_for_completion() noexcept {
+void event_loop::wait_for_completion(std::chrono::steady_clock::time_point until) noexcept {
 #if PAGEWAIT_DEMO_URING
   submit();
   io_uring_cqe* cqe = nullptr;
-  const int e = io_uring_wait_cqe(&ring_->r, &cqe);
-  if (e < 0 && e != -EINTR) fatal("io_uring_wait_cqe", -e);
+  int e;
+  if (until == std::chrono::steady_clock::time_point::max()) {
+    e = io_uring_wait_cqe(&ring_->r, &cqe);
+  } else {
+    const auto left =
+        std::max(until - std::chrono::steady_clock::now(), std::chrono::steady_clock::duration(0));
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(left).count();
+    __kernel_timespec ts{};
+    ts.tv_sec = ns / 1000000000;
+    ts.tv_nsec = ns % 1000000000;
+    e = io_uring_wait_cqe_timeout(&ring_->r, &cqe, &ts);
+  }
+  if (e < 0 && e != -EINTR && e != -ETIME) fatal("io_uring_wait_cqe", -e);
+#else
+  (void)until;
 #endif
 }
 
@@ -182,6 +237,7 @@ void event_loop::reap() {
 void event_loop::run(const std::function<bool()>& finished) {
   std::deque<std::coroutine_handle<>> ready;
   for (;;) {
+    fire_due();
     {
       std::unique_lock<std::mutex> g(m_);
       ready.swap(posted_);
@@ -195,18 +251,25 @@ void event_loop::run(const std::function<bool()>& finished) {
     }
     if (ring_) reap();
     if (had_work) continue;
-    // Nothing ran this round: sleep until a post or a read completion, unless done.
+    // Nothing ran this round: sleep until a post, a read completion or the next timer, unless
+    // done.
+    auto until = std::chrono::steady_clock::time_point::max();
     {
       std::unique_lock<std::mutex> g(m_);
       if (!posted_.empty()) continue;
       if (in_flight_ == 0 && finished()) return;
+      if (!timers_.empty()) until = timers_.begin()->first;
       sleeping_ = true;
       if (!ring_) {
-        cv_.wait(g, [&] { return !sleeping_; });
+        if (until == std::chrono::steady_clock::time_point::max())
+          cv_.wait(g, [&] { return !sleeping_; });
+        else
+          cv_.wait_until(g, until, [&] { return !sleeping_; });
+        sleeping_ = false;
         continue;
       }
     }
-    wait_for_completion();
+    wait_for_completion(until);
     {
       // Awake before anything runs: a coroutine resumed below that posts (a grant to another,
       // a yield) must not write the eventfd for a loop that is not asleep.

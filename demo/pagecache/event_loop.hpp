@@ -17,12 +17,15 @@
 
 #include <sys/types.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <coroutine>
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <pagewait/async.hpp>
 #include <string>
 
 namespace pagewait::demo {
@@ -42,6 +45,12 @@ class event_loop {
   // Resumes `h` on the loop thread, later. Any thread; never blocks for long (a mutex held for a
   // push); never runs `h` inline.
   void post(std::coroutine_handle<> h) noexcept;
+
+  // Timers, for pagewait's timed awaitables (pagewait::async_timed_scheduler): the loop fires
+  // `t` at or after `at`, on the loop thread, unless disarm_timer(t) returned true first. Any
+  // thread; disarm_timer runs inside releases, so both only take the mutex for a map update.
+  void arm_timer(pagewait::async_timer& t, std::chrono::steady_clock::time_point at) noexcept;
+  bool disarm_timer(pagewait::async_timer& t) noexcept;
 
   // co_await loop.read(fd, buf, len, off): the bytes read, or -errno.
   struct read_op {
@@ -80,13 +89,17 @@ class event_loop {
     return samples_ ? double(in_flight_sum_) / double(samples_) : 0.0;
   }
   std::uint64_t wakeups() const noexcept { return wakeups_; }  // posts that had to wake the loop
+  std::uint64_t timers_fired() const noexcept { return fired_; }
 
  private:
   void submit_read(read_op* op) noexcept;
   void arm_eventfd() noexcept;
   void submit() noexcept;
-  void wait_for_completion() noexcept;
+  // Sleeps until a completion, a post's eventfd write, or `until` (a timer's deadline).
+  void wait_for_completion(std::chrono::steady_clock::time_point until) noexcept;
   void reap();
+  void fire_due();
+  void wake() noexcept;  // wakes the loop, which had said it sleeps (m_ not held)
 
   struct ring;  // io_uring state, when available (event_loop.cpp)
   ring* ring_ = nullptr;
@@ -97,11 +110,12 @@ class event_loop {
   std::mutex m_;
   std::condition_variable cv_;
   std::deque<std::coroutine_handle<>> posted_;
+  std::multimap<std::chrono::steady_clock::time_point, pagewait::async_timer*> timers_;  // m_
   bool sleeping_ = false;  // m_: the loop is about to sleep, or sleeping
 
   unsigned in_flight_ = 0;  // the loop thread only
   unsigned max_in_flight_ = 0;
-  std::uint64_t in_flight_sum_ = 0, samples_ = 0, reads_ = 0, wakeups_ = 0;
+  std::uint64_t in_flight_sum_ = 0, samples_ = 0, reads_ = 0, wakeups_ = 0, fired_ = 0;
 };
 
 }  // namespace pagewait::demo

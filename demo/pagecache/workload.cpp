@@ -205,6 +205,8 @@ class workload {
       r.async_ops = async_w.live.ops.load(std::memory_order_relaxed);
       r.bad_reads += async_w.bad_reads;
       r.lost_wakeups += async_w.wc.lost_wakeups;
+      r.wait_timeouts += async_w.wc.timeouts;
+      r.async_timers_fired = loop->timers_fired();
       r.async_reads = loop->reads();
       r.async_max_in_flight = loop->max_in_flight();
       r.async_mean_in_flight = loop->mean_in_flight();
@@ -273,7 +275,8 @@ class workload {
   // threads': an asynchronous lock waiter is served as a thread in lock_page is).
   detached async_reader(event_loop& loop, worker& w) {
     using core = typename page_cache<R>::core;
-    using lock_awaitable = detail::bit_awaitable<std::uint32_t, event_loop, true, core>;
+    // Timed, as the threads' lock_page: a lost wake-up shows as a count, not as a stuck reader.
+    using lock_awaitable = detail::bit_awaitable<std::uint32_t, event_loop, true, core, /*Timed=*/true>;
     while (!stopping()) {
       const std::uint64_t index = w.next() % cfg_.file_pages;
       bool created = false;
@@ -291,16 +294,26 @@ class workload {
         f->flags.fetch_or(PG_UPTODATE, std::memory_order_relaxed);
       } else {
         // A try first, only to count the waits that must suspend (the awaitable tries too).
-        if (!core::try_lock(f->flags, PG_LOCKED)) {
-          ++async_lock_waits_;
+        bool owner = core::try_lock(f->flags, PG_LOCKED);
+        if (!owner) ++async_lock_waits_;
+        while (!owner) {
           // Bound first: GCC 12 miscompiles a co_await that suspends in an if condition.
-          const bool owner = co_await lock_awaitable(f->flags, PG_LOCKED, loop, async_abort_.get_token());
-          if (!owner) {
-            // Stopped 5 s after the run ended: the lock was never granted.
-            if (!(f->flags.load(std::memory_order_relaxed) & PG_LOCKED)) ++w.wc.lost_wakeups;
-            pool_.put(f);
-            break;
-          }
+          owner =
+              co_await lock_awaitable(f->flags, PG_LOCKED, loop, detail::deadline::after(cfg_.wait_timeout),
+                                      async_abort_.get_token());
+          if (owner) break;
+          // Timed out (as lock_page: retried; counted as lost if the bit was clear), or stopped
+          // 5 s after the run ended: the lock was never granted.
+          const bool stopped = async_abort_.stop_requested();
+          if (!(f->flags.load(std::memory_order_relaxed) & PG_LOCKED))
+            ++w.wc.lost_wakeups;
+          else if (!stopped)
+            ++w.wc.timeouts;
+          if (stopped) break;
+        }
+        if (!owner) {
+          pool_.put(f);
+          break;
         }
         if (!f->mapped) {
           cache_.unlock_page(f);
@@ -486,6 +499,7 @@ void run_result::add(const run_result& o) {
   async_reads += o.async_reads;
   async_lock_waits += o.async_lock_waits;
   async_loop_wakeups += o.async_loop_wakeups;
+  async_timers_fired += o.async_timers_fired;
   async_max_in_flight = std::max(async_max_in_flight, o.async_max_in_flight);
   // Weighted by time (`seconds` already includes o's).
   async_mean_in_flight =

@@ -80,6 +80,8 @@ struct run_result {
   unsigned async_coroutines = 0;
   std::uint64_t reader_ops = 0;  // the threaded readers' page ops (a part of page_ops), with --async
   std::uint64_t async_ops = 0, async_reads = 0, async_lock_waits = 0, async_loop_wakeups = 0;
+  std::uint64_t async_timers_fired =
+      0;  // coroutines' lock-wait timers that fired (a release may still have won)
   unsigned async_max_in_flight = 0;
   double async_mean_in_flight = 0;
   std::string async_io;

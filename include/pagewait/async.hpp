@@ -118,6 +118,7 @@ enum class async_result : std::uint8_t {
 
 namespace detail {
 [[noreturn]] void async_destroyed_pending(const void* waiter) noexcept;
+[[noreturn]] void async_timer_destroyed_firing(const void* awaitable) noexcept;
 [[noreturn]] void async_started_pending(const void* waiter);
 }  // namespace detail
 
@@ -299,13 +300,16 @@ using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 // on a bit it may have granted to one of its own coroutines (that coroutine cannot run: a
 // deadlock, as locking a mutex twice on one thread).
 //
-// Destroying a coroutine suspended here (handle.destroy()) is allowed only while no release and
-// no stop request can be completing its wait at the same time (the usual case: it is suspended
-// on a bit nobody is about to clear, and its stop source is not being triggered). Its wait is
-// then cancelled. If a release has already claimed it, its resumption is due and the program
-// aborts with a message (as for a pending async_wait); a release or a stop racing the destroy is
-// undefined. The bit argument is checked when the awaitable is made (std::invalid_argument),
-// before the word is touched.
+// Destroying a coroutine suspended here (handle.destroy()) is allowed only while no release, no
+// stop request and no timer can be completing its wait at the same time (the usual case: it is
+// suspended on a bit nobody is about to clear, its stop source is not being triggered, and its
+// timer fires only on the thread that destroys it, an event loop's). Its wait is then cancelled
+// and its timer disarmed. If a release has already claimed it, or its timer has been taken to
+// fire, its resumption is due and the program aborts with a message (as for a pending
+// async_wait); a release, a stop or a timer racing the destroy is undefined. Destroying one
+// whose resumption was posted but has not run is fine (a loop shutting down). A timed
+// awaitable's destruction calls the scheduler's disarm_timer: the scheduler must outlive it. The bit argument
+// is checked when the awaitable is made (std::invalid_argument), before the word is touched.
 //
 // post() runs inside the release that completes the wait (and inside request_stop() for a stop),
 // on that thread, which may be the loop's own thread (a coroutine that clears the bit another
@@ -319,7 +323,7 @@ concept async_scheduler = requires(S& s, std::coroutine_handle<> h) {
 
 // Resumes the coroutine at once, inside post(): on the thread and in the call that decided the
 // wait (the release that cleared or handed off the bit, after its last touch of the word and of
-// every waiter node and with no pagewait lock held; a request_stop(); a timer's fire()). An
+// every waiter node and with no pagewait lock held; or a request_stop()). An
 // explicit opt-in: the coroutine then runs as a callback does (see the contract above), so until
 // its next suspension it must not block and must not wait for anything the deciding thread may
 // hold. Not a timed scheduler.
@@ -350,7 +354,8 @@ class async_timer {
 
 // A scheduler that can also watch deadlines (for the _for / _until forms below):
 //   arm_timer(t, at): call t.fire() once, at or after `at`, from any thread (typically the
-//     loop's), with no lock held that disarm_timer takes; never from inside arm_timer itself.
+//     loop's), with no lock held that disarm_timer takes (or from inside arm_timer, if the time
+//     has already come).
 //   disarm_timer(t): true if fire() has not been called and now never will be; false if it has
 //     been called (it may still be running, or be the caller: a disarm from inside fire() is
 //     false). May be called from any thread, inside a release or a fire(): must not block.
@@ -397,14 +402,15 @@ class [[nodiscard]] bit_awaitable {
   bit_awaitable(const bit_awaitable&) = delete;
   bit_awaitable& operator=(const bit_awaitable&) = delete;
   ~bit_awaitable() {
-    // A coroutine destroyed while suspended here (see the contract) with its timer armed: the
-    // timer must not fire into the freed frame. If it is firing right now, that is a timer racing
-    // the destroy (undefined, as a release or a stop racing it), or a resumption already due:
-    // said, and stopped.
+    // A coroutine destroyed while suspended here (see the contract) with its timer armed and
+    // not settled: the timer must not fire into the freed frame. If it has been taken to fire
+    // (disarm fails), a timer is racing the destroy, or its fire() is still to resume the frame:
+    // said, and stopped. (A timer already settled by the decision, or whose fire() is done, is
+    // not disarmed again: the scheduler disarms each timer at most once.)
     if constexpr (Timed) {
-      if (timer_.armed && !sched_.disarm_timer(timer_) &&
-          timer_state_.load(std::memory_order_acquire) != fire_done)
-        detail::async_destroyed_pending(this);
+      if (timer_.armed && timer_state_.load(std::memory_order_acquire) != fire_done &&
+          !sched_.disarm_timer(timer_))
+        detail::async_timer_destroyed_firing(this);
     }
   }
 
@@ -506,10 +512,18 @@ class [[nodiscard]] bit_awaitable {
   // resumes the coroutine; false if a fire() is still running, which then resumes it at its end.
   bool timer_settled() noexcept {
     if constexpr (Timed) {
-      if (!timer_.armed || sched_.disarm_timer(timer_)) return true;
+      if (!timer_.armed) return true;
+      if (sched_.disarm_timer(timer_)) {
+        timer_.armed = false;  // settled: a destroy before the resumption must not disarm again
+        return true;
+      }
       // fire() has begun (this may be inside it). Of this and the end of fire(), the second
       // resumes.
-      return timer_state_.exchange(settling, std::memory_order_acq_rel) == fire_done;
+      if (timer_state_.exchange(settling, std::memory_order_acq_rel) != fire_done) return false;
+      // fire() is done, and the frame is still ours. (Not written when the exchange found the
+      // timer armed: fire() may then resume, and free, the frame at any moment.)
+      timer_.armed = false;
+      return true;
     } else {
       return true;
     }
