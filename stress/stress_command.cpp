@@ -26,6 +26,16 @@
 //   quiescence      at the end: every bit released, no waiter left in the table, and on each
 //                   word whose waiters bit is still set (allowed while waiters time out) a
 //                   further release must clear it
+// The asynchronous forms (pagewait/async.hpp) run the same checks from a worker that plays the
+// event loop: an async_wait whose callback (on the releasing thread) hands the result back, which
+// the worker may cancel() at a random moment; and coroutines (plain, with a stop_token, timed)
+// on a scheduler the worker drives, whose post() and timers it runs and whose disarm_timer
+// releases and stop requests call from other threads. Checked besides the above:
+//   callback        a callback with none due: after a cancel() that returned true, a second
+//                   one for one start, one after a start that returned `done`
+//   async result    a result that cannot be: `cleared` for a lock, `locked` for a wait,
+//                   `cancelled` with no cancel() that returned false
+//   timer left      a coroutine's timer still armed once its co_await has returned
 // Exit status: 0 no violation, 1 violations (counted per kind in the summary), 2 bad options.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -33,12 +43,14 @@
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
+#include <coroutine>
 #include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <pagewait/async.hpp>
 #include <pagewait/pagewait.hpp>
 #include <pagewait/stats.hpp>
 #include <random>
@@ -85,11 +97,16 @@ enum op_kind : int {
   k_stop_wait,   // wait_bit_clear with a stop_token
   k_drop_start,  // publish an object with its event bit set, then end its event
   k_drop_wait,   // take a published object, wait for its bit (DROP), free it at once
+  k_async_lock,  // async_wait::start_lock, the callback handing the lock back; cancel() sometimes
+  k_async_wait,  // async_wait::start_wait_clear on the event bit; cancel() sometimes
+  k_co_lock,     // co_await lock_bit_async / with a stop_token / try_lock_bit_async_until
+  k_co_wait,     // co_await wait_bit_clear_async / with a stop_token / wait_bit_clear_async_until
   k_count
 };
-constexpr const char* kind_name[k_count] = {"lock", "try_lock",   "timed lock", "stop lock",  "event",
-                                            "wait", "timed wait", "stop wait",  "drop start", "drop wait"};
-constexpr int kind_weight[k_count] = {18, 8, 10, 5, 14, 14, 10, 5, 8, 8};
+constexpr const char* kind_name[k_count] = {
+    "lock",      "try_lock",   "timed lock", "stop lock",  "event",      "wait",          "timed wait",
+    "stop wait", "drop start", "drop wait",  "async lock", "async wait", "co_await lock", "co_await wait"};
+constexpr int kind_weight[k_count] = {18, 8, 10, 5, 14, 14, 10, 5, 8, 8, 6, 6, 6, 6};
 
 enum violation_kind : int {
   v_two_owners,
@@ -103,6 +120,9 @@ enum violation_kind : int {
   v_table_not_empty,
   v_stale_waiters_bit,
   v_exception,
+  v_callback,
+  v_async_result,
+  v_timer_left,
   v_count
 };
 constexpr const char* violation_name[v_count] = {"two owners",
@@ -115,7 +135,10 @@ constexpr const char* violation_name[v_count] = {"two owners",
                                                  "bit left set",
                                                  "wait table not empty",
                                                  "waiters bit not cleared",
-                                                 "exception"};
+                                                 "exception",
+                                                 "callback with none due",
+                                                 "impossible async result",
+                                                 "timer left armed"};
 
 struct counters {
   std::array<std::atomic<std::uint64_t>, k_count> ops{};
@@ -280,6 +303,101 @@ std::int64_t now_ns() {
 }
 
 // ------------------------------------------------------------------------------------------
+// The scheduler of a worker's coroutines: post() and the timers hand work back to the worker,
+// which runs it in poll() on its own thread. post() and disarm_timer() are called from other
+// threads too (the releasing thread, the canceller's request_stop()).
+
+class worker_loop {
+ public:
+  void post(std::coroutine_handle<> h) noexcept {
+    std::lock_guard<std::mutex> g(m_);
+    posted_.push_back(h);
+  }
+  void arm_timer(async_timer& t, clock_type::time_point at) noexcept {
+    std::lock_guard<std::mutex> g(m_);
+    if (timer_) second_timer_ = true;  // one co_await at a time: one timer
+    timer_ = &t;
+    at_ = at;
+  }
+  bool disarm_timer(async_timer& t) noexcept {
+    std::lock_guard<std::mutex> g(m_);
+    if (timer_ != &t) return false;  // taken by poll(): its fire() has begun
+    timer_ = nullptr;
+    return true;
+  }
+  // Fires the timer if it is due (taken out under the mutex, fired outside it), then resumes
+  // what was posted. Returns whether anything ran.
+  bool poll() {
+    std::vector<std::coroutine_handle<>> hs;
+    async_timer* due = nullptr;
+    {
+      std::lock_guard<std::mutex> g(m_);
+      hs.swap(posted_);
+      if (timer_ && clock_type::now() >= at_) std::swap(due, timer_);
+    }
+    if (due) due->fire();  // not touched after: the frame may be gone
+    for (std::coroutine_handle<> h : hs) h.resume();
+    return due || !hs.empty();
+  }
+  bool timer_armed() {
+    std::lock_guard<std::mutex> g(m_);
+    return timer_ != nullptr || second_timer_;
+  }
+
+ private:
+  std::mutex m_;
+  std::vector<std::coroutine_handle<>> posted_;
+  async_timer* timer_ = nullptr;
+  clock_type::time_point at_{};
+  bool second_timer_ = false;
+};
+static_assert(async_timed_scheduler<worker_loop>);
+
+// A coroutine that starts at once and frees itself at its end.
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
+};
+
+struct co_result {
+  bool done = false;  // the worker's thread only: the coroutine runs there
+  bool ok = false;
+};
+
+// variant 0: plain; 1: with a stop_token; 2: timed (until `dl`) and with a stop_token.
+template <class W>
+detached co_lock(worker_loop& l, std::atomic<W>& w, W bit, int variant, clock_type::time_point dl,
+                 std::stop_token st, co_result& r) {
+  bool ok;  // bound first: GCC 12 miscompiles a co_await that suspends in an if condition
+  if (variant == 0)
+    ok = co_await lock_bit_async(w, bit, l);
+  else if (variant == 1)
+    ok = co_await lock_bit_async(w, bit, l, std::move(st));
+  else
+    ok = co_await try_lock_bit_async_until(w, bit, l, dl, std::move(st));
+  r.ok = ok;
+  r.done = true;
+}
+template <class W>
+detached co_wait(worker_loop& l, std::atomic<W>& w, W bit, int variant, clock_type::time_point dl,
+                 std::stop_token st, co_result& r) {
+  bool ok;
+  if (variant == 0)
+    ok = co_await wait_bit_clear_async(w, bit, l);
+  else if (variant == 1)
+    ok = co_await wait_bit_clear_async(w, bit, l, std::move(st));
+  else
+    ok = co_await wait_bit_clear_async_until(w, bit, l, dl, std::move(st));
+  r.ok = ok;
+  r.done = true;
+}
+
+// ------------------------------------------------------------------------------------------
 // The operations.
 
 class worker {
@@ -306,6 +424,10 @@ class worker {
       }
       a.since_ns.store(0, std::memory_order_relaxed);
     }
+    if (loop_.timer_armed())
+      s_.violation(v_timer_left,
+                   "thread %u: a coroutine's timer outlived its co_await (or two were armed at once)",
+                   index_);
   }
 
  private:
@@ -355,6 +477,14 @@ class worker {
         break;
       case k_drop_wait:
         drop_wait();
+        break;
+      case k_async_lock:
+      case k_async_wait:
+        async_op(k, sl, async_waiter<W>());
+        break;
+      case k_co_lock:
+      case k_co_wait:
+        co_op(k, sl);
         break;
       case k_count:
         break;
@@ -426,16 +556,9 @@ class worker {
     }
     if (!ok) return;
     s_.c.done[k].fetch_add(1, std::memory_order_relaxed);
-    if (v0 & bits<W>::event) {
-      // The event that was running when the wait began must be over: the bit clear, or set
-      // again by a later event (another generation).
-      const W v1 = sl.word.load(std::memory_order_acquire);
-      if ((v1 & bits<W>::event) && gen_of(v1) == gen_of(v0))
-        s_.violation(v_woken_set,
-                     "wait on word %p returned true with the event of generation %" PRIu64
-                     " it waited for still running",
-                     static_cast<const void*>(&sl.word), gen_of(v0));
-    }
+    // The event that was running when the wait began must be over: the bit clear, or set again
+    // by a later event (another generation).
+    woken_check(sl, v0);
   }
 
   void drop_start() {
@@ -469,6 +592,117 @@ class worker {
     s_.c.done[k_drop_wait].fetch_add(1, std::memory_order_relaxed);
   }
 
+  // An asynchronous lock or wait with a callback. The callback runs on the releasing thread and
+  // hands the result back through a_calls_; this thread plays the caller's event loop: it waits
+  // for that, and may cancel() the wait at a random moment first.
+  template <class W>
+  void async_op(op_kind k, slot<W>& sl, async_wait<W>& a) {
+    const bool lock = k == k_async_lock;
+    const W bit = lock ? bits<W>::lock : bits<W>::event;
+    const W v0 = sl.word.load(std::memory_order_acquire);
+    const unsigned calls = a_calls_.load(std::memory_order_acquire);
+    a_due_.store(true, std::memory_order_relaxed);  // published to the callback by the start
+    if ((lock ? a.start_lock(sl.word, bit) : a.start_wait_clear(sl.word, bit)) == async_start::done) {
+      a_due_.store(false, std::memory_order_relaxed);
+      if (lock) return critical(k, sl);
+      s_.c.done[k].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    int cancel_in = (rng_() % 4 == 0) ? int(rng_() % 64) : -1;
+    bool cancel_failed = false;
+    while (a_calls_.load(std::memory_order_acquire) == calls) {
+      if (cancel_in >= 0 && cancel_in-- == 0) {
+        if (a.cancel()) {
+          // No callback comes now: one that did would find none due.
+          if (!a_due_.exchange(false, std::memory_order_acq_rel))
+            s_.violation(v_callback, "cancel() returned true after the callback on word %p",
+                         static_cast<const void*>(&sl.word));
+          s_.c.stopped[k].fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        cancel_failed = true;
+      }
+      std::this_thread::yield();
+    }
+    const auto r = static_cast<async_result>(a_result_.load(std::memory_order_relaxed));
+    if (s_.o.inject == "double-callback" && (rng_() % 8) == 0) on_async<W>(a, r);  // self-test
+    if (r == async_result::cancelled) {
+      if (!cancel_failed)
+        s_.violation(v_async_result, "%s on word %p: `cancelled` with no cancel() that returned false",
+                     kind_name[k], static_cast<const void*>(&sl.word));
+      s_.c.stopped[k].fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (r != (lock ? async_result::locked : async_result::cleared)) {
+      s_.violation(v_async_result, "%s on word %p: result %d", kind_name[k],
+                   static_cast<const void*>(&sl.word), int(r));
+      return;
+    }
+    if (lock) return critical(k, sl);  // owned; any thread may unlock an asynchronous lock
+    s_.c.done[k].fetch_add(1, std::memory_order_relaxed);
+    woken_check(sl, v0);
+  }
+
+  template <class W>
+  static void on_async(async_wait<W>& a, async_result r) noexcept {
+    auto* self = static_cast<worker*>(a.user_data());
+    if (!self->a_due_.exchange(false, std::memory_order_acq_rel)) {
+      self->s_.violation(v_callback, "a callback with none due (result %d) on thread %u's waiter", int(r),
+                         self->index_);
+      return;
+    }
+    self->a_result_.store(int(r), std::memory_order_relaxed);
+    self->a_calls_.fetch_add(1, std::memory_order_release);  // the result, and the lock, to the worker
+  }
+  template <class W>
+  async_wait<W>& async_waiter() {
+    if constexpr (sizeof(W) == 4)
+      return aw32_;
+    else
+      return aw64_;
+  }
+
+  // A coroutine lock or wait on this worker's loop; the canceller may stop it, its timer may fire.
+  template <class W>
+  void co_op(op_kind k, slot<W>& sl) {
+    const bool lock = k == k_co_lock;
+    const W bit = lock ? bits<W>::lock : bits<W>::event;
+    const int variant = int(rng_() % 3);
+    const auto dl = clock_type::now() + std::chrono::microseconds(rng_() % 300);
+    const W v0 = sl.word.load(std::memory_order_acquire);
+    std::stop_source src;
+    if (variant) publish_stop(&src);
+    co_result r;
+    if (lock)
+      co_lock(loop_, sl.word, bit, variant, dl, src.get_token(), r);
+    else
+      co_wait(loop_, sl.word, bit, variant, dl, src.get_token(), r);
+    while (!r.done)
+      if (!loop_.poll()) std::this_thread::yield();
+    if (variant) publish_stop(nullptr);
+    if (r.ok) {
+      if (lock) return critical(k, sl);
+      s_.c.done[k].fetch_add(1, std::memory_order_relaxed);
+      return woken_check(sl, v0);
+    }
+    if (variant == 2 && !src.stop_requested())
+      gave_up_at(k, dl, &sl.word);
+    else
+      stopped(k, src, &sl.word);
+  }
+
+  // After a wait that saw its clear: the event running when it began must be over.
+  template <class W>
+  void woken_check(slot<W>& sl, W v0) {
+    if (!(v0 & bits<W>::event)) return;
+    const W v1 = sl.word.load(std::memory_order_acquire);
+    if ((v1 & bits<W>::event) && gen_of(v1) == gen_of(v0))
+      s_.violation(v_woken_set,
+                   "wait on word %p returned true with the event of generation %" PRIu64
+                   " it waited for still running",
+                   static_cast<const void*>(&sl.word), gen_of(v0));
+  }
+
   void gave_up_at(op_kind k, clock_type::time_point dl, const void* w) {
     s_.c.timed_out[k].fetch_add(1, std::memory_order_relaxed);
     if (clock_type::now() < dl)
@@ -498,6 +732,14 @@ class worker {
   shared_state& s_;
   unsigned index_;
   std::mt19937_64 rng_;
+  // The asynchronous operations' state: a callback is due (set before a start, taken by the
+  // callback or by a cancel() that returned true), the callbacks so far and the last result.
+  std::atomic<bool> a_due_{false};
+  std::atomic<unsigned> a_calls_{0};
+  std::atomic<int> a_result_{0};
+  async_wait<std::uint32_t> aw32_{&on_async<std::uint32_t>, this};
+  async_wait<std::uint64_t> aw64_{&on_async<std::uint64_t>, this};
+  worker_loop loop_;
 };
 
 // ------------------------------------------------------------------------------------------
@@ -602,7 +844,7 @@ int stress_main(int argc, char** argv) {
                                "an operation in progress this long is a violation (default 30)"),
                 1.0, 3600.0);
   app.add_option("--inject", o.inject, "self-test: inject a fault the checks must report")
-      ->check(CLI::IsMember({"two-owners", "touch-after-free"}));
+      ->check(CLI::IsMember({"two-owners", "touch-after-free", "double-callback"}));
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -691,16 +933,16 @@ int stress_main(int argc, char** argv) {
   check_table_empty(s);
 
   const std::uint64_t n = total_ops(s.c);
-  std::printf("\n%-12s %14s %14s %12s %12s\n", "operation", "count", "done", "timed out", "stopped");
+  std::printf("\n%-14s %14s %14s %12s %12s\n", "operation", "count", "done", "timed out", "stopped");
   for (int k = 0; k < k_count; ++k)
-    std::printf("%-12s %14s %14s %12s %12s\n", kind_name[k], grouped(s.c.ops[std::size_t(k)].load()).c_str(),
+    std::printf("%-14s %14s %14s %12s %12s\n", kind_name[k], grouped(s.c.ops[std::size_t(k)].load()).c_str(),
                 grouped(s.c.done[std::size_t(k)].load()).c_str(),
                 grouped(s.c.timed_out[std::size_t(k)].load()).c_str(),
                 grouped(s.c.stopped[std::size_t(k)].load()).c_str());
   std::uint64_t acq = 0;
   for (auto* sl : s.w32) acq += sl->acquisitions.load();
   for (auto* sl : s.w64) acq += sl->acquisitions.load();
-  std::printf("%-12s %14s ops in %.1f s (%.0f ops/s); %s lock acquisitions\n", "total", grouped(n).c_str(),
+  std::printf("%-14s %14s ops in %.1f s (%.0f ops/s); %s lock acquisitions\n", "total", grouped(n).c_str(),
               elapsed, double(n) / elapsed, grouped(acq).c_str());
   const stats_snapshot st = get_stats();
   const contention_stats& t = st.total;
