@@ -543,16 +543,7 @@ class loop {
   std::thread thread_;
 };
 
-// A coroutine that starts at once and destroys itself at its end.
-struct detached {
-  struct promise_type {
-    detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
+using pwtest::detached;
 
 struct outcome {
   std::atomic<int> done{0};

@@ -153,15 +153,7 @@ static_assert(pagewait::async_timed_scheduler<timed_loop>);
 static_assert(pagewait::async_timed_scheduler<manual_sched>);
 static_assert(!pagewait::async_timed_scheduler<pagewait::resume_inline>);
 
-struct detached {
-  struct promise_type {
-    detached get_return_object() noexcept { return {}; }
-    std::suspend_never initial_suspend() noexcept { return {}; }
-    std::suspend_never final_suspend() noexcept { return {}; }
-    void return_void() noexcept {}
-    void unhandled_exception() noexcept { std::terminate(); }
-  };
-};
+using pwtest::detached;
 
 struct outcome {
   std::atomic<int> done{0};

@@ -5,8 +5,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <pagewait/pagewait.hpp>
 #include <random>
@@ -133,6 +135,18 @@ struct fairness_guard {
   pagewait::fairness_settings old = pagewait::get_fairness();
   explicit fairness_guard(const pagewait::fairness_settings& s) { pagewait::set_fairness(s); }
   ~fairness_guard() { pagewait::set_fairness(old); }
+};
+
+// A coroutine that starts at once and frees itself at its end (the async tests' tasks: pagewait
+// ships awaitables, not a task type).
+struct detached {
+  struct promise_type {
+    detached get_return_object() noexcept { return {}; }
+    std::suspend_never initial_suspend() noexcept { return {}; }
+    std::suspend_never final_suspend() noexcept { return {}; }
+    void return_void() noexcept {}
+    void unhandled_exception() noexcept { std::terminate(); }
+  };
 };
 
 }  // namespace pwtest
