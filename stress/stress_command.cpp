@@ -35,7 +35,8 @@
 //                   one for one start, one after a start that returned `done`
 //   async result    a result that cannot be: `cleared` for a lock, `locked` for a wait,
 //                   `cancelled` with no cancel() that returned false
-//   timer left      a coroutine's timer still armed once its co_await has returned
+//   timer left      a coroutine's timer still armed once its co_await has returned, or the
+//                   scheduler armed twice at once or disarmed one timer twice
 // Exit status: 0 no violation, 1 violations (counted per kind in the summary), 2 bad options.
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -138,7 +139,7 @@ constexpr const char* violation_name[v_count] = {"two owners",
                                                  "exception",
                                                  "callback with none due",
                                                  "impossible async result",
-                                                 "timer left armed"};
+                                                 "timer left armed or disarmed twice"};
 
 struct counters {
   std::array<std::atomic<std::uint64_t>, k_count> ops{};
@@ -315,14 +316,17 @@ class worker_loop {
   }
   void arm_timer(async_timer& t, clock_type::time_point at) noexcept {
     std::lock_guard<std::mutex> g(m_);
-    if (timer_) second_timer_ = true;  // one co_await at a time: one timer
+    if (timer_) misuse_ = true;  // one co_await at a time: one timer
     timer_ = &t;
     at_ = at;
+    disarmed_ = nullptr;
   }
   bool disarm_timer(async_timer& t) noexcept {
     std::lock_guard<std::mutex> g(m_);
-    if (timer_ != &t) return false;  // taken by poll(): its fire() has begun
+    if (disarmed_ == &t) misuse_ = true;  // disarmed twice (the concept: at most once)
+    if (timer_ != &t) return false;       // taken by poll(): its fire() has begun
     timer_ = nullptr;
+    disarmed_ = &t;
     return true;
   }
   // Fires the timer if it is due (taken out under the mutex, fired outside it), then resumes
@@ -339,17 +343,19 @@ class worker_loop {
     for (std::coroutine_handle<> h : hs) h.resume();
     return due || !hs.empty();
   }
-  bool timer_armed() {
+  // A timer still armed, or the scheduler misused (two armed at once, one disarmed twice).
+  bool timer_wrong() {
     std::lock_guard<std::mutex> g(m_);
-    return timer_ != nullptr || second_timer_;
+    return timer_ != nullptr || misuse_;
   }
 
  private:
   std::mutex m_;
   std::vector<std::coroutine_handle<>> posted_;
   async_timer* timer_ = nullptr;
+  const async_timer* disarmed_ = nullptr;  // the last timer disarmed with true, since the last arm
   clock_type::time_point at_{};
-  bool second_timer_ = false;
+  bool misuse_ = false;
 };
 static_assert(async_timed_scheduler<worker_loop>);
 
@@ -424,10 +430,6 @@ class worker {
       }
       a.since_ns.store(0, std::memory_order_relaxed);
     }
-    if (loop_.timer_armed())
-      s_.violation(v_timer_left,
-                   "thread %u: a coroutine's timer outlived its co_await (or two were armed at once)",
-                   index_);
   }
 
  private:
@@ -679,6 +681,11 @@ class worker {
       co_wait(loop_, sl.word, bit, variant, dl, src.get_token(), r);
     while (!r.done)
       if (!loop_.poll()) std::this_thread::yield();
+    // Checked here, before the next co_await's poll() could fire a leaked timer into a freed frame.
+    if (loop_.timer_wrong())
+      s_.violation(v_timer_left,
+                   "%s on word %p: its timer outlived the co_await, or was armed or disarmed twice",
+                   kind_name[k], static_cast<const void*>(&sl.word));
     if (variant) publish_stop(nullptr);
     if (r.ok) {
       if (lock) return critical(k, sl);
@@ -907,8 +914,11 @@ int stress_main(int argc, char** argv) {
     if (hung) break;
     if (el >= o.seconds) s.stop = true;
     if (s.stop.load() || (quota && !running && total_ops(s.c) >= o.ops)) {
+      // Stopping: the workers finish the operation they are in. The watchdog keeps watching
+      // until none is in one, so that an operation that never ends is reported as a hang (and
+      // not as a join that never returns).
       s.stop = true;
-      break;
+      if (!running) break;
     }
   }
   if (hung) {
