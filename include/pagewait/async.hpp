@@ -286,14 +286,15 @@ using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 // Suspends until the bit is clear (or, for lock_bit_async, is the coroutine's), then resumes the
 // coroutine through `loop.post(handle)`: never inline on the releasing thread (a coroutine resumed
 // there would run on a thread that is not its own, inside another thread's unlock_bit or
-// clear_bit_and_wake), unless you pass pagewait::resume_inline as the scheduler. wait_bit_clear_async returns
-// true once the bit was cleared (as wait_bit_clear: after a clear that happened after the co_await began, or
-// at once if it was clear); lock_bit_async returns true once the coroutine owns the bit (as lock_bit: taken
-// at once, handed off, or taken after a release). Both return false if `stop` was requested first: nothing
-// was granted. A bit found clear (or taken at once) wins over a stop already requested. No suspension at all
-// when the bit is clear (free): one load (one `lock bts`). The scheduler is anything with `void
-// post(std::coroutine_handle<>) noexcept` that may be called from any thread and runs the handle later (an
-// event loop's queue, an executor).
+// clear_bit_and_wake), unless you pass pagewait::resume_inline as the scheduler.
+// wait_bit_clear_async returns true once the bit was cleared (as wait_bit_clear: after a clear that
+// happened after the co_await began, or at once if it was clear); lock_bit_async returns true once
+// the coroutine owns the bit (as lock_bit: taken at once, handed off, or taken after a release).
+// Both return false if `stop` was requested first: nothing was granted. A bit found clear (or taken
+// at once) wins over a stop already requested. No suspension at all when the bit is clear (free):
+// one load (one `lock bts`). The scheduler is anything with `void post(std::coroutine_handle<>)
+// noexcept` that may be called from any thread and runs the handle later (an event loop's queue, an
+// executor).
 //
 // A lock granted to a suspended coroutine is held until the scheduler resumes it: the loop's
 // latency is part of the critical section, and a thread of that loop must not block in lock_bit
@@ -303,13 +304,13 @@ using async_wait = detail::basic_async_wait<W, detail::shipped<W>>;
 // Destroying a coroutine suspended here (handle.destroy()) is allowed only while no release, no
 // stop request and no timer can be completing its wait at the same time (the usual case: it is
 // suspended on a bit nobody is about to clear, its stop source is not being triggered, and its
-// timer fires only on the thread that destroys it, an event loop's). Its wait is then cancelled
-// and its timer disarmed. If a release has already claimed it, or its timer has been taken to
-// fire, its resumption is due and the program aborts with a message (as for a pending
-// async_wait); a release, a stop or a timer racing the destroy is undefined. Destroying one
-// whose resumption was posted but has not run is fine (a loop shutting down). A timed
-// awaitable's destruction calls the scheduler's disarm_timer: the scheduler must outlive it. The bit argument
-// is checked when the awaitable is made (std::invalid_argument), before the word is touched.
+// timer fires only on the thread that destroys it, an event loop's). Its wait is then cancelled and
+// its timer disarmed. If a release has already claimed it, or its timer has been taken to fire, its
+// resumption is due and the program aborts with a message (as for a pending async_wait); a release,
+// a stop or a timer racing the destroy is undefined. Destroying one whose resumption was posted but
+// has not run is fine (a loop shutting down). A timed awaitable's destruction calls the scheduler's
+// disarm_timer: the scheduler must outlive it. The bit argument is checked when the awaitable is
+// made (std::invalid_argument), before the word is touched.
 //
 // post() runs inside the release that completes the wait (and inside request_stop() for a stop),
 // on that thread, which may be the loop's own thread (a coroutine that clears the bit another
