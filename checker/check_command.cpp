@@ -49,6 +49,7 @@ std::string replay_command(std::string_view scenario, std::string_view protocol,
                   std::to_string(o.seed) + " --runs " + std::to_string(o.runs);
   if (o.how == mode::pct) c += " --pct-depth " + std::to_string(o.pct_depth);
   if (broken_walk) c += " --broken-walk";
+  if (o.offsets) c += " --offsets";
   return c;
 }
 
@@ -91,6 +92,9 @@ int check_main(int argc, char** argv) {
       app.add_option("--pct-depth", o.pct_depth, "pct: bug depth d (default 3)"), 1u, max_pct_depth);
   CLI::Option* broken_walk = app.add_flag(
       "--broken-walk", o.broken_walk, "self-test, one cell of atomic-clear: the deliberately broken walk");
+  CLI::Option* offsets = app.add_flag(
+      "--offsets", o.offsets,
+      "one cell of atomic-clear under the offset-shaped policy (a shared domain's links, keys and slots)");
   CLI::Option* traces =
       app.add_flag("--traces", trace_all, "table mode: print the trace of every failing cell");
   try {
@@ -120,7 +124,9 @@ int check_main(int argc, char** argv) {
       (sampling && (misplaced(preemptions, "to --mode exhaustive (the default) only") ||
                     misplaced(max_schedules, "to --mode exhaustive (the default) only"))) ||
       (!(one_cell && protocol == "atomic-clear") &&
-       misplaced(broken_walk, "to one cell of atomic-clear only (--protocol atomic-clear --scenario S)")) ||
+       (misplaced(broken_walk, "to one cell of atomic-clear only (--protocol atomic-clear --scenario S)") ||
+        misplaced(offsets, "to one cell of atomic-clear only (--protocol atomic-clear --scenario S)"))) ||
+      (o.broken_walk && o.offsets && misplaced(offsets, "without --broken-walk only")) ||
       (one_cell && misplaced(traces, "to the table only (one cell always prints its trace)")))
     return 2;
 
@@ -128,10 +134,19 @@ int check_main(int argc, char** argv) {
   if (one_cell) {
     const scenario& s = *find_scenario(scenario_name);
     const release_protocol p = *parse_release_protocol(protocol);
+    if (o.offsets && !s.offsets_setup) {
+      std::fprintf(
+          stderr,
+          "pagewait check: %s has no offsets cell: its asynchronous waiters' nodes live in the caller's "
+          "frames, and a domain's waits are blocking ones\n",
+          s.name);
+      return 2;
+    }
     const cell_result r = check_cell(s, p, o.broken_walk, o);
-    std::printf("%s%s / %s (%s): %s, %llu schedules, %.2f s%s\n", o.broken_walk ? "[broken walk] " : "",
-                s.name, protocol.c_str(), sampling ? sampling_text(o).c_str() : mode_name(o.how),
-                r.failed ? "VIOLATION" : "pass", static_cast<unsigned long long>(r.schedules), r.seconds,
+    std::printf("%s%s%s / %s (%s): %s, %llu schedules, %.2f s%s\n", o.broken_walk ? "[broken walk] " : "",
+                o.offsets ? "[offsets] " : "", s.name, protocol.c_str(),
+                sampling ? sampling_text(o).c_str() : mode_name(o.how), r.failed ? "VIOLATION" : "pass",
+                static_cast<unsigned long long>(r.schedules), r.seconds,
                 !r.failed && !r.complete ? " (search stopped at --max-schedules: incomplete)" : "");
     if (r.failed && sampling)
       std::printf("replay: %s\n", replay_command(s.name, protocol, o.broken_walk, o).c_str());
@@ -157,6 +172,11 @@ int check_main(int argc, char** argv) {
   std::printf("\n");
   std::printf("%-22s %2s", "scenario", "K");
   for (release_protocol p : protos) std::printf(" | %-22.*s", int(to_string(p).size()), to_string(p).data());
+  // The offset-shaped policy runs atomic-clear's cell again with a domain's representations
+  // (links as offsets, nodes in per-thread slots): it must pass, and in the exhaustive search
+  // explore exactly as many schedules, since only where the structures live differs.
+  const bool with_offsets = protocol.empty() || protocol == "atomic-clear";
+  if (with_offsets) std::printf(" | %-22s", "offsets (atomic-clear)");
   std::printf("\n");
   bool all_as_expected = true;
   std::vector<std::string> failures;
@@ -165,8 +185,10 @@ int check_main(int argc, char** argv) {
         "%-22s %2d", s->name,
         o.how == mode::exhaustive ? (o.preemptions >= 0 ? o.preemptions : int(s->preemption_bound)) : 0);
     std::fflush(stdout);
+    std::uint64_t atomic_clear_schedules = 0;
     for (release_protocol p : protos) {
       const cell_result r = check_cell(*s, p, false, o);
+      if (p == release_protocol::atomic_clear) atomic_clear_schedules = r.schedules;
       // Random and pct modes may miss a failure; only the exhaustive search is held to it.
       const bool want_fail = expected_to_fail(p, s->name);
       const bool ok = r.failed == want_fail || (!r.failed && o.how != mode::exhaustive);
@@ -180,6 +202,31 @@ int check_main(int argc, char** argv) {
         if (trace_all || (p == release_protocol::clear_then_wake && std::string(s->name) == "writeback-free"))
           failures.back() += "\n" + r.trace;
       }
+    }
+    if (with_offsets) {
+      if (!s->offsets_setup) {
+        std::printf(" | %-22s", "n/a (asynchronous)");
+      } else {
+        run_options oo = o;
+        oo.offsets = true;
+        const cell_result r = check_cell(*s, release_protocol::atomic_clear, false, oo);
+        const bool same = o.how != mode::exhaustive || r.schedules == atomic_clear_schedules;
+        const bool ok = !r.failed && same && !(o.how == mode::exhaustive && !r.complete);
+        if (!ok) all_as_expected = false;
+        std::printf(" | %s%s", cell_text(r).c_str(), ok ? " " : "!");
+        if (r.failed) {
+          failures.push_back(std::string(s->name) + " / offsets (atomic-clear): " + r.violation);
+          if (sampling)
+            failures.back() += "\n  replay: " + replay_command(s->name, "atomic-clear", false, oo);
+          if (trace_all) failures.back() += "\n" + r.trace;
+        } else if (!same) {
+          failures.push_back(std::string(s->name) +
+                             " / offsets (atomic-clear): " + std::to_string(r.schedules) +
+                             " schedules, atomic-clear explored " + std::to_string(atomic_clear_schedules) +
+                             ": the offset-shaped policy changed the protocol's steps");
+        }
+      }
+      std::fflush(stdout);
     }
     std::printf("\n");
   }

@@ -231,6 +231,35 @@ void runtime::stop(pending what, const void* on, bool timed, std::uint64_t bit) 
 
 // The message is built in msg_ by the caller, in a statement of its own: this fiber is
 // abandoned, so a temporary of the calling expression would never be destroyed (a leak).
+void runtime::violate(const char* what) {
+  msg_ = what;
+  fail();
+}
+
+bool runtime::is_parker(const void* p) const {
+  for (const thread& t : threads_)
+    if (p == &t.parker) return true;
+  return false;
+}
+
+namespace {
+const char* domain_base = nullptr;
+std::size_t domain_size = 0;
+}  // namespace
+
+void set_model_domain(const void* base, std::size_t size) {
+  domain_base = static_cast<const char*>(base);
+  domain_size = size;
+}
+
+bool in_model_domain(const void* p, std::size_t size) {  // NOLINT(readability-*)
+  const char* c = static_cast<const char*>(p);
+  if (domain_base && c >= domain_base && c + size <= domain_base + domain_size) return true;
+  return rt().is_parker(p);  // a link's target: the runtime's parkers stand for the slots'
+}
+
+void outside_model_domain(const char* what) { rt().violate(what); }
+
 void runtime::fail() {
   violation_ = {true, msg_, cur_};
   me().fib->suspend(true);  // abandoned: never resumed

@@ -35,8 +35,10 @@
 #include <deque>
 #include <functional>
 #include <memory>
+#include <new>
 #include <stop_token>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "fiber.hpp"
@@ -197,6 +199,9 @@ class runtime {
   void loop_wake(model_parker& p, std::uint32_t token);
   std::chrono::steady_clock::time_point now();
   model_parker& current_parker() { return threads_[std::size_t(cur_)].parker; }
+  bool is_parker(const void* p) const;
+  // A violation found by a policy's own checks (the offset-shaped policy's domain rules).
+  [[noreturn]] void violate(const char* what);
   // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
   void async_queue(model_async_sink& s, std::uint32_t token);
   // deliver reached an asynchronous node with the release's token: what the release granted is
@@ -436,12 +441,83 @@ class chooser {
   virtual int pick(const std::vector<int>& enabled, int current, bool preemptible) = 0;
 };
 
+// The offset-shaped policy's representations (issue 12's seam; docs/CHECKER.md, "Offsets").
+// Every pointer the table's structures hold is stored as the distance from the field itself to
+// its target, as a wait domain mapped at a different address in each process must store it, so
+// a structure the core copied bit for bit, or read through a pointer it kept from elsewhere,
+// would point somewhere else; and every such field, and its target, must lie in the model's
+// domain (model_domain below: the buckets, each thread's slot with its wait node and its release
+// place holders; and the threads' parkers, which stand for the slots' parkers a real domain
+// would hold). A field or target on a thread's stack, or in memory of one process only, is
+// reported: another process could not follow it. Distances between 8-byte aligned objects are
+// multiples of 8, so 1 encodes null.
+bool in_model_domain(const void* p, std::size_t size);
+void set_model_domain(const void* base, std::size_t size);
+[[noreturn]] void outside_model_domain(const char* what);
+
+template <class T>
+struct offset_ref {
+  static constexpr std::int64_t null = 1;
+  std::int64_t off = null;
+  T* load() const noexcept {
+    return off == null ? nullptr
+                       : reinterpret_cast<T*>(const_cast<char*>(reinterpret_cast<const char*>(this)) + off);
+  }
+  void store(T* x) {
+    if (!in_model_domain(this, sizeof(*this)))
+      outside_model_domain("a link of the wait table is stored outside the domain (on a thread's stack?)");
+    if (x && !in_model_domain(x, 1))
+      outside_model_domain("a link of the wait table points outside the domain (to a thread's stack?)");
+    off = x ? reinterpret_cast<const char*>(x) - reinterpret_cast<const char*>(this) : null;
+  }
+};
+
+// The link and the key of the offset-shaped policy (detail::link, detail::key). Not copyable:
+// a copy's bits would name another place.
+template <class T>
+struct offset_link {
+  offset_ref<T> r;
+  offset_link() = default;
+  offset_link(const offset_link&) = delete;
+  offset_link& operator=(const offset_link&) = delete;
+  T* get() const noexcept { return r.load(); }
+  void set(T* x) { r.store(x); }
+};
+// A key names the word by its place, which need not be in the domain's structures (in a real
+// domain it is in the mapping's user area; here, in the runtime's object slots): only the key's
+// own field must be in the domain.
+struct offset_key {
+  std::int64_t off = 0;
+  bool set_ = false;
+  offset_key() = default;
+  offset_key(const offset_key&) = delete;
+  offset_key& operator=(const offset_key&) = delete;
+  const void* get() const noexcept { return set_ ? reinterpret_cast<const char*>(this) + off : nullptr; }
+  void set(const void* w) {
+    if (!in_model_domain(this, sizeof(*this)))
+      outside_model_domain(
+          "a waiter's or a release's key is stored outside the domain (on a thread's stack?)");
+    set_ = w != nullptr;
+    off = reinterpret_cast<const char*>(w) - reinterpret_cast<const char*>(this);
+  }
+};
+
+template <class P>
+struct model_domain;
+template <class P>
+struct domain_wait_scope;
+template <class P>
+struct domain_release_scope;
+
 // The model policy. `BrokenWalk` turns on the core's self-test switch (a walk that clears in a
 // later lock hold than the one that reached the queue's end); it exists only for the checker's
-// self-test, and native policies do not declare it, so it compiles away there.
-template <bool BrokenWalk>
+// self-test, and native policies do not declare it, so it compiles away there. `Offsets`: the
+// offset-shaped policy above (atomic-clear only, the protocol a domain runs); without it, the
+// structures are the native ones (raw pointers, nodes and place holders on the stacks).
+template <bool BrokenWalk, bool Offsets = false>
 struct basic_model_policy {
   static constexpr bool selftest_clear_in_later_hold = BrokenWalk;
+  static constexpr bool offsets = Offsets;
 
   template <class W>
   static W load(const std::atomic<W>& w, std::memory_order mo) {
@@ -497,27 +573,50 @@ struct basic_model_policy {
   static void lock(bucket_lock& l) { rt().lock(l); }
   static void unlock(bucket_lock& l) { rt().unlock(l); }
 
+  // A node field: its value (under Offsets, a pointer is stored as an offset_ref) and what the
+  // race detector knows of it. peek(): the value without a check, for the table view only.
+  template <class T>
+  struct plain_ref {
+    T v;
+    T load() const noexcept { return v; }
+    void store(T x) noexcept { v = x; }
+  };
   template <class T>
   struct cell {
-    T v;
+    using ref = std::conditional_t<Offsets && std::is_pointer_v<T>, offset_ref<std::remove_pointer_t<T>>,
+                                   plain_ref<T>>;
+    ref v;
     mutable cell_meta m;
-    cell(T x) : v(x) { rt().cell_init(m); }  // NOLINT: brace-initialised like the native cell
+    cell(T x) {  // NOLINT: brace-initialised like the native cell
+      v.store(x);
+      rt().cell_init(m);
+    }
     cell(const cell&) = delete;
     cell& operator=(const cell&) = delete;
     ~cell() { rt().cell_retire(m); }
     T get() const {
       rt().cell_read(m);
-      return v;
+      return v.load();
     }
     void set(T x) {
       rt().cell_write(m);
-      v = x;
+      v.store(x);
     }
+    T peek() const noexcept { return v.load(); }
   };
+  template <class T>
+  using link = std::conditional_t<Offsets, offset_link<T>, detail::raw_link<T>>;
+  using key = std::conditional_t<Offsets, offset_key, detail::raw_link<const void>>;
+  using wait_scope = std::conditional_t<Offsets, domain_wait_scope<basic_model_policy>,
+                                        detail::stack_wait_scope<basic_model_policy>>;
+  using release_scope = std::conditional_t<Offsets, domain_release_scope<basic_model_policy>,
+                                           detail::stack_release_scope<basic_model_policy>>;
   static void retire_node(const void* p, std::size_t) { rt().retire_node(p); }
   static void visit(const void* n) { rt().visit(n); }
 
   static inline detail::wait_table<basic_model_policy>* table_ = nullptr;
+  static inline model_domain<basic_model_policy>* domain_ = nullptr;  // Offsets only
+  static model_domain<basic_model_policy>& domain() { return *domain_; }
   static detail::wait_table<basic_model_policy>& table() { return *table_; }
 
   using parker = model_parker;
@@ -546,6 +645,80 @@ struct basic_model_policy {
 
 using model_policy = basic_model_policy<false>;
 using broken_walk_policy = basic_model_policy<true>;
+using offset_model_policy = basic_model_policy<false, true>;
+
+// The offset-shaped policy's domain: one slot per thread (a wait node, a release's two place
+// holders and its record, each built when its scope opens and destroyed when it closes, as a
+// stack's would be: a stale link then reads a retired node, which the cells report), then the
+// buckets. A thread that opens a second scope of a kind while one is open is reported: a domain
+// has one of each per thread.
+template <class P>
+struct model_domain {
+  using node = detail::waiter_node<P>;
+  using record = detail::release_record<P>;
+  struct slot {
+    bool waiting = false, releasing = false;
+    alignas(node) unsigned char wait[sizeof(node)];
+    alignas(node) unsigned char end[sizeof(node)];
+    alignas(node) unsigned char mark[sizeof(node)];
+    alignas(record) unsigned char rec[sizeof(record)];
+  };
+  std::array<slot, max_threads> slots;
+  alignas(64) unsigned char buckets[4 * sizeof(detail::bucket<P>)];
+};
+
+template <class P>
+struct domain_wait_scope {
+  using node_t = detail::waiter_node<P>;
+  typename model_domain<P>::slot& s;
+  node_t* n;
+  explicit domain_wait_scope(const void*) : s(P::domain().slots[std::size_t(rt().current())]) {
+    if (s.waiting)
+      outside_model_domain(
+          "a thread opened a second wait while one was open: a domain has one node per thread");
+    s.waiting = true;
+    n = new (s.wait) node_t;
+  }
+  domain_wait_scope(const domain_wait_scope&) = delete;
+  domain_wait_scope& operator=(const domain_wait_scope&) = delete;
+  ~domain_wait_scope() {
+    n->~node_t();
+    s.waiting = false;
+  }
+  node_t& node() noexcept { return *n; }
+  typename P::parker& parker() { return P::current_parker(); }
+};
+
+template <class P>
+struct domain_release_scope {
+  using node = detail::waiter_node<P>;
+  using record = detail::release_record<P>;
+  typename model_domain<P>::slot& s;
+  node* e;
+  node* m;
+  record* r;
+  explicit domain_release_scope(const void*) : s(P::domain().slots[std::size_t(rt().current())]) {
+    if (s.releasing)
+      outside_model_domain(
+          "a thread began a release while its own release was in progress: a domain has one release area per "
+          "thread");
+    s.releasing = true;
+    e = new (s.end) node;
+    m = new (s.mark) node;
+    r = new (s.rec) record;
+  }
+  domain_release_scope(const domain_release_scope&) = delete;
+  domain_release_scope& operator=(const domain_release_scope&) = delete;
+  ~domain_release_scope() {
+    r->~record();
+    m->~node();
+    e->~node();
+    s.releasing = false;
+  }
+  node& end() noexcept { return *e; }
+  node& mark() noexcept { return *m; }
+  record& rec() noexcept { return *r; }
+};
 
 // The table view for policy P: walks the bucket queues and release records raw (no checks).
 template <class P>
@@ -554,14 +727,14 @@ struct table_view_for final : table_view {
   detail::wait_table<P>* t;
   explicit table_view_for(detail::wait_table<P>* tt) : t(tt) {}
   // The scenario thread behind a node: the waiting thread, or an asynchronous waiter's actor.
-  static int actor(const node* n) { return n->async ? n->async->actor : n->parker->thread; }
+  static int actor(const node* n) { return n->async ? n->async->actor : n->parker.get()->thread; }
   template <class F>
   void each(F&& f) const {
     for (std::size_t i = 0; i < t->size(); ++i) {
       detail::bucket<P>& b = t->at(i);
-      for (node* n = b.head; n; n = n->next.v) f(n, true);
-      for (auto* r = b.releases; r; r = r->next)
-        for (node* n = r->joined_head; n; n = n->next.v) f(n, false);
+      for (node* n = b.head.get(); n; n = n->next.peek()) f(n, true);
+      for (auto* r = b.releases.get(); r; r = r->next.get())
+        for (node* n = r->joined_head.get(); n; n = n->next.peek()) f(n, false);
     }
   }
   bool linked(const void* p) const override {
@@ -571,20 +744,20 @@ struct table_view_for final : table_view {
   }
   void queued_words(std::vector<const void*>& out) const override {
     each([&](node* n, bool queued) {
-      if (queued && n->kind != detail::node_kind::bookmark) out.push_back(n->word);
+      if (queued && n->kind != detail::node_kind::bookmark) out.push_back(n->word.get());
     });
   }
   void waiters_for(const void* word, std::uint64_t bit, std::vector<int>& threads) const override {
     each([&](node* n, bool queued) {
-      if (queued && n->kind != detail::node_kind::bookmark && n->word == word && n->bit == bit)
+      if (queued && n->kind != detail::node_kind::bookmark && n->word.get() == word && n->bit == bit)
         threads.push_back(actor(n));
     });
   }
   int first_exclusive(const void* word, std::uint64_t bit, std::chrono::steady_clock::time_point now,
                       bool& earned) const override {
     for (std::size_t i = 0; i < t->size(); ++i)
-      for (node* n = t->at(i).head; n; n = n->next.v)
-        if (n->kind == detail::node_kind::exclusive && n->word == word && n->bit == bit) {
+      for (node* n = t->at(i).head.get(); n; n = n->next.peek())
+        if (n->kind == detail::node_kind::exclusive && n->word.get() == word && n->bit == bit) {
           earned = n->wants_handoff || now >= n->handoff_at;
           return actor(n);
         }
@@ -598,11 +771,11 @@ struct table_view_for final : table_view {
         i.node = n;
         i.bookmark = n->kind == detail::node_kind::bookmark;
         i.thread = i.bookmark ? -1 : actor(n);
-        i.word = n->word;
+        i.word = n->word.get();
         i.bit = n->bit;
         i.exclusive = n->kind == detail::node_kind::exclusive;
         i.queued = queued;
-        i.state_claimed = n->state.v == detail::node_state::claimed;
+        i.state_claimed = n->state.peek() == detail::node_state::claimed;
       }
       ++k;
     });
@@ -610,7 +783,7 @@ struct table_view_for final : table_view {
   }
   bool idle() const override {
     for (std::size_t i = 0; i < t->size(); ++i)
-      if (t->at(i).head || t->at(i).releases) return false;
+      if (t->at(i).head.get() || t->at(i).releases.get()) return false;
     return true;
   }
 };
@@ -619,7 +792,18 @@ struct table_view_for final : table_view {
 template <class P>
 void install_table(runtime& r, unsigned buckets, unsigned chunk) {
   static std::unique_ptr<detail::wait_table<P>> owned;
-  owned = std::make_unique<detail::wait_table<P>>(buckets);
+  if constexpr (P::offsets) {
+    // A fresh domain per execution: the table's buckets in it, every slot free.
+    static std::unique_ptr<model_domain<P>> dom;
+    owned.reset();
+    dom = std::make_unique<model_domain<P>>();
+    set_model_domain(dom.get(), sizeof(model_domain<P>));
+    P::domain_ = dom.get();
+    if (detail::wait_table<P>::bytes_for(buckets) > sizeof(dom->buckets)) std::abort();
+    owned = std::make_unique<detail::wait_table<P>>(buckets, dom->buckets);
+  } else {
+    owned = std::make_unique<detail::wait_table<P>>(buckets);
+  }
   P::table_ = owned.get();
   P::chunk_visits = chunk;
   r.chunk_visits = chunk;

@@ -769,9 +769,12 @@ void setup_with_probe(runtime& r) {
       true);
 }
 
-template <class S>
+// `in_domain`: the scenario also runs under the offset-shaped policy (its waits are blocking).
+template <class S, bool in_domain = true>
 scenario entry(const char* name, const char* summary, unsigned bound) {
   using rp = release_protocol;
+  setup_fn offsets = nullptr;
+  if constexpr (in_domain) offsets = &setup_with_probe<S, offset_model_policy, rp::atomic_clear>;
   return {
       name,
       summary,
@@ -779,7 +782,12 @@ scenario entry(const char* name, const char* summary, unsigned bound) {
       {&setup_with_probe<S, model_policy, rp::clear_then_wake>,
        &setup_with_probe<S, model_policy, rp::pinned>, &setup_with_probe<S, model_policy, rp::xor_waiters>,
        &setup_with_probe<S, model_policy, rp::atomic_clear>},
-      &setup_with_probe<S, broken_walk_policy, rp::atomic_clear>};
+      &setup_with_probe<S, broken_walk_policy, rp::atomic_clear>,
+      offsets};
+}
+template <class S>
+scenario async_entry(const char* name, const char* summary, unsigned bound) {
+  return entry<S, false>(name, summary, bound);
 }
 
 // ------------------------------------------------------------------------------------------
@@ -952,26 +960,26 @@ const std::vector<scenario>& scenarios() {
       entry<joiner_unearned>("joiner-unearned",
                              "chunk of 1: a locker joins an unlock walking over two readers", 3),
       entry<spin_race>("spin-race", "three lockers once each, 4 preemptions: a spin loses the bit", 4),
-      entry<async_frame_freed>("async-frame-freed",
-                               "writeback-free with an asynchronous waiter whose completion frees its frame",
-                               3),
-      entry<async_handoff_cancel>(
+      async_entry<async_frame_freed>(
+          "async-frame-freed", "writeback-free with an asynchronous waiter whose completion frees its frame",
+          3),
+      async_entry<async_handoff_cancel>(
           "async-handoff-cancel",
           "an asynchronous reader of a handed-off lock bit, cancelled after its start", 3),
-      entry<async_double_cancel>("async-double-cancel",
-                                 "two threads cancel one asynchronous wait while its bit clears", 2),
-      entry<async_handoff_reader>("async-handoff-reader",
-                                  "chunk of 1: an asynchronous reader joins and is re-queued by hand-offs",
-                                  2),
-      entry<async_lock_race>(
+      async_entry<async_double_cancel>("async-double-cancel",
+                                       "two threads cancel one asynchronous wait while its bit clears", 2),
+      async_entry<async_handoff_reader>(
+          "async-handoff-reader", "chunk of 1: an asynchronous reader joins and is re-queued by hand-offs",
+          2),
+      async_entry<async_lock_race>(
           "async-lock-race",
           "an asynchronous locker races blocking ones in its completion; it frees its node", 4),
-      entry<async_lock_handoff>("async-lock-handoff",
-                                "hand-off always earned: an asynchronous locker, a barger, a reader", 4),
-      entry<async_lock_cancel>("async-lock-cancel",
-                               "an asynchronous locker cancelled after its start, claimed to race or owned",
-                               4),
-      entry<async_lock_event>("async-lock-event", "an asynchronous lock waiter on an event bit", 4),
+      async_entry<async_lock_handoff>(
+          "async-lock-handoff", "hand-off always earned: an asynchronous locker, a barger, a reader", 4),
+      async_entry<async_lock_cancel>(
+          "async-lock-cancel", "an asynchronous locker cancelled after its start, claimed to race or owned",
+          4),
+      async_entry<async_lock_event>("async-lock-event", "an asynchronous lock waiter on an event bit", 4),
   };
   return all;
 }
@@ -1016,7 +1024,8 @@ bool expected_to_fail(release_protocol p, const std::string& scenario) {
 cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& o) {
   std::size_t pi = 0;
   while (all_release_protocols[pi] != p) ++pi;
-  const setup_fn setup = broken_walk ? s.broken_walk_setup : s.setup[pi];
+  const setup_fn setup = broken_walk ? s.broken_walk_setup : o.offsets ? s.offsets_setup : s.setup[pi];
+  if (!setup || (o.offsets && p != release_protocol::atomic_clear)) std::abort();  // callers check
   runtime& r = rt();
   cell_result res;
   const auto t0 = std::chrono::steady_clock::now();

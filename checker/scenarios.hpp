@@ -19,6 +19,10 @@ struct scenario {
   unsigned preemption_bound;   // exhaustive mode: schedules with at most this many preemptions
   setup_fn setup[4];           // per release protocol, in all_release_protocols order
   setup_fn broken_walk_setup;  // atomic-clear on the self-test's broken walk (or null)
+  // atomic-clear under the offset-shaped policy (model.hpp: links as offsets, nodes and place
+  // holders in per-thread slots of a model domain); null for the asynchronous scenarios, whose
+  // nodes live in the caller's frames (a domain's waits are blocking ones).
+  setup_fn offsets_setup;
 };
 
 const std::vector<scenario>& scenarios();
@@ -34,6 +38,7 @@ struct run_options {
   std::uint64_t runs = 20000;             // random, pct: schedules to try
   unsigned pct_depth = 3;                 // pct: bug depth d (d - 1 priority change points)
   bool broken_walk = false;               // self-test: the broken walk (atomic-clear only)
+  bool offsets = false;                   // the offset-shaped policy (atomic-clear only)
 };
 
 struct cell_result {

@@ -252,8 +252,8 @@ int probe(const void* word, std::size_t size) noexcept {
 template <class W>
 finding scan(bucket<native_policy>& b, const void* word, W v, const char* doing) {
   finding f;
-  for (waiter_node<native_policy>* n = b.head; n; n = n->next.get()) {
-    if (n->kind == node_kind::bookmark || n->word != word) continue;
+  for (waiter_node<native_policy>* n = b.head.get(); n; n = n->next.get()) {
+    if (n->kind == node_kind::bookmark || n->word.get() != word) continue;
     const bool waiters = (v & waiters_bit<W>) != 0;
     const bool bit = n->kind == node_kind::exclusive || (v & W(n->bit)) != 0;
     if (f.any) {
@@ -307,8 +307,8 @@ void native_policy::checked_queued(const std::atomic<W>* word, bucket<native_pol
     f.other = p == 1;
     f.doing = "while waiting";
     // Which bit: this waiter's is among the word's queued ones; count them all under the first.
-    for (waiter_node<native_policy>* n = b.head; n; n = n->next.get()) {
-      if (n->kind == node_kind::bookmark || n->word != word) continue;
+    for (waiter_node<native_policy>* n = b.head.get(); n; n = n->next.get()) {
+      if (n->kind == node_kind::bookmark || n->word.get() != word) continue;
       if (!f.bit) f.bit = n->bit;
       if (n->bit == f.bit) ++f.waiters;
     }

@@ -55,10 +55,11 @@ void fork_child() noexcept {
       // The portable parking form's lock also has a mutex, which a parent thread may hold while
       // the lock word reads free (waking a sleeper in unlock): reset every bucket there.
       const bool lock_clean = PAGEWAIT_HAVE_FUTEX && b.lock.free_after_fork();
-      if (!b.head && !b.releases && lock_clean) continue;
+      if (!b.head.get() && !b.releases.get() && lock_clean) continue;
       b.lock.reset_after_fork();
-      b.head = b.tail = nullptr;
-      b.releases = nullptr;
+      b.head.set(nullptr);
+      b.tail.set(nullptr);
+      b.releases.set(nullptr);
     }
   }
   parker_pool_at_fork(fork_phase::child);

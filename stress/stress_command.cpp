@@ -801,7 +801,7 @@ void check_table_empty(shared_state& s) {
   for (std::size_t i = 0; i < t.size(); ++i) {
     auto& b = t.at(i);
     detail::native_policy::lock(b.lock);
-    const bool busy = b.head != nullptr || b.releases != nullptr;
+    const bool busy = b.head.get() != nullptr || b.releases.get() != nullptr;
     detail::native_policy::unlock(b.lock);
     if (busy) s.violation(v_table_not_empty, "bucket %zu still holds a waiter or a release at the end", i);
   }

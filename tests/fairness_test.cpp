@@ -41,10 +41,10 @@ head_info queue_head(const std::atomic<W>& w, W bit, const std::vector<const voi
   auto& b = pwtest::native::table().bucket_for(&w);
   pwtest::native::lock(b.lock);
   head_info h;
-  for (auto* n = b.head; n; n = n->next.get())
-    if (n->kind == pagewait::detail::node_kind::exclusive && n->word == &w && n->bit == bit) {
+  for (auto* n = b.head.get(); n; n = n->next.get())
+    if (n->kind == pagewait::detail::node_kind::exclusive && n->word.get() == &w && n->bit == bit) {
       for (std::size_t i = 0; i < parkers.size(); ++i)
-        if (parkers[i] == n->parker) h.who = int(i);
+        if (parkers[i] == n->parker.get()) h.who = int(i);
       h.earned = n->wants_handoff || pwtest::native::now() >= n->handoff_at;
       break;
     }

@@ -260,7 +260,7 @@ int stalled_release_touches(int iterations) {
       auto& b = stall_policy::table().bucket_for(&o->word);
       stall_policy::lock(b.lock);
       int c = 0;
-      for (auto* n = b.head; n; n = n->next.get()) c += n->word == &o->word;
+      for (auto* n = b.head.get(); n; n = n->next.get()) c += n->word.get() == &o->word;
       stall_policy::unlock(b.lock);
       return c == 2;
     };

@@ -44,8 +44,9 @@ std::size_t queued_on(const std::atomic<W>& word, W bit = 0) {
   auto& b = native::table().bucket_for(&word);
   native::lock(b.lock);
   std::size_t c = 0;
-  for (auto* n = b.head; n; n = n->next.get())
-    if (n->kind != pagewait::detail::node_kind::bookmark && n->word == &word && (bit == 0 || n->bit == bit))
+  for (auto* n = b.head.get(); n; n = n->next.get())
+    if (n->kind != pagewait::detail::node_kind::bookmark && n->word.get() == &word &&
+        (bit == 0 || n->bit == bit))
       ++c;
   native::unlock(b.lock);
   return c;
@@ -56,7 +57,7 @@ inline std::size_t queued_in_bucket(std::size_t index) {
   auto& b = native::table().at(index);
   native::lock(b.lock);
   std::size_t c = 0;
-  for (auto* n = b.head; n; n = n->next.get())
+  for (auto* n = b.head.get(); n; n = n->next.get())
     if (n->kind != pagewait::detail::node_kind::bookmark) ++c;
   native::unlock(b.lock);
   return c;

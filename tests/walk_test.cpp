@@ -113,8 +113,8 @@ void run_mixed(int threads, int iterations) {
     EXPECT_EQ(o.word.load(), 0u);
   }
   EXPECT_GT(total, 0);
-  EXPECT_EQ(P::table().at(0).head, nullptr);  // no node left behind
-  EXPECT_EQ(P::table().at(0).releases, nullptr);
+  EXPECT_EQ(P::table().at(0).head.get(), nullptr);  // no node left behind
+  EXPECT_EQ(P::table().at(0).releases.get(), nullptr);
 }
 
 TEST(WalkTest, MixedStrictHandoff) { run_mixed<strict>(12, 3000); }
@@ -144,7 +144,7 @@ TEST(WalkTest, ArrivalsDuringWalkAreWokenAfterTheClear) {
       auto& b = P::table().at(0);
       P::lock(b.lock);
       int c = 0;
-      for (auto* n = b.head; n; n = n->next.get()) c += n->word == &word;
+      for (auto* n = b.head.get(); n; n = n->next.get()) c += n->word.get() == &word;
       P::unlock(b.lock);
       return c;
     };

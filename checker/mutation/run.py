@@ -209,8 +209,11 @@ class Job:
         return self.build / "pagewait"
 
 
+# A row: atomic-clear's cell, then the offset-shaped policy's (docs/CHECKER.md), which must pass
+# with the same schedule count, or "n/a" for an asynchronous scenario.
 ROW = re.compile(r"^(?P<scenario>[a-z0-9-]+)\s+(?P<k>\d+) \| (?P<verdict>FAIL|pass\*?)\s+(?P<schedules>\d+)\s+"
-                 r"(?P<seconds>[\d.]+)s\s*(?P<bad>!?)\s*$")
+                 r"(?P<seconds>[\d.]+)s\s*(?P<bad>!?)\s*"
+                 r"(?:\| (?:(?P<overdict>FAIL|pass\*?)\s+\d+\s+[\d.]+s\s*(?P<obad>!?)|n/a \(asynchronous\))\s*)?$")
 # A row cut short by a crash or a timeout: the scenario and K, then maybe some cells, then maybe
 # the dying program's stderr on the same line.
 PARTIAL_ROW = re.compile(r"^(?P<scenario>[a-z][a-z0-9-]*)\s+(?P<k>\d+)(?=\s|\||[A-Za-z]|$)")
@@ -228,6 +231,8 @@ def parse_table(out: str) -> dict:
                                    "seconds": float(m["seconds"]), "expected": not m["bad"]}
             if m["bad"]:
                 bad.append(m["scenario"])
+            if m["obad"]:
+                bad.append(m["scenario"] + " (offsets)")
             in_progress = ""
             continue
         if line.startswith("self-test,"):
@@ -235,7 +240,7 @@ def parse_table(out: str) -> dict:
                 bad.append("self-test (broken walk not caught)")
             in_progress = ""
             continue
-        if line.startswith("- ") and " / atomic-clear: " in line:
+        if line.startswith("- ") and (" / atomic-clear: " in line or " / offsets (atomic-clear): " in line):
             violations.append(line[2:])
             continue
         p = PARTIAL_ROW.match(line)

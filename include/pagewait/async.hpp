@@ -181,7 +181,7 @@ class basic_async_wait : private detail::async_sink {
       withdrawn = Core::cancel_async(node_) || detail::async_unqueue_completion(this, &token);
     }
     if (!withdrawn) return false;
-    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(node_.word));
+    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(node_.word.get()));
     const W bit = W(node_.bit);
     state_.store(idle, std::memory_order_release);
     // A lock the release handed to this waiter (or that it won) must not be dropped: released on
@@ -245,11 +245,11 @@ class basic_async_wait : private detail::async_sink {
     if (token == detail::token_handoff) {
       r = async_result::locked;
       if constexpr (checked_build && std::is_same_v<Core, shipped<W>>)
-        detail::checked::acquired_async(*static_cast<std::atomic<W>*>(const_cast<void*>(self->node_.word)),
-                                        W(self->node_.bit));
+        detail::checked::acquired_async(
+            *static_cast<std::atomic<W>*>(const_cast<void*>(self->node_.word.get())), W(self->node_.bit));
       // The new owner's acquire on the word, as after lock_bit: it owns the bit, so the word is
       // alive.
-      detail::tsan::async_acquire(self->node_.word);
+      detail::tsan::async_acquire(self->node_.word.get());
     }
     // Idle before the call, which may destroy the waiter or start it again.
     self->state_.store(idle, std::memory_order_release);

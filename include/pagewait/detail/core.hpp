@@ -75,6 +75,8 @@ template <class P, release_protocol R, word_type W>
 struct core {
   using node = waiter_node<P>;
   using bucket_t = bucket<P>;
+  using wait_scope = typename scopes_of<P>::wait;
+  using release_scope = typename scopes_of<P>::release;
   static constexpr W WB = waiters_bit<W>;
   static constexpr std::memory_order mo_relaxed = std::memory_order_relaxed;
   static constexpr std::memory_order mo_acquire = std::memory_order_acquire;
@@ -142,13 +144,22 @@ struct core {
     return wait_clear_slow(word, bit, dl, stop);
   }
 
+  // The bucket of a word's waiters, in the table of the word's domain (the only table, unless
+  // the policy has one per domain).
+  [[gnu::always_inline]] static bucket_t& bucket_of(const void* word) {
+    if constexpr (requires { P::table_for(word); })
+      return P::table_for(word).bucket_for(word);
+    else
+      return P::table().bucket_for(word);
+  }
+
   // ------------------------------------------------------------------------------------------
   // Waiters.
 
   // Sleeps until the node's token arrives; on deadline or stop, leaves the queue if it still
   // can. Returns the token, or token_none if the wait was abandoned with nothing granted.
   static std::uint32_t sleep(bucket_t& b, node& n, const deadline& dl, const std::stop_token* stop) {
-    typename P::parker& pk = *n.parker;
+    typename P::parker& pk = *n.parker.get();
     std::uint32_t t = park_queued(b, n, dl, stop);
     if (t != token_none) return t;
     if (withdraw(b, n)) return token_none;
@@ -192,16 +203,16 @@ struct core {
     if constexpr (checked_mode<P> && R == release_protocol::atomic_clear) {
       for (;;) {
         const deadline poll{P::now() + P::checked_poll()};
-        const std::uint32_t t = n.parker->park(poll.at < dl.at ? poll : dl, stop);
+        const std::uint32_t t = n.parker.get()->park(poll.at < dl.at ? poll : dl, stop);
         if (t != token_none || abandon(dl, stop)) return t;
         P::lock(b.lock);
         if (n.state.get() == node_state::queued)
-          P::checked_queued(static_cast<const std::atomic<W>*>(n.word), b);
+          P::checked_queued(static_cast<const std::atomic<W>*>(n.word.get()), b);
         P::unlock(b.lock);
         P::checked_flush();
       }
     } else {
-      return n.parker->park(dl, stop);
+      return n.parker.get()->park(dl, stop);
     }
   }
 
@@ -239,16 +250,17 @@ struct core {
       if (!(v & bit) && try_lock(word, bit)) return true;
       P::cpu_relax();
     }
-    bucket_t& b = P::table().bucket_for(&word);
-    node n;
-    n.word = &word;
+    bucket_t& b = bucket_of(&word);
+    wait_scope scope(&word);  // the node: on this stack, or in this thread's slot of a domain
+    node& n = scope.node();
+    n.word.set(&word);
     n.bit = bit;
     n.kind = node_kind::exclusive;
-    n.parker = &P::current_parker();
+    n.parker.set(&scope.parker());
     const fairness_settings f = P::fairness();
     for (;;) {
       if (abandon(dl, stop)) return try_lock(word, bit);
-      n.parker->prepare();
+      n.parker.get()->prepare();
       before_queueing(n, f);
       if (enqueue_exclusive(b, word, bit, n)) return true;
       switch (sleep(b, n, dl, stop)) {
@@ -311,13 +323,14 @@ struct core {
                                    const std::stop_token* stop) {
     // Acquire pairs with the release of the clear (CAS or fetch_and in release / release_slow).
     if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
-    bucket_t& b = P::table().bucket_for(&word);
-    node n;
-    n.word = &word;
+    bucket_t& b = bucket_of(&word);
+    wait_scope scope(&word);
+    node& n = scope.node();
+    n.word.set(&word);
     n.bit = bit;
     n.kind = node_kind::shared;
-    n.parker = &P::current_parker();
-    n.parker->prepare();
+    n.parker.set(&scope.parker());
+    n.parker.get()->prepare();
     if (enqueue_shared(b, word, bit, n)) return true;
     // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
     // says that the bit was cleared after we queued, and its acquire makes the clear visible.
@@ -354,10 +367,10 @@ struct core {
   // `exclusive`: a lock wait (start_lock_async), else a wait for the bit to clear.
   static void prepare_async(node& n, std::atomic<W>& word, W bit, typename P::async_sink* sink,
                             bool exclusive = false) {
-    n.word = &word;
+    n.word.set(&word);
     n.bit = bit;
     n.kind = exclusive ? node_kind::exclusive : node_kind::shared;
-    n.parker = nullptr;
+    n.parker.set(nullptr);
     n.async = sink;
     n.state.set(node_state::claimed);
     n.abandoned.set(false);  // a previous wait's mark
@@ -378,7 +391,7 @@ struct core {
     if (!(seen & bit)) return true;
     // [I2][I3][I4] DROP wait, as a blocking shared waiter: from here on the word is not read on
     // this node's behalf; only a release's token says that the bit was cleared after we queued.
-    return enqueue_shared(P::table().bucket_for(&word), word, bit, n);
+    return enqueue_shared(bucket_of(&word), word, bit, n);
   }
 
   // Starts an asynchronous lock of `bit`, on a node prepare_async set up as exclusive. Returns true
@@ -392,7 +405,7 @@ struct core {
   static bool start_lock_async(std::atomic<W>& word, W bit, node& n) {
     if (try_lock(word, bit)) return true;  // [I8] one RMW when the bit is free
     before_queueing(n, P::fairness());
-    return enqueue_exclusive(P::table().bucket_for(&word), word, bit, n);
+    return enqueue_exclusive(bucket_of(&word), word, bit, n);
   }
 
   // An asynchronous lock waiter woken with token_retry races for the bit here: lock_contended's
@@ -407,13 +420,13 @@ struct core {
   // lost and is queued again: then its completion is still to come, and the caller must not touch
   // the node (another release may already be completing it).
   static std::uint32_t race_async(node& n) {
-    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(n.word));
+    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(n.word.get()));
     const W bit = W(n.bit);
     // [I6] A loss counts, as for a blocking waiter, and so earns the hand-off sooner: the
     // fairness state is the node's and carries across re-queues, whoever runs the race.
     if (race_after_retry(word, bit, n)) return token_handoff;
     before_queueing(n, P::fairness());
-    bucket_t& b = P::table().bucket_for(&word);
+    bucket_t& b = bucket_of(&word);
     P::lock(b.lock);
     // A cancel that found the node claimed (too late to withdraw it) marked it under this lock:
     // a cancelled waiter is not queued again, and takes no lock it has not won already.
@@ -435,7 +448,7 @@ struct core {
   // come. False: a release has claimed it and will complete it (with what it granted, or with
   // token_abandoned if it would have queued it again). The caller must not run this concurrently
   // with the end of the node's life.
-  static bool cancel_async(node& n) { return withdraw(P::table().bucket_for(n.word), n); }
+  static bool cancel_async(node& n) { return withdraw(bucket_of(n.word.get()), n); }
 
   // ------------------------------------------------------------------------------------------
   // The release walk.
@@ -533,23 +546,36 @@ struct core {
   // in the final lock hold. The old protocols: the bit is already clear; this is the kernel's
   // wake-up walk, and it touches the word again.
   [[gnu::noinline]] static void release_slow(std::atomic<W>& word, W bit, release_kind kind) {
+    // [C1] Last, the asynchronous waiters' completions: user code, which may release other bits
+    // (their completions join this list), so nothing of this release may still be pending, its
+    // scope included (a nested release on this thread reuses a domain slot's release area). Only
+    // when this release queued some: a release that woke threads only pays nothing for it (one
+    // queued by a release inside a callback is run by the outer run, which is in progress).
+    if (release_walk(word, bit, kind)) P::run_completions();
+  }
+
+  // The walk, the clearing step and the delivery; returns whether completions were queued.
+  [[gnu::always_inline]] static bool release_walk(std::atomic<W>& word, W bit, release_kind kind) {
     constexpr bool atomic_clear = R == release_protocol::atomic_clear;
-    bucket_t& b = P::table().bucket_for(&word);
+    bucket_t& b = bucket_of(&word);
     walk_state w;
     // Place holders, linked only if the walk outgrows one lock hold: `end` marks the tail as
     // it stood when the release began [I7], `mark` holds the walk's place while the lock is
     // dropped. `rec` makes arrivals for (word, bit) join this release instead of the queue.
     // The old protocols register too, but with bit 0, which no waiter has: arrivals only tell
-    // them to keep the waiters bit.
-    node end, mark;
+    // them to keep the waiters bit. They live in the release's scope: on this stack, or in this
+    // thread's slot of a domain, where other processes' walks and arrivals can reach them.
+    release_scope scope(&word);
+    node& end = scope.end();
+    node& mark = scope.mark();
+    release_record<P>& rec = scope.rec();
     end.kind = mark.kind = node_kind::bookmark;
-    release_record<P> rec;
-    rec.word = &word;
+    rec.word.set(&word);
     rec.bit = atomic_clear ? bit : 0;
     bool spans = false;
 
     P::lock(b.lock);
-    node* cur = b.head;
+    node* cur = b.head.get();
     unsigned visits = 0;
     while (cur != (spans ? &end : nullptr)) {
       if (w.handoff && w.keep_waiters) break;  // nothing more to learn
@@ -575,7 +601,7 @@ struct core {
       P::visit(cur);
       node* n = cur;
       cur = n->next.get();
-      if (n->kind == node_kind::bookmark || n->word != &word) continue;
+      if (n->kind == node_kind::bookmark || n->word.get() != &word) continue;
       if (n->bit != bit) {
         w.keep_waiters = true;  // another bit of this word has a waiter [I4]
         continue;
@@ -596,7 +622,7 @@ struct core {
           // lock if it has earned it, as it would have found queued. Without this, a waiter that
           // kept re-queueing during long walks was woken to race, and lose, every time. The
           // shared waiters claimed so far, and the other joiners, go back to the queue below.
-          node* j = rec.first_wants_handoff ? rec.first_wants_handoff : rec.first_exclusive;
+          node* j = rec.first_wants_handoff.get() ? rec.first_wants_handoff.get() : rec.first_exclusive.get();
           if (j && earned_handoff(j)) {
             rec.unjoin(j);
             w.requeue = w.wake;
@@ -608,12 +634,12 @@ struct core {
           }
         }
       }
-      if (rec.joined_head) {
+      if (rec.joined_head.get()) {
         if (w.handoff) {
-          w.requeue.append(rec.joined_head, rec.joined_tail);  // still waiting: the bit never clears
+          w.requeue.append(rec.joined_head.get(), rec.joined_tail.get());  // still waiting: never cleared
           w.keep_waiters = true;
         } else {
-          w.wake.append(rec.joined_head, rec.joined_tail);  // tokens were set as they joined
+          w.wake.append(rec.joined_head.get(), rec.joined_tail.get());  // tokens were set as they joined
         }
       }
     }
@@ -689,11 +715,7 @@ struct core {
     // [I1] From here on, the word is not touched: the object may already be gone.
     const bool queued_completions = deliver(w.wake.head);
     if constexpr (checked_mode<P> && atomic_clear) P::checked_flush();  // the address only
-    // [C1] Last, the asynchronous waiters' completions: user code, which may release other bits
-    // (their completions join this list), so nothing of this release may still be pending. Only
-    // when this release queued some: a release that woke threads only pays nothing for it (one
-    // queued by a release inside a callback is run by the outer run, which is in progress).
-    if (queued_completions) P::run_completions();
+    return queued_completions;
   }
 
   // Unparks the claimed waiters of a release, after its final bucket unlock, with the tokens it
@@ -718,7 +740,7 @@ struct core {
           queued = true;
         }
       } else {
-        typename P::parker* pk = n->parker;
+        typename P::parker* pk = n->parker.get();
         pk->unpark(token);
       }
       n = next;

@@ -11,6 +11,12 @@
 //                     P::visit(node) for each node a release walk (or its re-queue) visits under
 //                     the bucket lock
 //   the table         P::table() -> wait_table<P>&
+//   optional          P::link<T>, P::key (how the table's structures point at each other and
+//                     name their word), P::wait_scope, P::release_scope (where a waiter's node
+//                     and a release's place holders live), P::table_for(word); the defaults
+//                     (wait_table.hpp, core.hpp) are raw pointers, the caller's stack and
+//                     P::table(), which is what this policy uses. A wait domain in shared
+//                     memory (issue 12) declares them; the checker's offset-shaped policy does.
 //   parking           P::parker (a type with prepare/park/unpark), P::current_parker()
 //   time              P::now() -> steady_clock::time_point
 //   tuning            P::chunk_visits (walk visits per lock hold), P::spin_limit,

@@ -7,8 +7,11 @@
 // words, share buckets: every node carries its (word, bit) key.
 //
 // Everything here except construction is done by the holder of the bucket lock. The structures
-// are templated on the runtime policy P only so that the model checker can see each access to a
-// node field (P::cell) and each visit of the walk; the native cells are plain fields.
+// are templated on the runtime policy P so that the model checker can see each access to a node
+// field (P::cell) and each visit of the walk (the native cells are plain fields), and so that a
+// policy can choose how a structure refers to another (P::link, P::key, below): a wait domain in
+// shared memory, mapped at a different address in each process, needs offsets where one process
+// has pointers.
 #pragma once
 
 #include <bit>
@@ -16,10 +19,49 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <new>
 
 #include "pagewait/detail/parker.hpp"
 
 namespace pagewait::detail {
+
+// How the table's structures refer to each other. Every pointer-valued field below is a link
+// (get()/set()), and a node's or a release's key, the word it is for, is a word_key (get()/set()). A
+// policy that declares `template <class T> using link` or `using key` chooses the representation;
+// the others get raw pointers, which compile to exactly what plain fields do. The core compares
+// keys only by get() == the caller's own word address, so a representation whose get() depends
+// on where the field lives (self-relative offsets in a shared mapping) works unchanged; what no
+// representation allows is copying a link's bits to another place (use get() then set()).
+template <class T>
+struct raw_link {
+  T* p = nullptr;
+  T* get() const noexcept { return p; }
+  void set(T* x) noexcept { p = x; }
+};
+
+template <class P, class T>
+struct link_of {
+  using type = raw_link<T>;
+};
+template <class P, class T>
+requires requires { typename P::template link<T>; }
+struct link_of<P, T> {
+  using type = typename P::template link<T>;
+};
+template <class P, class T>
+using link = typename link_of<P, T>::type;
+
+template <class P>
+struct word_key_of {
+  using type = raw_link<const void>;
+};
+template <class P>
+requires requires { typename P::key; }
+struct word_key_of<P> {
+  using type = typename P::key;
+};
+template <class P>
+using word_key = typename word_key_of<P>::type;
 
 enum class node_kind : std::uint8_t {
   shared,     // wait_bit_clear: returns once the bit is cleared
@@ -51,7 +93,7 @@ struct waiter_node {
 
   // The key, immutable while the node is visible. `word` is an identity, never dereferenced
   // by anybody but the node's own thread.
-  const void* word = nullptr;
+  word_key<P> word;
   std::uint64_t bit = 0;
   node_kind kind = node_kind::shared;
 
@@ -70,7 +112,7 @@ struct waiter_node {
   // Exactly one of the two is set while the node is visible: the parker of the thread that waits
   // (blocking waits), or the sink of an asynchronous waiter, which has no thread behind it
   // (pagewait/async.hpp): a release delivers the token to whichever is set.
-  typename P::parker* parker = nullptr;
+  link<P, typename P::parker> parker;
   typename P::async_sink* async = nullptr;
 
   waiter_node() = default;
@@ -84,17 +126,17 @@ struct waiter_node {
 // Takes n out of the doubly linked list [head, tail] (the bucket queue or a release's joined
 // list; bucket lock held).
 template <class P>
-void unlink_node(waiter_node<P>*& head, waiter_node<P>*& tail, waiter_node<P>* n) noexcept {
+void unlink_node(link<P, waiter_node<P>>& head, link<P, waiter_node<P>>& tail, waiter_node<P>* n) noexcept {
   waiter_node<P>* p = n->prev.get();
   waiter_node<P>* x = n->next.get();
   if (p)
     p->next.set(x);
   else
-    head = x;
+    head.set(x);
   if (x)
     x->prev.set(p);
   else
-    tail = p;
+    tail.set(p);
   n->next.set(nullptr);
   n->prev.set(nullptr);
 }
@@ -104,21 +146,65 @@ void unlink_node(waiter_node<P>*& head, waiter_node<P>*& tail, waiter_node<P>* n
 // (CONTRACT §3.7), and arrivals for other bits of the word tell it to keep the waiters bit.
 template <class P>
 struct release_record {
-  const void* word = nullptr;
+  word_key<P> word;
   std::uint64_t bit = 0;
-  release_record* next = nullptr;
+  link<P, release_record> next;
   // Arrivals for (word, bit), claimed on arrival, in arrival order.
-  waiter_node<P>* joined_head = nullptr;
-  waiter_node<P>* joined_tail = nullptr;
+  link<P, waiter_node<P>> joined_head;
+  link<P, waiter_node<P>> joined_tail;
   // The first exclusive arrival, and the first that asked for a hand-off (lost too many races):
   // an unlock whose walk found no exclusive waiter queued hands the lock to one of them if it
   // has earned it, rather than waking it to race (bounded unfairness for joiners too).
-  waiter_node<P>* first_exclusive = nullptr;
-  waiter_node<P>* first_wants_handoff = nullptr;
+  link<P, waiter_node<P>> first_exclusive;
+  link<P, waiter_node<P>> first_wants_handoff;
   bool other_bit_arrived = false;
 
   // Takes n out of the joined list (bucket lock held).
-  void unjoin(waiter_node<P>* n) noexcept { unlink_node(joined_head, joined_tail, n); }
+  void unjoin(waiter_node<P>* n) noexcept { unlink_node<P>(joined_head, joined_tail, n); }
+};
+
+// Where a waiter's node and a release's place holders live, and which table a word's waiters
+// use. By default: the node on the waiting thread's stack, the place holders on the releasing
+// thread's stack, each for the length of the wait or the release, and the policy's one table
+// (P::table()). A policy may declare `wait_scope` (node(), parker()), `release_scope` (end(), mark(), rec())
+// and `table_for(const void* word)` to place them elsewhere: a wait domain in shared memory keeps
+// them in the calling thread's slot of its mapping, where another process's release can reach
+// them, and has a table per domain. What makes one slot per thread enough: a thread has at most
+// one wait scope and one release scope open at a time. A wait never starts inside a wait (the
+// thread is parked), a release never inside a release (release_slow closes its scope before its
+// completions run user code), and a release's deliver may race an asynchronous lock waiter
+// (race_async), which queues that waiter's own node, never a scope's.
+// A scope is opened for one word (the word a domain policy finds its slot by); a wait scope also
+// gives the parker the node names (by default the thread's own, P::current_parker()).
+template <class P>
+struct stack_wait_scope {
+  waiter_node<P> n;
+  explicit stack_wait_scope(const void*) noexcept {}
+  waiter_node<P>& node() noexcept { return n; }
+  typename P::parker& parker() noexcept { return P::current_parker(); }
+};
+template <class P>
+struct stack_release_scope {
+  explicit stack_release_scope(const void*) noexcept {}
+  waiter_node<P> end_, mark_;
+  release_record<P> rec_;
+  waiter_node<P>& end() noexcept { return end_; }
+  waiter_node<P>& mark() noexcept { return mark_; }
+  release_record<P>& rec() noexcept { return rec_; }
+};
+template <class P>
+struct scopes_of {
+  using wait = stack_wait_scope<P>;
+  using release = stack_release_scope<P>;
+};
+template <class P>
+requires requires {
+  typename P::wait_scope;
+  typename P::release_scope;
+}
+struct scopes_of<P> {
+  using wait = typename P::wait_scope;
+  using release = typename P::release_scope;
 };
 
 template <class P>
@@ -126,19 +212,20 @@ struct alignas(64) bucket {
   using node = waiter_node<P>;
 
   typename P::bucket_lock lock;
-  node* head = nullptr;
-  node* tail = nullptr;
-  release_record<P>* releases = nullptr;
+  link<P, node> head;
+  link<P, node> tail;
+  link<P, release_record<P>> releases;
 
   // --- the FIFO queue (bucket lock held) ---
   void push_back(node* n) noexcept {
+    node* t = tail.get();
     n->next.set(nullptr);
-    n->prev.set(tail);
-    if (tail)
-      tail->next.set(n);
+    n->prev.set(t);
+    if (t)
+      t->next.set(n);
     else
-      head = n;
-    tail = n;
+      head.set(n);
+    tail.set(n);
   }
   // Inserts n before pos (pos == nullptr: at the tail).
   void insert_before(node* pos, node* n) noexcept {
@@ -150,19 +237,20 @@ struct alignas(64) bucket {
     if (p)
       p->next.set(n);
     else
-      head = n;
+      head.set(n);
   }
-  void unlink(node* n) noexcept { unlink_node(head, tail, n); }
+  void unlink(node* n) noexcept { unlink_node<P>(head, tail, n); }
 
   // --- releases in progress (bucket lock held) ---
   void add_release(release_record<P>* r) noexcept {
-    r->next = releases;
-    releases = r;
+    r->next.set(releases.get());
+    releases.set(r);
   }
   void remove_release(release_record<P>* r) noexcept {
-    for (release_record<P>** p = &releases; *p; p = &(*p)->next)
-      if (*p == r) {
-        *p = r->next;
+    release_record<P>* prev = nullptr;
+    for (release_record<P>* x = releases.get(); x; prev = x, x = x->next.get())
+      if (x == r) {
+        (prev ? prev->next : releases).set(r->next.get());
         return;
       }
   }
@@ -171,24 +259,25 @@ struct alignas(64) bucket {
   // is one, else it is appended to the queue. Returns the state it now has.
   node_state arrive(node* n) noexcept {
     release_record<P>* join = nullptr;
-    for (release_record<P>* r = releases; r; r = r->next) {
-      if (r->word != n->word) continue;
+    for (release_record<P>* r = releases.get(); r; r = r->next.get()) {
+      if (r->word.get() != n->word.get()) continue;
       if (r->bit == n->bit)
         join = r;
       else
         r->other_bit_arrived = true;
     }
     if (join) {
+      node* t = join->joined_tail.get();
       n->next.set(nullptr);
-      n->prev.set(join->joined_tail);
-      if (join->joined_tail)
-        join->joined_tail->next.set(n);
+      n->prev.set(t);
+      if (t)
+        t->next.set(n);
       else
-        join->joined_head = n;
-      join->joined_tail = n;
+        join->joined_head.set(n);
+      join->joined_tail.set(n);
       if (n->kind == node_kind::exclusive) {
-        if (!join->first_exclusive) join->first_exclusive = n;
-        if (n->wants_handoff && !join->first_wants_handoff) join->first_wants_handoff = n;
+        if (!join->first_exclusive.get()) join->first_exclusive.set(n);
+        if (n->wants_handoff && !join->first_wants_handoff.get()) join->first_wants_handoff.set(n);
       }
       n->state.set(node_state::claimed);
       // Its fate is known now if the release clears: woken after the clear. (If the release
@@ -202,14 +291,27 @@ struct alignas(64) bucket {
   }
 };
 
-// The table: allocated once, never resized, never freed while the program runs.
+// The table: allocated once, never resized, never freed while the program runs. Its buckets are
+// its own, or (the second constructor) placed in storage the caller provides and keeps, as a
+// wait domain in a shared mapping must (and the model checker's offset-shaped policy does).
 template <class P>
 class wait_table {
  public:
   explicit wait_table(std::size_t buckets)
       : shift_(compute_shift(buckets)),
         size_(std::size_t(1) << (64 - shift_)),
-        buckets_(std::make_unique<bucket<P>[]>(size_)) {}
+        owned_(std::make_unique<bucket<P>[]>(size_)),
+        buckets_(owned_.get()) {}
+  // `storage`: at least bytes_for(buckets) bytes, aligned to alignof(bucket<P>); the buckets are
+  // constructed there (unless `construct` is false: another table, in another process, did) and
+  // never destroyed by the table.
+  wait_table(std::size_t buckets, void* storage, bool construct = true)
+      : shift_(compute_shift(buckets)),
+        size_(std::size_t(1) << (64 - shift_)),
+        buckets_(construct ? place(storage, size_) : static_cast<bucket<P>*>(storage)) {}
+  static std::size_t bytes_for(std::size_t buckets) noexcept {
+    return std::bit_ceil(buckets ? buckets : 1) * sizeof(bucket<P>);
+  }
 
   std::size_t size() const noexcept { return size_; }
 
@@ -219,7 +321,11 @@ class wait_table {
   // Fibonacci hashing of the address: the multiply spreads nearby words (objects in one
   // array) over the buckets; the top bits are the best mixed.
   std::size_t index_of(const void* word) const noexcept {
-    const auto a = static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(word));
+    return index_of_key(static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(word)));
+  }
+  // The same for another key of the word: a domain hashes the word's offset in its mapping,
+  // which is the same in every process.
+  std::size_t index_of_key(std::uint64_t a) const noexcept {
     return shift_ == 64 ? 0 : static_cast<std::size_t>((a * 0x9E3779B97F4A7C15ull) >> shift_);
   }
 
@@ -238,9 +344,15 @@ class wait_table {
     const std::size_t n = std::bit_ceil(buckets ? buckets : 1);
     return 64 - static_cast<unsigned>(std::countr_zero(n));
   }
+  static bucket<P>* place(void* storage, std::size_t n) {
+    auto* b = static_cast<bucket<P>*>(storage);
+    for (std::size_t i = 0; i < n; ++i) new (b + i) bucket<P>;
+    return b;
+  }
   unsigned shift_;
   std::size_t size_;
-  std::unique_ptr<bucket<P>[]> buckets_;
+  std::unique_ptr<bucket<P>[]> owned_;
+  bucket<P>* buckets_;
 };
 
 }  // namespace pagewait::detail
