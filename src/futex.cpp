@@ -23,9 +23,11 @@ long futex(std::atomic<std::uint32_t>* addr, int op, std::uint32_t val, const ti
 }
 }  // namespace
 
-bool sleep_word::wait(std::uint32_t expected, const deadline& dl) noexcept {
+namespace {
+bool futex_wait(std::atomic<std::uint32_t>* value, bool shared, std::uint32_t expected,
+                const deadline& dl) noexcept {
   if (dl.is_never()) {
-    futex(&value, FUTEX_WAIT_PRIVATE, expected, nullptr, 0);
+    futex(value, shared ? FUTEX_WAIT : FUTEX_WAIT_PRIVATE, expected, nullptr, 0);
     return true;
   }
   // FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC time, which is steady_clock on Linux:
@@ -36,9 +38,19 @@ bool sleep_word::wait(std::uint32_t expected, const deadline& dl) noexcept {
   ts.tv_sec = static_cast<time_t>(secs.count());
   ts.tv_nsec =
       static_cast<long>(std::chrono::duration_cast<std::chrono::nanoseconds>(since_epoch - secs).count());
-  const long r = futex(&value, FUTEX_WAIT_BITSET_PRIVATE, expected, &ts, FUTEX_BITSET_MATCH_ANY);
+  const long r = futex(value, shared ? FUTEX_WAIT_BITSET : FUTEX_WAIT_BITSET_PRIVATE, expected, &ts,
+                       FUTEX_BITSET_MATCH_ANY);
   return !(r == -1 && errno == ETIMEDOUT);
 }
+}  // namespace
+
+bool sleep_word::wait(std::uint32_t expected, const deadline& dl) noexcept {
+  return futex_wait(&value, false, expected, dl);
+}
+bool sleep_word::wait_shared(std::uint32_t expected, const deadline& dl) noexcept {
+  return futex_wait(&value, true, expected, dl);
+}
+void sleep_word::wake_one_shared() noexcept { futex(&value, FUTEX_WAKE, 1, nullptr, 0); }
 
 void sleep_word::wake_one() noexcept { futex(&value, FUTEX_WAKE_PRIVATE, 1, nullptr, 0); }
 void sleep_word::wake_all() noexcept { futex(&value, FUTEX_WAKE_PRIVATE, INT_MAX, nullptr, 0); }
@@ -65,6 +77,12 @@ void sleep_word::wake_all() noexcept {
   { std::lock_guard<std::mutex> g(m); }
   cv.notify_all();
 }
+// No domain exists without futexes (shm::domain refuses to be created); these only keep the
+// parkers' code the same in both forms.
+bool sleep_word::wait_shared(std::uint32_t expected, const deadline& dl) noexcept {
+  return wait(expected, dl);
+}
+void sleep_word::wake_one_shared() noexcept { wake_one(); }
 
 #endif
 

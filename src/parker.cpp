@@ -12,19 +12,25 @@ std::atomic<bool> native_parker::counting{false};
 std::atomic<std::uint64_t> native_parker::wake_calls{0};
 std::atomic<std::uint64_t> native_parker::sleeps{0};
 
-std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
+namespace {
+// The parking loop of both parkers; `Shared`: the futex is keyed for other processes too.
+template <bool Shared>
+std::uint32_t park_on(sleep_word& word, const deadline& dl, const std::stop_token* stop) noexcept {
   // The stop callback runs in the requesting thread: it flags the parker and wakes it. It is
   // destroyed (and, if running, waited for) before park returns, so it never flags a later
   // wait; prepare() clears the flag before the next node becomes visible in any case.
   struct interrupt {
-    native_parker* p;
+    sleep_word* w;
     void operator()() const noexcept {
-      p->word.value.fetch_or(interrupted_flag, std::memory_order_relaxed);
-      p->word.wake_one();
+      w->value.fetch_or(interrupted_flag, std::memory_order_relaxed);
+      if constexpr (Shared)
+        w->wake_one_shared();
+      else
+        w->wake_one();
     }
   };
   std::optional<std::stop_callback<interrupt>> on_stop;
-  if (stop && stop->stop_possible()) on_stop.emplace(*stop, interrupt{this});
+  if (stop && stop->stop_possible()) on_stop.emplace(*stop, interrupt{&word});
   for (;;) {
     // Acquire pairs with the releaser's fetch_or(token, release) in unpark().
     std::uint32_t v = word.value.load(std::memory_order_acquire);
@@ -36,9 +42,21 @@ std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* sto
       if (!word.value.compare_exchange_weak(v, v | sleeping_flag, std::memory_order_relaxed)) continue;
       v |= sleeping_flag;
     }
-    if (counting.load(std::memory_order_relaxed)) sleeps.fetch_add(1, std::memory_order_relaxed);
-    word.wait(v, dl);  // spurious returns are fine: re-check
+    if (native_parker::counting.load(std::memory_order_relaxed))
+      native_parker::sleeps.fetch_add(1, std::memory_order_relaxed);
+    if constexpr (Shared)
+      word.wait_shared(v, dl);  // spurious returns are fine: re-check
+    else
+      word.wait(v, dl);
   }
+}
+}  // namespace
+
+std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
+  return park_on<false>(word, dl, stop);
+}
+std::uint32_t shm_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
+  return park_on<true>(word, dl, stop);
 }
 
 namespace {

@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cstdint>
 #include <pagewait/pagewait.hpp>
+#include <pagewait/shm.hpp>
 
 #define PROBE extern "C" [[gnu::noinline]]
 
@@ -37,4 +38,23 @@ PROBE void pw_probe_clear_bit_and_wake_u64(std::atomic<std::uint64_t>& w, std::u
 PROBE void pw_probe_lock_bit_const_u32(std::atomic<std::uint32_t>& w) { pagewait::lock_bit(w, 1u << 3); }
 PROBE void pw_probe_unlock_bit_const_u64(std::atomic<std::uint64_t>& w) {
   pagewait::unlock_bit(w, std::uint64_t(1) << 40);
+}
+
+// A word in a wait domain (pagewait/shm.hpp): the same single RMW; the domain's bounds check of
+// the word reads the handle, never the shared memory.
+PROBE bool pw_probe_shm_try_lock_bit_u32(pagewait::shm::domain& d, std::atomic<std::uint32_t>& w,
+                                         std::uint32_t bit) {
+  return d.try_lock_bit(w, bit);
+}
+PROBE void pw_probe_shm_lock_bit_u64(pagewait::shm::domain& d, std::atomic<std::uint64_t>& w,
+                                     std::uint64_t bit) {
+  d.lock_bit(w, bit);
+}
+PROBE void pw_probe_shm_unlock_bit_u32(pagewait::shm::domain& d, std::atomic<std::uint32_t>& w,
+                                       std::uint32_t bit) {
+  d.unlock_bit(w, bit);
+}
+PROBE void pw_probe_shm_clear_bit_and_wake_u64(pagewait::shm::domain& d, std::atomic<std::uint64_t>& w,
+                                               std::uint64_t bit) {
+  d.clear_bit_and_wake(w, bit);
 }

@@ -35,6 +35,12 @@ struct sleep_word {
   // Wakes one sleeper (or all, for the bucket lock's use it is always at most one that matters).
   void wake_one() noexcept;
   void wake_all() noexcept;
+  // The same on a word in memory shared between processes (a wait domain, pagewait/shm.hpp):
+  // the kernel keys these futexes by the page and offset, not by this process's address, so
+  // the sleeper and the waker may map the word at different addresses. Linux only: a domain
+  // cannot be created without futexes (PAGEWAIT_HAVE_FUTEX).
+  bool wait_shared(std::uint32_t expected, const deadline& dl) noexcept;
+  void wake_one_shared() noexcept;
   // In a child after fork(), single-threaded: back to the initial state (value 0, and the
   // portable form's mutex, which a thread of the parent may have held, made anew).
   void reset_after_fork() noexcept;

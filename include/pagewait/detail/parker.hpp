@@ -73,4 +73,23 @@ struct alignas(64) native_parker {
   static native_parker& current() noexcept;
 };
 
+// A parker in a wait domain's slot (pagewait/shm.hpp): native_parker's protocol on a futex
+// shared between processes, so that a releaser in another process can hand over the token and
+// wake the sleeper. Not per thread but per slot: a slow operation on a domain takes a free slot
+// for its length, and the slot's next operation prepare()s the parker before its node becomes
+// visible, as a pooled native parker is prepared by its next thread. It lives as long as the
+// mapping, so a late wake (the releaser's futex call after the token it stored) lands on memory
+// that is still a parker, and parking treats every wake as possibly spurious.
+struct alignas(64) shm_parker {
+  sleep_word word;
+  void prepare() noexcept { word.value.store(token_none, std::memory_order_relaxed); }
+  std::uint32_t park(const deadline& dl, const std::stop_token* stop) noexcept;
+  bool unpark(std::uint32_t token) noexcept {  // as native_parker::unpark
+    const std::uint32_t old = word.value.fetch_or(token, std::memory_order_release);
+    if (!(old & sleeping_flag)) return false;
+    word.wake_one_shared();
+    return true;
+  }
+};
+
 }  // namespace pagewait::detail

@@ -1,0 +1,199 @@
+// pagewait/detail/shm_policy.hpp — the runtime policy of a wait domain in shared memory
+// (pagewait/shm.hpp; docs/SHARED.md). The same core as the native policy (core.hpp), with the
+// choices the core leaves to its policy (wait_table.hpp, "How the table's structures refer to
+// each other", "Where a waiter's node ... live") made for memory that several processes map,
+// each at its own address:
+//   - every pointer the table's structures hold, and every key, is stored as the distance from
+//     the field to its target (`rel`): the same bits name the same object in every mapping;
+//   - a waiter's node and a release's place holders live in a slot of the domain, taken for the
+//     length of the wait or the release (a thread's stack is not in the mapping);
+//   - the parker a node names is its slot's, parking on a shared futex (shm_parker);
+//   - the bucket lock is a futex lock on a shared futex (shm_word_lock);
+//   - the table is the domain's, found from the word's address (table_for).
+// The word operations, fairness, chunk bound and spin are the native policy's. The policy is
+// stateless; a slow operation finds its domain in the process's registry of attached domains.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+
+#include "pagewait/detail/native_policy.hpp"
+#include "pagewait/detail/parker.hpp"
+#include "pagewait/detail/wait_table.hpp"
+
+namespace pagewait::detail {
+
+// A pointer stored as the distance from this field to its target. Targets (nodes, records,
+// parkers) and the fields themselves are 8-byte aligned, so a distance is a multiple of 8 and 1
+// can mean null. Both ends must be in the same mapping: that is what makes the distance the
+// same in every process (the domain's code only ever stores pointers into its own mapping).
+template <class T>
+struct rel {
+  static constexpr std::int64_t null = 1;
+  std::int64_t off = null;
+  T* load() const noexcept {
+    return off == null ? nullptr
+                       : reinterpret_cast<T*>(const_cast<char*>(reinterpret_cast<const char*>(this)) + off);
+  }
+  void store(T* x) noexcept {
+    off = x ? reinterpret_cast<const char*>(x) - reinterpret_cast<const char*>(this) : null;
+  }
+};
+
+// The bucket lock of a domain: word_lock's three states on a shared futex. Held for at most
+// chunk_visits node visits; a process that dies holding it is issue 12's recovery slice (the
+// lock is not robust yet: SHARED.md says what that means).
+class shm_word_lock {
+ public:
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    if (w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
+    lock_slow();
+  }
+  void unlock() noexcept {
+    if (w_.value.exchange(0, std::memory_order_release) == 2) w_.wake_one_shared();
+  }
+
+ private:
+  void lock_slow() noexcept;
+  sleep_word w_;
+};
+
+struct shm_policy;
+struct shm_domain_state;
+template <class P>
+struct shm_wait_scope;
+template <class P>
+struct shm_release_scope;
+
+struct shm_policy : native_policy {
+  using bucket_lock = shm_word_lock;
+  static void lock(bucket_lock& l) noexcept { l.lock(); }
+  static void unlock(bucket_lock& l) noexcept { l.unlock(); }
+
+  // Node fields: plain, as natively; a pointer is a rel.
+  template <class T>
+  struct cell {
+    std::conditional_t<std::is_pointer_v<T>, rel<std::remove_pointer_t<T>>, T> v;
+    cell(T x) noexcept { set(x); }  // NOLINT: brace-initialised like the native cell
+    cell(const cell&) = delete;
+    cell& operator=(const cell&) = delete;
+    T get() const noexcept {
+      if constexpr (std::is_pointer_v<T>)
+        return v.load();
+      else
+        return v;
+    }
+    void set(T x) noexcept {
+      if constexpr (std::is_pointer_v<T>)
+        v.store(x);
+      else
+        v = x;
+    }
+  };
+  template <class T>
+  struct link {
+    rel<T> r;
+    link() = default;
+    link(const link&) = delete;  // a copy's distance would name another place
+    link& operator=(const link&) = delete;
+    T* get() const noexcept { return r.load(); }
+    void set(T* x) noexcept { r.store(x); }
+  };
+  struct key {
+    rel<const void> r;
+    key() = default;
+    key(const key&) = delete;
+    key& operator=(const key&) = delete;
+    const void* get() const noexcept { return r.load(); }
+    void set(const void* w) noexcept { r.store(w); }
+  };
+
+  using parker = shm_parker;
+  using wait_scope = shm_wait_scope<shm_policy>;
+  using release_scope = shm_release_scope<shm_policy>;
+  // The table of the domain whose user area holds `word` (the caller checked that one does).
+  struct table_ref;
+  static table_ref table_for(const void* word) noexcept;
+
+  // No statistics for domains yet: they are per process, keyed by address (pagewait/stats.hpp).
+  static constexpr bool stats_on() noexcept { return false; }
+};
+
+// A domain's table as the core sees it (core::bucket_of): the buckets in the mapping, indexed by
+// the word's offset from the mapping's base, which is the same in every process.
+struct shm_policy::table_ref {
+  wait_table<shm_policy>* t;
+  const char* base;
+  bucket<shm_policy>& bucket_for(const void* word) const noexcept {
+    return t->at(t->index_of_key(std::uint64_t(static_cast<const char*>(word) - base)));
+  }
+};
+
+// A slot: what one slow operation on a domain needs in the mapping. Taken (`owner` 0 -> 1) by a
+// wait or a release for its length, given back at its end; the storage holds the wait's node, or
+// the release's end marker, bookmark and record, constructed when the scope opens and destroyed
+// when it closes, exactly as on a stack.
+struct alignas(64) shm_slot {
+  std::atomic<std::uint32_t> owner{0};
+  shm_parker parker;  // its own cache line (alignas(64))
+  union storage {
+    struct wait_area {
+      waiter_node<shm_policy> node;
+    } wait;
+    struct release_area {
+      waiter_node<shm_policy> end, mark;
+      release_record<shm_policy> rec;
+    } release;
+    storage() noexcept {}
+    ~storage() {}
+  } area;
+};
+
+// Takes a slot of the domain that holds `word`, for a wait (`for_release` false: only the slots
+// outside the release reserve; throws shm::domain_error(slots_exhausted) when none is free, before
+// the caller has touched the word) or a release (any slot; a release never fails: it yields
+// until a slot frees, which every release does within its bounded walk). Gives it back.
+shm_slot& shm_take_slot(const void* word, bool for_release);
+void shm_give_slot(shm_slot& s) noexcept;
+
+template <class P>
+struct shm_wait_scope {
+  shm_slot& s;
+  explicit shm_wait_scope(const void* word) : s(shm_take_slot(word, false)) {
+    new (&s.area.wait) decltype(s.area.wait);
+  }
+  shm_wait_scope(const shm_wait_scope&) = delete;
+  shm_wait_scope& operator=(const shm_wait_scope&) = delete;
+  ~shm_wait_scope() {
+    std::destroy_at(&s.area.wait.node);
+    shm_give_slot(s);
+  }
+  waiter_node<P>& node() noexcept { return s.area.wait.node; }
+  shm_parker& parker() noexcept { return s.parker; }
+};
+
+template <class P>
+struct shm_release_scope {
+  shm_slot& s;
+  explicit shm_release_scope(const void* word) : s(shm_take_slot(word, true)) {
+    new (&s.area.release) decltype(s.area.release);
+  }
+  shm_release_scope(const shm_release_scope&) = delete;
+  shm_release_scope& operator=(const shm_release_scope&) = delete;
+  ~shm_release_scope() {
+    std::destroy_at(&s.area.release.rec);
+    std::destroy_at(&s.area.release.mark);
+    std::destroy_at(&s.area.release.end);
+    shm_give_slot(s);
+  }
+  waiter_node<P>& end() noexcept { return s.area.release.end; }
+  waiter_node<P>& mark() noexcept { return s.area.release.mark; }
+  release_record<P>& rec() noexcept { return s.area.release.rec; }
+};
+
+}  // namespace pagewait::detail

@@ -1,0 +1,225 @@
+// pagewait/shm.hpp — bits of words in memory that several processes map: a wait domain.
+//
+// The functions of pagewait.hpp wait and wake within one process (their table and parkers are
+// that process's). A domain puts what waiting needs into the shared memory itself, so that a
+// word in a MAP_SHARED mapping (shm_open, memfd_create, a file) can be locked, waited on and
+// released by any process that maps it, each at its own address:
+//
+//   // One process formats the memory (once), the others attach to it.
+//   void* base = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+//   pagewait::shm::domain d = pagewait::shm::domain::create(base, size);   // or ::attach
+//   auto* words = static_cast<std::atomic<std::uint32_t>*>(d.user_area());
+//   d.lock_bit(words[7], 1u);  ...  d.unlock_bit(words[7], 1u);
+//
+// The memory holds a header (magic, layout version, ABI fingerprint, sizes), the buckets, the
+// slots (one per slow operation in progress, in any process: a waiter's node and its parker, a
+// release's place holders) and then the user area, where the words live. Same protocol as
+// pagewait.hpp (detail/core.hpp, run by detail/shm_policy.hpp), same guarantees (CONTRACT §3),
+// same cost uncontended: one RMW on the word, nothing in the domain touched. docs/SHARED.md is
+// the manual: layout, limits, errors, what a dying process leaves behind.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <stop_token>
+#include <string>
+#include <type_traits>
+
+#include "pagewait/bits.hpp"
+#include "pagewait/detail/core.hpp"
+#include "pagewait/detail/deadline.hpp"
+#include "pagewait/detail/shm_policy.hpp"
+#include "pagewait/detail/tsan.hpp"
+#include "pagewait/protocol.hpp"
+
+namespace pagewait::detail {
+template <word_type W>
+using shm_core = core<shm_policy, release_protocol::atomic_clear, W>;
+}
+// The slow paths, compiled once in the library.
+extern template struct pagewait::detail::core<pagewait::detail::shm_policy,
+                                              pagewait::release_protocol::atomic_clear, std::uint32_t>;
+extern template struct pagewait::detail::core<pagewait::detail::shm_policy,
+                                              pagewait::release_protocol::atomic_clear, std::uint64_t>;
+
+namespace pagewait::shm {
+
+enum class errc {
+  bad_magic = 1,    // attach: the memory was never formatted by create (or was overwritten)
+  layout_version,   // attach: formatted by a pagewait with another layout
+  abi_mismatch,     // attach: same layout version, but another build's structure sizes
+  not_ready,        // attach: create has not finished formatting it
+  too_small,        // create/attach: the memory cannot hold the domain (or its header says more)
+  misaligned,       // create/attach: base is not aligned to 64 bytes
+  bad_options,      // create: buckets, slots or the release reserve out of range
+  word_outside,     // an operation on a word that is not in this domain's user area
+  slots_exhausted,  // a wait or lock found every slot taken (options::slots)
+  unsupported,      // this build has no shared futexes (not Linux, or PAGEWAIT_PORTABLE_PARKING)
+  overlaps,         // create/attach: the memory overlaps a domain this process has attached
+};
+
+// What went wrong, and which errc. Thrown before the word (or the memory, for create/attach)
+// is changed.
+class domain_error : public std::runtime_error {
+ public:
+  domain_error(errc c, const std::string& what) : std::runtime_error(what), code_(c) {}
+  errc code() const noexcept { return code_; }
+
+ private:
+  errc code_;
+};
+
+struct options {
+  std::uint32_t buckets = 256;  // wait-table buckets (rounded up to a power of two, 1..65536)
+  // Slow operations that can be in progress at once, over every process (a waiter for its whole
+  // wait, a release for its walk). Of these, `release_reserve` are kept for releases, so that an
+  // unlock never waits for a waiter to leave: waits and locks throw slots_exhausted when the
+  // others are all taken; a release that finds none free yields until one is.
+  std::uint32_t slots = 256;          // 2..65536
+  std::uint32_t release_reserve = 8;  // 1..slots-1
+};
+
+class domain {
+ public:
+  static constexpr std::uint32_t layout_version = 1;
+
+  // The bytes a domain needs in front of a user area of `user_bytes`.
+  static std::size_t bytes_needed(std::size_t user_bytes, const options& o = {});
+
+  // Formats [base, base + size) as a new domain (its previous contents are overwritten) and
+  // attaches this process to it. Other processes then attach(). Throws domain_error (too_small,
+  // misaligned, bad_options, unsupported, overlaps) without writing anything.
+  static domain create(void* base, std::size_t size, const options& o = {});
+  // Attaches this process to the domain that create formatted at [base, base + size) (mapped here
+  // at any address). Throws domain_error (bad_magic, layout_version, abi_mismatch, not_ready,
+  // too_small, misaligned, unsupported, overlaps); writes nothing.
+  static domain attach(void* base, std::size_t size);
+
+  domain(domain&& o) noexcept : s_(o.s_), user_(o.user_), end_(o.end_) {
+    o.s_ = nullptr;
+    o.user_ = o.end_ = nullptr;  // a moved-from handle contains no word
+  }
+  domain& operator=(domain&& o) noexcept;
+  domain(const domain&) = delete;
+  domain& operator=(const domain&) = delete;
+  // Detaches this process's handle (the memory and the other processes' handles are untouched).
+  // No thread of this process may be in an operation on the domain, as for destroying a mutex.
+  ~domain();
+
+  // Where the words go: from the first 64-byte boundary after the domain's structures to the end.
+  void* user_area() const noexcept { return user_; }
+  std::size_t user_size() const noexcept { return std::size_t(end_ - user_); }
+  bool contains(const void* p, std::size_t n) const noexcept {
+    const char* c = static_cast<const char*>(p);
+    return c >= user_ && n <= std::size_t(end_ - c);
+  }
+  const options& settings() const noexcept;
+
+  // ---- the operations of pagewait.hpp, on words in this domain's user area ----
+  // Same semantics, same timeout rules, same errors (usage_error, std::invalid_argument for a
+  // bad bit or a NaN timeout), plus domain_error(word_outside) for a word not in the user area
+  // and domain_error(slots_exhausted) from a wait or lock that would sleep with no slot free. Each
+  // is thrown before the word is touched.
+
+  template <word_type W>
+  bool try_lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
+    check(word, bit);
+    detail::tsan::acquiring t(&word);
+    return t.locked(detail::shm_core<W>::try_lock(word, bit));
+  }
+  template <word_type W>
+  void lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
+    check(word, bit);
+    detail::tsan::acquiring t(&word);
+    detail::shm_core<W>::lock(word, bit);
+    t.locked(true);
+  }
+  template <word_type W, class Clock, class Duration>
+  bool try_lock_bit_until(std::atomic<W>& word, std::type_identity_t<W> bit,
+                          const std::chrono::time_point<Clock, Duration>& abs) {
+    check(word, bit);
+    detail::deadline::check(abs);
+    detail::tsan::acquiring t(&word);
+    if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::until(abs), nullptr));
+  }
+  template <word_type W, class Rep, class Period>
+  bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
+                        const std::chrono::duration<Rep, Period>& rel) {
+    check(word, bit);
+    detail::deadline::check(rel);
+    detail::tsan::acquiring t(&word);
+    if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::after(rel), nullptr));
+  }
+  template <word_type W>
+  bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
+    check(word, bit);
+    detail::tsan::acquiring t(&word);
+    if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::never(), &stop));
+  }
+  template <word_type W>
+  void unlock_bit(std::atomic<W>& word, std::type_identity_t<W> bit) {
+    check(word, bit);
+    detail::tsan::releasing t(&word);
+    detail::shm_core<W>::release(word, bit, detail::release_kind::unlock);
+  }
+  template <word_type W>
+  void clear_bit_and_wake(std::atomic<W>& word, std::type_identity_t<W> bit) {
+    check(word, bit);
+    detail::tsan::releasing t(&word);
+    detail::shm_core<W>::release(word, bit, detail::release_kind::event);
+  }
+  template <word_type W>
+  void wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit) {
+    check(word, bit);
+    detail::tsan::acquiring t(&word);
+    t.waited(detail::shm_core<W>::wait_clear(word, bit, detail::deadline::never(), nullptr));
+  }
+  template <word_type W, class Clock, class Duration>
+  bool wait_bit_clear_until(std::atomic<W>& word, std::type_identity_t<W> bit,
+                            const std::chrono::time_point<Clock, Duration>& abs) {
+    check(word, bit);
+    const detail::deadline dl = detail::deadline::until(abs);
+    detail::tsan::acquiring t(&word);
+    return t.waited(detail::shm_core<W>::wait_clear(word, bit, dl, nullptr));
+  }
+  template <word_type W, class Rep, class Period>
+  bool wait_bit_clear_for(std::atomic<W>& word, std::type_identity_t<W> bit,
+                          const std::chrono::duration<Rep, Period>& rel) {
+    check(word, bit);
+    const detail::deadline dl = detail::deadline::after(rel);
+    detail::tsan::acquiring t(&word);
+    return t.waited(detail::shm_core<W>::wait_clear(word, bit, dl, nullptr));
+  }
+  template <word_type W>
+  bool wait_bit_clear(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
+    check(word, bit);
+    detail::tsan::acquiring t(&word);
+    return t.waited(detail::shm_core<W>::wait_clear(word, bit, detail::deadline::never(), &stop));
+  }
+
+ private:
+  explicit domain(detail::shm_domain_state* s) noexcept;
+  [[noreturn]] static void throw_outside(const void* word, std::size_t size, const domain* d);
+  // The word lies in the user area, whole and aligned; the bit is one bit, not the waiters bit.
+  // A few compares: no memory access but the handle's two bounds.
+  template <word_type W>
+  void check(const std::atomic<W>& word, W bit) const {
+    detail::check_bit(bit);
+    const char* c = reinterpret_cast<const char*>(&word);
+    if (c < user_ || c + sizeof(W) > end_ || (reinterpret_cast<std::uintptr_t>(c) & (sizeof(W) - 1)))
+        [[unlikely]]
+      throw_outside(&word, sizeof(W), this);
+  }
+
+  detail::shm_domain_state* s_;
+  char* user_;
+  char* end_;
+};
+
+}  // namespace pagewait::shm

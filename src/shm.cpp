@@ -1,0 +1,355 @@
+// src/shm.cpp — wait domains in shared memory (pagewait/shm.hpp, detail/shm_policy.hpp):
+// formatting and attaching, the process's registry of attached domains, slots, the shared
+// bucket lock.
+#include "pagewait/shm.hpp"
+
+#include <array>
+#include <bit>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <mutex>
+#include <new>
+#include <thread>
+
+namespace pagewait {
+
+template struct detail::core<detail::shm_policy, release_protocol::atomic_clear, std::uint32_t>;
+template struct detail::core<detail::shm_policy, release_protocol::atomic_clear, std::uint64_t>;
+
+namespace detail {
+
+namespace {
+
+constexpr std::uint64_t magic = 0x5041474557414954ull;  // "PAGEWAIT"
+constexpr std::uint32_t state_formatting = 1, state_ready = 2;
+constexpr std::size_t header_bytes = 4096;
+
+// The header, at the mapping's base. Written once by create, read by attach; after that only
+// `state` is an atomic anybody reads.
+struct header {
+  std::uint64_t magic;
+  std::uint32_t layout_version;
+  std::uint32_t abi;  // abi_fingerprint() of the build that formatted it
+  std::atomic<std::uint32_t> state;
+  std::uint32_t buckets, slots, release_reserve;
+  std::uint64_t buckets_off, slots_off, user_off, size;
+};
+static_assert(sizeof(header) <= header_bytes);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "a shared futex word must be address-free");
+
+// What two builds must agree on to share a mapping: the sizes and alignments of what lives in
+// it, and the word size. A build that differs gets abi_mismatch, never a misread structure.
+std::uint32_t abi_fingerprint() noexcept {
+  std::uint64_t h = 1469598103934665603ull;
+  for (std::uint64_t v : {std::uint64_t(sizeof(header)), std::uint64_t(sizeof(bucket<shm_policy>)),
+                          std::uint64_t(alignof(bucket<shm_policy>)), std::uint64_t(sizeof(shm_slot)),
+                          std::uint64_t(alignof(shm_slot)), std::uint64_t(sizeof(waiter_node<shm_policy>)),
+                          std::uint64_t(sizeof(release_record<shm_policy>)), std::uint64_t(sizeof(void*))}) {
+    h ^= v;
+    h *= 1099511628211ull;
+  }
+  return std::uint32_t(h ^ (h >> 32));
+}
+
+std::size_t round_up(std::size_t n, std::size_t a) noexcept { return (n + a - 1) / a * a; }
+
+struct layout {
+  std::size_t buckets, buckets_off, slots_off, user_off;
+};
+layout layout_for(const shm::options& o) noexcept {
+  layout l{};
+  l.buckets = std::bit_ceil(std::size_t(o.buckets ? o.buckets : 1));
+  l.buckets_off = header_bytes;
+  l.slots_off = round_up(l.buckets_off + wait_table<shm_policy>::bytes_for(l.buckets), 64);
+  l.user_off = round_up(l.slots_off + std::size_t(o.slots) * sizeof(shm_slot), 64);
+  return l;
+}
+
+[[noreturn]] void fail(shm::errc c, const char* fmt, unsigned long long a = 0, unsigned long long b = 0) {
+  char msg[256];
+  std::snprintf(msg, sizeof msg, fmt, a, b);
+  throw shm::domain_error(c, std::string("pagewait::shm: ") + msg);
+}
+
+}  // namespace
+
+// This process's handle on one domain: where the mapping is here, and its table.
+struct shm_domain_state {
+  char* base;
+  char* end;
+  header* h;
+  shm::options opts;
+  wait_table<shm_policy> table;
+  shm_slot* slots;
+  shm_domain_state(char* b, std::size_t size, header* hh, const shm::options& o, const layout& l,
+                   bool construct)
+      : base(b),
+        end(b + size),
+        h(hh),
+        opts(o),
+        table(l.buckets, b + l.buckets_off, construct),
+        slots(reinterpret_cast<shm_slot*>(b + l.slots_off)) {}
+};
+
+namespace {
+
+// The process's attached domains. Looked up by address on every slow path without a lock (the
+// entries are published with release stores and never move); changed under the mutex. A handle
+// is removed only when the user destroys it, which no thread may do while an operation on the
+// domain is in progress (as for any synchronisation object).
+constexpr std::size_t max_domains = 64;
+std::mutex registry_m;
+std::array<std::atomic<shm_domain_state*>, max_domains> registry{};
+std::atomic<std::size_t> registry_used{0};
+
+shm_domain_state* find(const void* p) noexcept {
+  const char* c = static_cast<const char*>(p);
+  const std::size_t n = registry_used.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < n; ++i) {
+    shm_domain_state* d = registry[i].load(std::memory_order_acquire);
+    if (d && c >= d->base && c < d->end) return d;
+  }
+  return nullptr;
+}
+
+void enroll(shm_domain_state* d) {
+  std::lock_guard<std::mutex> g(registry_m);
+  const std::size_t n = registry_used.load(std::memory_order_relaxed);
+  for (std::size_t i = 0; i < n; ++i) {
+    shm_domain_state* o = registry[i].load(std::memory_order_relaxed);
+    if (o && d->base < o->end && o->base < d->end)
+      fail(shm::errc::overlaps, "the memory overlaps a domain this process has attached already");
+  }
+  for (std::size_t i = 0; i < max_domains; ++i)
+    if (!registry[i].load(std::memory_order_relaxed)) {
+      registry[i].store(d, std::memory_order_release);
+      if (i >= n) registry_used.store(i + 1, std::memory_order_release);
+      return;
+    }
+  fail(shm::errc::bad_options, "more than %llu domains attached in one process", max_domains);
+}
+
+// Before anything is written: the memory must not overlap a domain already attached here.
+void check_overlap(const char* base, const char* end) {
+  std::lock_guard<std::mutex> g(registry_m);
+  for (auto& e : registry)
+    if (shm_domain_state* o = e.load(std::memory_order_relaxed); o && base < o->end && o->base < end)
+      fail(shm::errc::overlaps, "the memory overlaps a domain this process has attached already");
+}
+
+void unenroll(shm_domain_state* d) noexcept {
+  std::lock_guard<std::mutex> g(registry_m);
+  for (auto& e : registry)
+    if (e.load(std::memory_order_relaxed) == d) e.store(nullptr, std::memory_order_release);
+}
+
+shm_domain_state& domain_of(const void* word) noexcept {
+  shm_domain_state* d = find(word);
+  if (!d) [[unlikely]] {
+    // The public operations check the word first; getting here is a bug in pagewait.
+    std::fprintf(stderr, "pagewait::shm: internal error: slow path on a word outside every domain (%p)\n",
+                 word);
+    std::abort();
+  }
+  return *d;
+}
+
+// Where a thread starts its search for a free slot: spread, so that threads rarely meet on one.
+std::uint32_t slot_hint() noexcept {
+  static std::atomic<std::uint32_t> next{0};
+  thread_local const std::uint32_t h = next.fetch_add(0x9E3779B9u, std::memory_order_relaxed);
+  return h;
+}
+
+}  // namespace
+
+shm_policy::table_ref shm_policy::table_for(const void* word) noexcept {
+  shm_domain_state& d = domain_of(word);
+  return {&d.table, d.base};
+}
+
+shm_slot& shm_take_slot(const void* word, bool for_release) {
+  shm_domain_state& d = domain_of(word);
+  const std::uint32_t n = d.opts.slots;
+  // Waits take from the first slots - release_reserve; releases from all of them, reserve first.
+  const std::uint32_t waits = n - d.opts.release_reserve;
+  const std::uint32_t reserve = d.opts.release_reserve;
+  // Acquire: the previous holder's last use of the slot (its node's destruction, its parker's
+  // last read) happens-before ours. Pairs with shm_give_slot's release store.
+  const auto take = [](shm_slot& s) {
+    std::uint32_t free = 0;
+    return s.owner.load(std::memory_order_relaxed) == 0 &&
+           s.owner.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
+  };
+  for (;;) {
+    const std::uint32_t h = slot_hint();
+    if (for_release) {
+      // The reserve first, then any slot a waiter is not using.
+      for (std::uint32_t i = 0; i < reserve; ++i)
+        if (shm_slot& s = d.slots[waits + (h + i) % reserve]; take(s)) return s;
+      for (std::uint32_t i = 0; i < waits; ++i)
+        if (shm_slot& s = d.slots[(h + i) % waits]; take(s)) return s;
+      // Every slot is taken. Waiters hold theirs for as long as they wait, but at most
+      // `slots - release_reserve` of them; the reserve is held only by releases, each for one
+      // bounded walk. So one frees soon: an unlock never fails.
+      std::this_thread::yield();
+      continue;
+    }
+    for (std::uint32_t i = 0; i < waits; ++i)
+      if (shm_slot& s = d.slots[(h + i) % waits]; take(s)) return s;
+    fail(shm::errc::slots_exhausted,
+         "every slot of the domain is taken (%llu slots, %llu kept for releases): a wait or lock that would "
+         "sleep needs one (raise options::slots)",
+         n, reserve);
+  }
+}
+
+void shm_give_slot(shm_slot& s) noexcept { s.owner.store(0, std::memory_order_release); }
+
+void shm_word_lock::lock_slow() noexcept {
+  // As word_lock::lock_slow, on the shared futex: spin a little (the lock is held for at most
+  // chunk_visits visits), then mark "held with sleepers" and sleep until we take it.
+  for (int i = 0; i < 100; ++i) {
+    std::uint32_t c = w_.value.load(std::memory_order_relaxed);
+    if (c == 0 && w_.value.compare_exchange_weak(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
+      return;
+    native_policy::cpu_relax();
+  }
+  while (w_.value.exchange(2, std::memory_order_acquire) != 0) w_.wait_shared(2, deadline::never());
+}
+
+}  // namespace detail
+
+namespace shm {
+
+namespace {
+void check_memory(void* base, std::size_t size) {
+  if (!PAGEWAIT_HAVE_FUTEX)
+    detail::fail(errc::unsupported,
+                 "this build has no shared futexes (Linux only, without PAGEWAIT_PORTABLE_PARKING)");
+  if (reinterpret_cast<std::uintptr_t>(base) % 64)
+    detail::fail(errc::misaligned, "the domain's base must be aligned to 64 bytes (a mapping's start is)");
+  if (size < detail::header_bytes)
+    detail::fail(errc::too_small, "%llu bytes cannot hold a domain's header (%llu)", size,
+                 detail::header_bytes);
+}
+}  // namespace
+
+std::size_t domain::bytes_needed(std::size_t user_bytes, const options& o) {
+  return detail::layout_for(o).user_off + user_bytes;
+}
+
+domain domain::create(void* base, std::size_t size, const options& o) {
+  check_memory(base, size);
+  if (o.buckets < 1 || o.buckets > 65536)
+    detail::fail(errc::bad_options, "options::buckets is %llu, not in 1..65536", o.buckets);
+  if (o.slots < 2 || o.slots > 65536)
+    detail::fail(errc::bad_options, "options::slots is %llu, not in 2..65536", o.slots);
+  if (o.release_reserve < 1 || o.release_reserve >= o.slots)
+    detail::fail(errc::bad_options, "options::release_reserve is %llu, not in 1..slots-1 (%llu)",
+                 o.release_reserve, o.slots - 1);
+  const detail::layout l = detail::layout_for(o);
+  if (size <= l.user_off)
+    detail::fail(errc::too_small, "%llu bytes leave no user area (the domain's structures take %llu)", size,
+                 l.user_off);
+  char* b = static_cast<char*>(base);
+  detail::check_overlap(b, b + size);
+  auto* h = reinterpret_cast<detail::header*>(b);
+  // Say "formatting" before anything else, so that a concurrent attach refuses (not_ready)
+  // rather than reading half-built structures; ready is published last, with a release store.
+  auto* st = new (&h->state) std::atomic<std::uint32_t>(detail::state_formatting);
+  h->magic = 0;  // not a domain until the end
+  options oo = o;
+  oo.buckets = std::uint32_t(l.buckets);
+  auto* d = new detail::shm_domain_state(b, size, h, oo, l, true);
+  for (std::uint32_t i = 0; i < o.slots; ++i) new (&d->slots[i]) detail::shm_slot;
+  try {
+    detail::enroll(d);
+  } catch (...) {
+    delete d;
+    throw;
+  }
+  h->layout_version = layout_version;
+  h->abi = detail::abi_fingerprint();
+  h->buckets = oo.buckets;
+  h->slots = o.slots;
+  h->release_reserve = o.release_reserve;
+  h->buckets_off = l.buckets_off;
+  h->slots_off = l.slots_off;
+  h->user_off = l.user_off;
+  h->size = size;
+  h->magic = detail::magic;
+  st->store(detail::state_ready, std::memory_order_release);
+  return domain(d);
+}
+
+domain domain::attach(void* base, std::size_t size) {
+  check_memory(base, size);
+  char* b = static_cast<char*>(base);
+  detail::check_overlap(b, b + size);
+  auto* h = reinterpret_cast<detail::header*>(b);
+  // Acquire: pairs with create's release store of `ready`: every structure it formatted is seen.
+  const std::uint32_t state = h->state.load(std::memory_order_acquire);
+  if (h->magic != detail::magic) {
+    if (state == detail::state_formatting) detail::fail(errc::not_ready, "the domain is still being created");
+    detail::fail(errc::bad_magic, "no domain here (bad magic 0x%llx)", h->magic);
+  }
+  if (h->layout_version != layout_version)
+    detail::fail(errc::layout_version, "the domain has layout version %llu, this pagewait reads version %llu",
+                 h->layout_version, layout_version);
+  if (h->abi != detail::abi_fingerprint())
+    detail::fail(
+        errc::abi_mismatch,
+        "the domain was formatted by a build with other structure sizes (ABI 0x%llx, this build 0x%llx)",
+        h->abi, detail::abi_fingerprint());
+  if (state != detail::state_ready) detail::fail(errc::not_ready, "the domain is still being created");
+  if (h->size > size)
+    detail::fail(errc::too_small, "the domain is %llu bytes, the mapping here only %llu", h->size, size);
+  options o;
+  o.buckets = h->buckets;
+  o.slots = h->slots;
+  o.release_reserve = h->release_reserve;
+  const detail::layout l = detail::layout_for(o);
+  if (l.buckets != h->buckets || l.buckets_off != h->buckets_off || l.slots_off != h->slots_off ||
+      l.user_off != h->user_off || o.release_reserve < 1 || o.release_reserve >= o.slots)
+    detail::fail(errc::abi_mismatch, "the domain's header does not describe this build's layout");
+  auto* d = new detail::shm_domain_state(b, std::size_t(h->size), h, o, l, false);
+  try {
+    detail::enroll(d);
+  } catch (...) {
+    delete d;
+    throw;
+  }
+  return domain(d);
+}
+
+domain::domain(detail::shm_domain_state* s) noexcept : s_(s), user_(s->base + s->h->user_off), end_(s->end) {}
+
+domain& domain::operator=(domain&& o) noexcept {
+  if (this != &o) {
+    this->~domain();
+    new (this) domain(std::move(o));
+  }
+  return *this;
+}
+
+domain::~domain() {
+  if (!s_) return;
+  detail::unenroll(s_);
+  delete s_;
+}
+
+const options& domain::settings() const noexcept { return s_->opts; }
+
+void domain::throw_outside(const void* word, std::size_t size, const domain* d) {
+  char msg[200];
+  std::snprintf(msg, sizeof msg,
+                "pagewait::shm: the %zu-byte word at %p is not %s the domain's user area [%p, %p)", size,
+                word, d->s_ ? "aligned inside" : "in (moved-from handle)", static_cast<void*>(d->user_),
+                static_cast<void*>(d->end_));
+  throw domain_error(errc::word_outside, msg);
+}
+
+}  // namespace shm
+}  // namespace pagewait

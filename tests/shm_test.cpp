@@ -1,0 +1,445 @@
+// tests/shm_test.cpp — wait domains in shared memory (pagewait/shm.hpp): errors, waits and
+// locks through two mappings of one memfd at different addresses (what a second process sees),
+// slots running out, and processes (fork) waiting on and handing over bits of one domain.
+#include "pagewait/shm.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <stop_token>
+#include <thread>
+#include <vector>
+
+#include "pagewait/pagewait.hpp"
+
+using namespace std::chrono_literals;
+namespace shm = pagewait::shm;
+using W = std::uint32_t;
+constexpr W LOCK = 1u << 0, IO = 1u << 1;
+constexpr W WB = pagewait::waiters_bit<W>;
+
+namespace {
+
+// A memfd of `size` bytes; map() maps it again, at an address of the kernel's choosing.
+struct shared_file {
+  int fd = -1;
+  std::size_t size;
+  std::vector<std::pair<void*, std::size_t>> maps;
+  explicit shared_file(std::size_t n) : size(n) {
+    fd = memfd_create("pagewait-shm-test", 0);
+    if (fd < 0 || ftruncate(fd, off_t(n)) != 0) throw std::runtime_error("memfd");
+  }
+  void* map() {
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap");
+    maps.emplace_back(p, size);
+    return p;
+  }
+  ~shared_file() {
+    for (auto& [p, n] : maps) munmap(p, n);
+    close(fd);
+  }
+};
+
+template <class T>
+T& at(const shm::domain& d, std::size_t offset) {
+  return *reinterpret_cast<T*>(static_cast<char*>(d.user_area()) + offset);
+}
+
+shm::errc code_of(auto&& f) {
+  try {
+    f();
+  } catch (const shm::domain_error& e) {
+    return e.code();
+  }
+  return shm::errc{};
+}
+
+// Polls until the waiters bit of `w` is set (a waiter, in this process or another, has queued).
+bool waiters_queued(const std::atomic<W>& w) {
+  for (int i = 0; i < 20000; ++i) {
+    if (w.load() & WB) return true;
+    std::this_thread::sleep_for(100us);
+  }
+  return false;
+}
+
+constexpr std::size_t kSize = 1 << 20;
+
+// ThreadSanitizer knows memory by its address in this process, so two mappings of one file are
+// two unrelated objects to it: a release store through one and an acquire load through the other
+// order nothing it can see, and every later access is reported as a race. Under TSan the tests
+// that hand work between two mappings in one process use the first mapping on both sides (the
+// other builds run them as written; processes, which TSan does not follow, are unaffected).
+shm::domain& second_mapping(shm::domain& first, shm::domain& second) {
+  return PAGEWAIT_TSAN ? first : second;
+}
+
+}  // namespace
+
+TEST(ShmDomain, CreateAndAttachCheckTheirMemory) {
+  shared_file f(kSize);
+  char* a = static_cast<char*>(f.map());
+  EXPECT_EQ(code_of([&] { shm::domain::create(a + 8, kSize - 64); }), shm::errc::misaligned);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, 4096); }), shm::errc::too_small);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {0, 256, 8}); }), shm::errc::bad_options);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {256, 1, 1}); }), shm::errc::bad_options);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {256, 16, 0}); }), shm::errc::bad_options);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {256, 16, 16}); }), shm::errc::bad_options);
+  // None of these wrote anything: the memory is still all zero, and attach finds no domain.
+  for (std::size_t i = 0; i < 8192; ++i) ASSERT_EQ(a[i], 0) << i;
+  EXPECT_EQ(code_of([&] { shm::domain::attach(a, kSize); }), shm::errc::bad_magic);
+
+  shm::domain d = shm::domain::create(a, kSize);
+  EXPECT_GE(static_cast<char*>(d.user_area()), a + 4096);
+  EXPECT_EQ(static_cast<char*>(d.user_area()) + d.user_size(), a + kSize);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(d.user_area()) % 64, 0u);
+  EXPECT_EQ(std::size_t(static_cast<char*>(d.user_area()) - a), shm::domain::bytes_needed(0));
+  // The same memory, at the same address, cannot be attached twice by one process.
+  EXPECT_EQ(code_of([&] { shm::domain::attach(a, kSize); }), shm::errc::overlaps);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize); }), shm::errc::overlaps);
+
+  // Another mapping of it, elsewhere in this process, attaches (as another process would).
+  char* b = static_cast<char*>(f.map());
+  ASSERT_NE(a, b);
+  EXPECT_EQ(code_of([&] { shm::domain::attach(b, 4096 + 64); }), shm::errc::too_small);
+  shm::domain e = shm::domain::attach(b, kSize);
+  EXPECT_EQ(static_cast<char*>(e.user_area()) - b, static_cast<char*>(d.user_area()) - a);
+  EXPECT_EQ(e.settings().slots, d.settings().slots);
+}
+
+TEST(ShmDomain, AttachRefusesAnotherLayoutOrABuildInProgress) {
+  shared_file f(kSize);
+  char* a = static_cast<char*>(f.map());
+  { shm::domain d = shm::domain::create(a, kSize); }  // formatted, then this handle detached
+  char* b = static_cast<char*>(f.map());
+  // The header: magic (8 bytes), layout version (4), ABI fingerprint (4), state (4).
+  std::uint32_t saved;
+  std::memcpy(&saved, b + 8, 4);
+  const std::uint32_t other = saved + 1;
+  std::memcpy(b + 8, &other, 4);
+  EXPECT_EQ(code_of([&] { shm::domain::attach(b, kSize); }), shm::errc::layout_version);
+  std::memcpy(b + 8, &saved, 4);
+  std::memcpy(&saved, b + 12, 4);
+  std::memcpy(b + 12, &other, 4);  // any other value
+  EXPECT_EQ(code_of([&] { shm::domain::attach(b, kSize); }), shm::errc::abi_mismatch);
+  std::memcpy(b + 12, &saved, 4);
+  std::memcpy(&saved, b + 16, 4);
+  const std::uint32_t formatting = 1;
+  std::memcpy(b + 16, &formatting, 4);
+  EXPECT_EQ(code_of([&] { shm::domain::attach(b, kSize); }), shm::errc::not_ready);
+  std::memcpy(b + 16, &saved, 4);
+  shm::domain d = shm::domain::attach(b, kSize);  // and as it was, it attaches
+  EXPECT_EQ(d.settings().buckets, 256u);
+}
+
+TEST(ShmDomain, BadArgumentsLeaveTheWordAsItWas) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize / 2);  // the mapping goes on past the domain
+  auto& w = at<std::atomic<W>>(d, 0);
+  std::atomic<W> outside{LOCK};
+  EXPECT_EQ(code_of([&] { d.lock_bit(outside, IO); }), shm::errc::word_outside);
+  EXPECT_EQ(code_of([&] { d.unlock_bit(outside, LOCK); }), shm::errc::word_outside);
+  EXPECT_EQ(code_of([&] { d.wait_bit_clear(outside, LOCK); }), shm::errc::word_outside);
+  EXPECT_EQ(outside.load(), LOCK);
+  // A word in the domain's own structures, and one just past its end (still mapped). (A
+  // misaligned or straddling word cannot be named without undefined behaviour; the check refuses
+  // those too.)
+  auto* header_word = reinterpret_cast<std::atomic<W>*>(static_cast<char*>(d.user_area()) - 64);
+  EXPECT_EQ(code_of([&] { d.try_lock_bit(*header_word, LOCK); }), shm::errc::word_outside);
+  auto& past = at<std::atomic<W>>(d, d.user_size());
+  past.store(LOCK);
+  EXPECT_EQ(code_of([&] { d.clear_bit_and_wake(past, LOCK); }), shm::errc::word_outside);
+  EXPECT_EQ(past.load(), LOCK);
+  auto& last = at<std::atomic<W>>(d, d.user_size() - sizeof(W));  // the last word is in
+  EXPECT_TRUE(d.try_lock_bit(last, LOCK));
+  d.unlock_bit(last, LOCK);
+  EXPECT_EQ(w.load(), 0u);
+  // The bit and the release rules of pagewait.hpp.
+  EXPECT_THROW(d.lock_bit(w, 3u), std::invalid_argument);
+  EXPECT_THROW(d.lock_bit(w, WB), std::invalid_argument);
+  EXPECT_THROW(d.unlock_bit(w, LOCK), pagewait::usage_error);
+  EXPECT_THROW(d.try_lock_bit_for(w, LOCK, std::chrono::duration<double>(std::nan(""))),
+               std::invalid_argument);
+  EXPECT_EQ(w.load(), 0u);
+  // A moved-from handle holds no word.
+  shm::domain moved = std::move(d);
+  EXPECT_EQ(code_of([&] { d.try_lock_bit(w, LOCK); }), shm::errc::word_outside);
+  EXPECT_TRUE(moved.try_lock_bit(w, LOCK));
+  moved.unlock_bit(w, LOCK);
+}
+
+// Two mappings of one memfd at different addresses: a waiter through one, a releaser through
+// the other, so every link, key and bucket index must be the same seen from either address.
+TEST(ShmDomain, WaitThroughOneMappingReleaseThroughAnother) {
+  shared_file f(kSize);
+  shm::domain d1 = shm::domain::create(f.map(), kSize);
+  shm::domain attached = shm::domain::attach(f.map(), kSize);
+  shm::domain& d2 = second_mapping(d1, attached);
+  for (std::size_t k = 0; k < 64; ++k) {
+    const std::size_t off = k * 64 * 7 % (d1.user_size() - 8);
+    const std::size_t aligned = off & ~std::size_t(7);
+    auto& w1 = at<std::atomic<W>>(d1, aligned);
+    auto& w2 = at<std::atomic<W>>(d2, aligned);
+    if (!PAGEWAIT_TSAN) {
+      ASSERT_NE(&w1, &w2);
+    }
+    w1.fetch_or(IO);
+    std::atomic<int> done{0};
+    std::thread reader([&] {
+      // Bounded, so that a release that misses it (another bucket, say) fails the test, not hangs it.
+      done = d2.wait_bit_clear_for(w2, IO, 20s) ? 1 : 2;
+    });
+    ASSERT_TRUE(waiters_queued(w1));
+    EXPECT_EQ(done.load(), 0);
+    d1.clear_bit_and_wake(w1, IO);
+    reader.join();
+    EXPECT_EQ(done.load(), 1);
+    EXPECT_EQ(w1.load(), 0u);  // the waiters bit went with the last waiter
+
+    // A lock held through one mapping, waited for through the other, handed over.
+    d1.lock_bit(w1, LOCK);
+    std::atomic<bool> got{false};
+    std::thread locker([&] {
+      if (!d2.try_lock_bit_for(w2, LOCK, 20s)) return;
+      got = true;
+      d2.unlock_bit(w2, LOCK);
+    });
+    ASSERT_TRUE(waiters_queued(w1));
+    EXPECT_FALSE(got.load());
+    d1.unlock_bit(w1, LOCK);
+    locker.join();
+    EXPECT_TRUE(got.load());
+    EXPECT_EQ(w1.load(), 0u);
+  }
+}
+
+TEST(ShmDomain, MutualExclusionAcrossMappings) {
+  shared_file f(kSize);
+  shm::domain d1 = shm::domain::create(f.map(), kSize, {4, 64, 4});  // few buckets: words collide
+  shm::domain attached = shm::domain::attach(f.map(), kSize);
+  shm::domain& d2 = second_mapping(d1, attached);
+  constexpr int kThreads = 6, kRounds = 20000, kWords = 3;
+  std::atomic<int> ready{0};
+  std::atomic<std::uint64_t> contended{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t)
+    ts.emplace_back([&, t] {
+      shm::domain& d = t % 2 ? d1 : d2;
+      ready.fetch_add(1);
+      while (ready.load() < kThreads) std::this_thread::yield();
+      for (int i = 0; i < kRounds; ++i) {
+        const std::size_t k = std::size_t(i + t) % kWords;
+        auto& w = at<std::atomic<W>>(d, k * 128);
+        auto& counter = at<std::uint64_t>(d, k * 128 + 8);
+        if (!d.try_lock_bit(w, LOCK)) {
+          contended.fetch_add(1, std::memory_order_relaxed);
+          if (i % 3 == 0) {
+            while (!d.try_lock_bit_for(w, LOCK, 1ms)) {
+            }
+          } else {
+            d.lock_bit(w, LOCK);
+          }
+        }
+        counter = counter + 1;  // plain: the lock orders it
+        d.unlock_bit(w, LOCK);
+      }
+    });
+  for (auto& t : ts) t.join();
+  std::uint64_t total = 0;
+  for (int k = 0; k < kWords; ++k) {
+    total += at<std::uint64_t>(d1, std::size_t(k) * 128 + 8);
+    EXPECT_EQ(at<std::atomic<W>>(d1, std::size_t(k) * 128).load(), 0u);
+  }
+  EXPECT_EQ(total, std::uint64_t(kThreads) * kRounds);
+  EXPECT_GT(contended.load(), 0u);  // the slow paths ran (6 threads on one lock each round)
+}
+
+TEST(ShmDomain, TimeoutsAndStopGiveUpAndLeaveTheBit) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize, {16, 8, 2});
+  auto& w = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  EXPECT_FALSE(d.try_lock_bit(w, LOCK));
+  EXPECT_FALSE(d.try_lock_bit_for(w, LOCK, 20ms));
+  EXPECT_FALSE(d.try_lock_bit_until(w, LOCK, std::chrono::steady_clock::now() + 20ms));
+  EXPECT_FALSE(d.wait_bit_clear_for(w, LOCK, 20ms));
+  EXPECT_FALSE(d.wait_bit_clear_until(w, LOCK, std::chrono::system_clock::now() + 20ms));
+  std::stop_source stop;
+  std::thread t([&] {
+    EXPECT_FALSE(d.lock_bit(w, LOCK, stop.get_token()));
+    EXPECT_FALSE(d.wait_bit_clear(w, LOCK, stop.get_token()));
+  });
+  ASSERT_TRUE(waiters_queued(w));
+  std::this_thread::sleep_for(10ms);
+  stop.request_stop();
+  t.join();
+  EXPECT_EQ(w.load() & ~WB, LOCK);  // still held; a waiters bit for nobody is allowed
+  d.unlock_bit(w, LOCK);
+  EXPECT_EQ(w.load(), 0u);
+  // Every slot is free again: as many waiters as there are wait slots can queue at once.
+  const std::uint32_t waits = d.settings().slots - d.settings().release_reserve;
+  d.lock_bit(w, LOCK);
+  std::vector<std::thread> many;
+  std::atomic<std::uint32_t> returned{0};
+  for (std::uint32_t i = 0; i < waits; ++i)
+    many.emplace_back([&] {
+      d.wait_bit_clear(w, LOCK);
+      returned.fetch_add(1);
+    });
+  std::this_thread::sleep_for(50ms);
+  d.unlock_bit(w, LOCK);
+  for (auto& t2 : many) t2.join();
+  EXPECT_EQ(returned.load(), waits);
+}
+
+TEST(ShmDomain, SlotsRunOutForWaitsButNeverForReleases) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize, {16, 3, 1});  // two slots for waits
+  auto& w = at<std::atomic<W>>(d, 0);
+  auto& v = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  std::vector<std::thread> ts;
+  // Each retries while the probe below holds a slot for its short wait.
+  for (int i = 0; i < 2; ++i)
+    ts.emplace_back([&] {
+      while (code_of([&] { d.wait_bit_clear(w, LOCK); }) == shm::errc::slots_exhausted)
+        std::this_thread::sleep_for(1ms);
+    });
+  // Both wait slots are held by the two sleepers (their waiters bit shows they queued).
+  ASSERT_TRUE(waiters_queued(w));
+  // Until both hold their slots, a short wait on another held bit finds one free and times out.
+  v.store(LOCK);
+  bool exhausted = false;
+  for (int i = 0; i < 5000 && !exhausted; ++i) {
+    exhausted = code_of([&] { d.wait_bit_clear_for(v, LOCK, 1ms); }) == shm::errc::slots_exhausted;
+    if (!exhausted) std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(exhausted);
+  // A wait or lock that would sleep now throws before touching the word: v keeps its bits.
+  v.store(LOCK);
+  EXPECT_EQ(code_of([&] { d.lock_bit(v, LOCK); }), shm::errc::slots_exhausted);
+  EXPECT_EQ(code_of([&] { d.wait_bit_clear(v, LOCK); }), shm::errc::slots_exhausted);
+  EXPECT_EQ(v.load(), LOCK);
+  v.store(0);
+  // A bit that is free needs no slot.
+  EXPECT_TRUE(d.try_lock_bit_for(v, LOCK, 1s));
+  // The release takes the reserve slot and wakes both.
+  d.unlock_bit(w, LOCK);
+  for (auto& t : ts) t.join();
+  d.unlock_bit(v, LOCK);
+  EXPECT_EQ(w.load(), 0u);
+}
+
+// ---- processes ----
+
+// Runs `child` in a forked process; returns its exit status (0: its checks passed).
+int in_child(auto&& child) {
+  const pid_t pid = fork();
+  if (pid == 0) _exit(child());
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+TEST(ShmProcesses, ChildWaitsParentReleases) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 128);
+  w.store(IO);
+  std::thread releaser([&] {
+    if (waiters_queued(w)) d.clear_bit_and_wake(w, IO);
+  });
+  // The child maps the file again, at another address, and attaches there (a process that did
+  // not inherit the mapping would do the same).
+  const int st = in_child([&] {
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    auto& cw = at<std::atomic<W>>(c, 128);
+    if (&cw == &w) return 2;
+    return c.wait_bit_clear_for(cw, IO, 20s) ? 0 : 1;
+  });
+  releaser.join();
+  EXPECT_EQ(st, 0);
+  EXPECT_EQ(w.load(), 0u);
+}
+
+TEST(ShmProcesses, LockHandedBackAndForthBetweenProcesses) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 256);
+  auto& turns = at<std::uint64_t>(d, 264);
+  auto& contended = at<std::atomic<std::uint64_t>>(d, 272);  // lock calls that found the bit held
+  auto& started = at<std::atomic<W>>(d, 280);
+  auto* rounds = &at<std::uint64_t>(d, 288);  // per side, written by that side only
+  constexpr std::uint64_t kRounds = 5000, kMaxRounds = 5000000;
+  // Each side holds the lock for a short while, so that the other finds it held and sleeps on
+  // it; each goes on until it has done kRounds and 100 of the lock calls (either side's) found
+  // the bit held (or kMaxRounds: then the check below fails). The total must come out exact.
+  const auto side = [&](int me) {
+    started.fetch_add(1);
+    while (started.load() < 2) std::this_thread::yield();
+    std::uint64_t i = 0;
+    for (; i < kMaxRounds && (i < kRounds || contended.load(std::memory_order_relaxed) < 100); ++i) {
+      if (!d.try_lock_bit(w, LOCK)) {
+        contended.fetch_add(1);
+        d.lock_bit(w, LOCK);
+      }
+      const std::uint64_t t = turns;
+      for (int j = 0; j < 200; ++j) asm volatile("" ::: "memory");
+      turns = t + 1;  // plain: the lock orders it
+      d.unlock_bit(w, LOCK);
+    }
+    rounds[me] = i;
+  };
+  const pid_t pid = fork();
+  if (pid == 0) {
+    side(1);  // the inherited handle works in the child as it does in the parent
+    _exit(0);
+  }
+  side(0);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  EXPECT_EQ(turns, rounds[0] + rounds[1]);
+  EXPECT_GE(contended.load(), 100u);
+  EXPECT_EQ(w.load(), 0u);
+}
+
+TEST(ShmProcesses, ParentWaitsForChildsLock) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 512);
+  auto& data = at<std::uint64_t>(d, 520);
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    d.lock_bit(w, LOCK);
+    char c = 1;
+    if (write(pipefd[1], &c, 1) != 1) _exit(3);
+    // Hold the lock until the parent has queued for it.
+    if (!waiters_queued(w)) _exit(4);
+    data = 42;
+    d.unlock_bit(w, LOCK);
+    _exit(0);
+  }
+  char c;
+  ASSERT_EQ(read(pipefd[0], &c, 1), 1);
+  d.lock_bit(w, LOCK);  // sleeps until the child's unlock
+  EXPECT_EQ(data, 42u);
+  d.unlock_bit(w, LOCK);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+  close(pipefd[0]);
+  close(pipefd[1]);
+}
