@@ -42,10 +42,17 @@ static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "a shared futex w
 // it, and the word size. A build that differs gets abi_mismatch, never a misread structure.
 std::uint32_t abi_fingerprint() noexcept {
   std::uint64_t h = 1469598103934665603ull;
-  for (std::uint64_t v : {std::uint64_t(sizeof(header)), std::uint64_t(sizeof(bucket<shm_policy>)),
-                          std::uint64_t(alignof(bucket<shm_policy>)), std::uint64_t(sizeof(shm_slot)),
-                          std::uint64_t(alignof(shm_slot)), std::uint64_t(sizeof(waiter_node<shm_policy>)),
-                          std::uint64_t(sizeof(release_record<shm_policy>)), std::uint64_t(sizeof(void*))}) {
+  for (std::uint64_t v :
+       {std::uint64_t(sizeof(header)), std::uint64_t(sizeof(bucket<shm_policy>)),
+        std::uint64_t(alignof(bucket<shm_policy>)), std::uint64_t(sizeof(shm_slot)),
+        std::uint64_t(alignof(shm_slot)), std::uint64_t(sizeof(waiter_node<shm_policy>)),
+        std::uint64_t(sizeof(release_record<shm_policy>)), std::uint64_t(sizeof(void*)),
+        // and what the bits in them mean: tokens, parker flags, node states,
+        // the null distance (a change of any needs a new layout_version too)
+        std::uint64_t(token_cleared), std::uint64_t(token_retry), std::uint64_t(token_handoff),
+        std::uint64_t(token_abandoned), std::uint64_t(sleeping_flag), std::uint64_t(interrupted_flag),
+        std::uint64_t(node_kind::exclusive), std::uint64_t(node_kind::bookmark),
+        std::uint64_t(node_state::claimed), std::uint64_t(rel<int>::null)}) {
     h ^= v;
     h *= 1099511628211ull;
   }
@@ -82,6 +89,7 @@ struct shm_domain_state {
   shm::options opts;
   wait_table<shm_policy> table;
   shm_slot* slots;
+  shm_domain_state* retired_next = nullptr;  // the registry's list of detached states
   shm_domain_state(char* b, std::size_t size, header* hh, const shm::options& o, const layout& l,
                    bool construct)
       : base(b),
@@ -95,13 +103,21 @@ struct shm_domain_state {
 namespace {
 
 // The process's attached domains. Looked up by address on every slow path without a lock (the
-// entries are published with release stores and never move); changed under the mutex. A handle
-// is removed only when the user destroys it, which no thread may do while an operation on the
-// domain is in progress (as for any synchronisation object).
+// entries are published with release stores and never move); changed under the mutex. A
+// detached domain's state is never freed: a slow path on another domain may be reading its
+// entry at that moment (its bounds, to see that the word is not there), and with no reclamation
+// scheme in the lookup that read must stay valid. A state is a few hundred bytes, kept once per
+// attach over the process's life (the review of the first version found the use after free).
 constexpr std::size_t max_domains = 64;
 std::mutex registry_m;
 std::array<std::atomic<shm_domain_state*>, max_domains> registry{};
 std::atomic<std::size_t> registry_used{0};
+
+// fork(): a thread of the parent may hold the registry's mutex while another forks; the child,
+// which has only the forking thread, would then never get it. Held across fork by the forker,
+// released on both sides (the mutex is the forking thread's own in the child).
+[[maybe_unused]] const bool registry_fork_handlers =
+    pthread_atfork([] { registry_m.lock(); }, [] { registry_m.unlock(); }, [] { registry_m.unlock(); }) == 0;
 
 shm_domain_state* find(const void* p) noexcept {
   const char* c = static_cast<const char*>(p);
@@ -127,21 +143,17 @@ void enroll(shm_domain_state* d) {
       if (i >= n) registry_used.store(i + 1, std::memory_order_release);
       return;
     }
-  fail(shm::errc::bad_options, "more than %llu domains attached in one process", max_domains);
+  fail(shm::errc::too_many, "more than %llu domains attached in one process", max_domains);
 }
 
-// Before anything is written: the memory must not overlap a domain already attached here.
-void check_overlap(const char* base, const char* end) {
-  std::lock_guard<std::mutex> g(registry_m);
-  for (auto& e : registry)
-    if (shm_domain_state* o = e.load(std::memory_order_relaxed); o && base < o->end && o->base < end)
-      fail(shm::errc::overlaps, "the memory overlaps a domain this process has attached already");
-}
+shm_domain_state* retired = nullptr;  // registry_m; kept reachable, so never reported as leaked
 
 void unenroll(shm_domain_state* d) noexcept {
   std::lock_guard<std::mutex> g(registry_m);
   for (auto& e : registry)
     if (e.load(std::memory_order_relaxed) == d) e.store(nullptr, std::memory_order_release);
+  d->retired_next = retired;
+  retired = d;
 }
 
 shm_domain_state& domain_of(const void* word) noexcept {
@@ -254,22 +266,27 @@ domain domain::create(void* base, std::size_t size, const options& o) {
     detail::fail(errc::too_small, "%llu bytes leave no user area (the domain's structures take %llu)", size,
                  l.user_off);
   char* b = static_cast<char*>(base);
-  detail::check_overlap(b, b + size);
   auto* h = reinterpret_cast<detail::header*>(b);
-  // Say "formatting" before anything else, so that a concurrent attach refuses (not_ready)
-  // rather than reading half-built structures; ready is published last, with a release store.
-  auto* st = new (&h->state) std::atomic<std::uint32_t>(detail::state_formatting);
-  h->magic = 0;  // not a domain until the end
   options oo = o;
   oo.buckets = std::uint32_t(l.buckets);
-  auto* d = new detail::shm_domain_state(b, size, h, oo, l, true);
-  for (std::uint32_t i = 0; i < o.slots; ++i) new (&d->slots[i]) detail::shm_slot;
+  // Enrolled before anything is written, so that every refusal (overlaps, too_many, out of
+  // memory) leaves the memory as it was. Nothing can look the domain up before create returns:
+  // no word of it has been handed out.
+  auto* d = new detail::shm_domain_state(b, size, h, oo, l, false);
   try {
     detail::enroll(d);
   } catch (...) {
     delete d;
     throw;
   }
+  // Say "formatting" before anything else, so that a concurrent attach refuses (not_ready)
+  // rather than reading half-built structures; ready is published last, with a release store.
+  // (Formatting memory that other processes have attached is the caller's error: every process
+  // detaches first, as for re-initialising any shared memory.)
+  auto* st = new (&h->state) std::atomic<std::uint32_t>(detail::state_formatting);
+  h->magic = 0;  // not a domain until the end
+  new (&d->table) detail::wait_table<detail::shm_policy>(l.buckets, b + l.buckets_off, true);
+  for (std::uint32_t i = 0; i < o.slots; ++i) new (&d->slots[i]) detail::shm_slot;
   h->layout_version = layout_version;
   h->abi = detail::abi_fingerprint();
   h->buckets = oo.buckets;
@@ -287,7 +304,6 @@ domain domain::create(void* base, std::size_t size, const options& o) {
 domain domain::attach(void* base, std::size_t size) {
   check_memory(base, size);
   char* b = static_cast<char*>(base);
-  detail::check_overlap(b, b + size);
   auto* h = reinterpret_cast<detail::header*>(b);
   // Acquire: pairs with create's release store of `ready`: every structure it formatted is seen.
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
@@ -312,7 +328,8 @@ domain domain::attach(void* base, std::size_t size) {
   o.release_reserve = h->release_reserve;
   const detail::layout l = detail::layout_for(o);
   if (l.buckets != h->buckets || l.buckets_off != h->buckets_off || l.slots_off != h->slots_off ||
-      l.user_off != h->user_off || o.release_reserve < 1 || o.release_reserve >= o.slots)
+      l.user_off != h->user_off || l.user_off >= h->size || o.release_reserve < 1 ||
+      o.release_reserve >= o.slots)
     detail::fail(errc::abi_mismatch, "the domain's header does not describe this build's layout");
   auto* d = new detail::shm_domain_state(b, std::size_t(h->size), h, o, l, false);
   try {
@@ -335,9 +352,7 @@ domain& domain::operator=(domain&& o) noexcept {
 }
 
 domain::~domain() {
-  if (!s_) return;
-  detail::unenroll(s_);
-  delete s_;
+  if (s_) detail::unenroll(s_);  // the state stays allocated: see the registry
 }
 
 const options& domain::settings() const noexcept { return s_->opts; }

@@ -13,8 +13,11 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <stop_token>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -29,7 +32,7 @@ constexpr W WB = pagewait::waiters_bit<W>;
 namespace {
 
 // A memfd of `size` bytes; map() maps it again, at an address of the kernel's choosing.
-struct shared_file {
+struct shared_file {  // not copyable: it owns the descriptor and the mappings
   int fd = -1;
   std::size_t size;
   std::vector<std::pair<void*, std::size_t>> maps;
@@ -43,6 +46,8 @@ struct shared_file {
     maps.emplace_back(p, size);
     return p;
   }
+  shared_file(const shared_file&) = delete;
+  shared_file& operator=(const shared_file&) = delete;
   ~shared_file() {
     for (auto& [p, n] : maps) munmap(p, n);
     close(fd);
@@ -175,6 +180,109 @@ TEST(ShmDomain, BadArgumentsLeaveTheWordAsItWas) {
   EXPECT_EQ(code_of([&] { d.try_lock_bit(w, LOCK); }), shm::errc::word_outside);
   EXPECT_TRUE(moved.try_lock_bit(w, LOCK));
   moved.unlock_bit(w, LOCK);
+}
+
+TEST(ShmDomain, ContainsIsExactAtBothEnds) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize / 2);
+  char* u = static_cast<char*>(d.user_area());
+  EXPECT_TRUE(d.contains(u, d.user_size()));
+  EXPECT_FALSE(d.contains(u, d.user_size() + 1));
+  EXPECT_FALSE(d.contains(u - 1, 1));
+  EXPECT_TRUE(d.contains(u + d.user_size() - 4, 4));
+  EXPECT_FALSE(d.contains(u + d.user_size(), 1));
+  EXPECT_FALSE(d.contains(u + d.user_size() + 100, 1));  // past the end: no wrap-around
+}
+
+// A refusal of create after the memory was checked (here: too many domains in this process)
+// must leave the memory as it was: the domain formatted there before still attaches.
+TEST(ShmDomain, CreateRefusedLeavesTheMemoryAsItWas) {
+  shared_file f(kSize);
+  char* a = static_cast<char*>(f.map());
+  { shm::domain first = shm::domain::create(a, kSize); }  // formatted, detached
+  std::vector<std::unique_ptr<shared_file>> files;
+  std::vector<shm::domain> others;
+  const shm::options small{16, 4, 1};
+  const std::size_t small_size = shm::domain::bytes_needed(4096, small);
+  shm::errc last{};
+  while (last == shm::errc{} && files.size() < 100) {
+    files.push_back(std::make_unique<shared_file>(small_size));
+    last = code_of([&] { others.push_back(shm::domain::create(files.back()->map(), small_size, small)); });
+  }
+  EXPECT_EQ(last, shm::errc::too_many);
+  EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize); }), shm::errc::too_many);
+  others.clear();
+  shm::domain again = shm::domain::attach(a, kSize);  // still the first domain, intact
+  auto& w = at<std::atomic<W>>(again, 0);
+  EXPECT_TRUE(again.try_lock_bit(w, LOCK));
+  again.unlock_bit(w, LOCK);
+}
+
+// A corrupt header that claims a user area beyond the domain's end is refused.
+TEST(ShmDomain, AttachRefusesAHeaderWhoseUserAreaIsPastItsEnd) {
+  shared_file f(kSize);
+  char* a = static_cast<char*>(f.map());
+  { shm::domain d = shm::domain::create(a, kSize); }
+  std::uint64_t user_off;
+  // magic 8, version 4, abi 4, state 4, buckets 4, slots 4, reserve 4: then the four offsets.
+  std::memcpy(&user_off, a + 48, 8);
+  const std::uint64_t size = kSize;
+  std::memcpy(a + 56, &user_off, 8);  // size == user_off: no user area
+  EXPECT_EQ(code_of([&] { shm::domain::attach(a, kSize); }), shm::errc::abi_mismatch);
+  std::memcpy(a + 56, &size, 8);
+  shm::domain d = shm::domain::attach(a, kSize);
+}
+
+// A lock that would not sleep (deadline passed, stop requested) needs no slot, so it returns
+// false rather than throwing slots_exhausted while every wait slot is taken.
+TEST(ShmDomain, ExpiredLocksNeedNoSlot) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize, {16, 2, 1});  // one slot for waits
+  auto& w = at<std::atomic<W>>(d, 0);
+  d.lock_bit(w, LOCK);
+  std::thread sleeper([&] { d.wait_bit_clear(w, LOCK); });
+  ASSERT_TRUE(waiters_queued(w));
+  // Until the sleeper holds the only wait slot, a 1 ms wait may still get it and time out.
+  auto& v = at<std::atomic<W>>(d, 64);
+  v.store(LOCK);
+  bool exhausted = false;
+  for (int i = 0; i < 5000 && !exhausted; ++i) {
+    exhausted = code_of([&] { d.wait_bit_clear_for(v, LOCK, 1ms); }) == shm::errc::slots_exhausted;
+    if (!exhausted) std::this_thread::sleep_for(1ms);
+  }
+  ASSERT_TRUE(exhausted);
+  EXPECT_EQ(code_of([&] { EXPECT_FALSE(d.try_lock_bit_for(v, LOCK, 0ms)); }), shm::errc{});
+  EXPECT_EQ(code_of([&] { EXPECT_FALSE(d.try_lock_bit_until(v, LOCK, std::chrono::steady_clock::now())); }),
+            shm::errc{});
+  std::stop_source stopped;
+  stopped.request_stop();
+  EXPECT_EQ(code_of([&] { EXPECT_FALSE(d.lock_bit(v, LOCK, stopped.get_token())); }), shm::errc{});
+  EXPECT_EQ(code_of([&] { EXPECT_FALSE(d.wait_bit_clear_for(v, LOCK, 0ms)); }), shm::errc{});
+  EXPECT_EQ(v.load(), LOCK);
+  d.unlock_bit(w, LOCK);
+  sleeper.join();
+}
+
+// Detaching one domain while another is in use: the other's slow paths read the registry, which
+// must never hand them freed memory (ASan watches).
+TEST(ShmDomain, DetachingOneDomainWhileAnotherIsBusy) {
+  shared_file fx(kSize), fy(kSize);
+  std::optional<shm::domain> y = shm::domain::create(fy.map(), kSize);  // registered first
+  shm::domain x = shm::domain::create(fx.map(), kSize);
+  void* ymap = fy.map();
+  auto& w = at<std::atomic<W>>(x, 0);
+  x.lock_bit(w, LOCK);
+  std::atomic<bool> stop{false};
+  std::thread user([&] {
+    while (!stop.load()) (void)x.try_lock_bit_for(w, LOCK, 0ns + std::chrono::nanoseconds(1000));
+  });
+  for (int i = 0; i < 300; ++i) {
+    y.reset();
+    y.emplace(shm::domain::attach(ymap, kSize));
+  }
+  stop = true;
+  user.join();
+  x.unlock_bit(w, LOCK);
 }
 
 // Two mappings of one memfd at different addresses: a waiter through one, a releaser through
@@ -442,4 +550,54 @@ TEST(ShmProcesses, ParentWaitsForChildsLock) {
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
   close(pipefd[0]);
   close(pipefd[1]);
+}
+
+// Processes that neither created nor inherited the domain: fork, then exec shm_peer, which maps
+// the memfd (its descriptor survives the exec) at an address of its own and attaches. Two of them
+// wait for an event bit this process clears; three others, and this process, contend for a lock
+// bit and count under it.
+TEST(ShmProcesses, ExecedPeersAttachWaitAndCount) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& event = at<std::atomic<W>>(d, 1024);
+  auto& lock = at<std::atomic<W>>(d, 2048);
+  auto& counter = at<std::uint64_t>(d, 2048 + 8);
+  event.store(IO);
+  constexpr int kCount = 3000;
+  const auto spawn = [&](std::vector<std::string> args) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::vector<std::string> all = {SHM_PEER, std::to_string(f.fd), std::to_string(kSize)};
+      all.insert(all.end(), args.begin(), args.end());
+      std::vector<char*> argv;
+      for (auto& a : all) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    return pid;
+  };
+  std::vector<pid_t> waiters, counters;
+  for (int i = 0; i < 2; ++i) waiters.push_back(spawn({"wait", "1024", std::to_string(IO)}));
+  for (int i = 0; i < 3; ++i)
+    counters.push_back(spawn({"count", "2048", std::to_string(LOCK), std::to_string(kCount)}));
+  for (int i = 0; i < kCount; ++i) {
+    d.lock_bit(lock, LOCK);
+    counter = counter + 1;
+    d.unlock_bit(lock, LOCK);
+  }
+  const auto status_of = [](pid_t pid) {
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 100 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+  };
+  for (pid_t p : counters) EXPECT_EQ(status_of(p), 0);
+  EXPECT_EQ(counter, std::uint64_t(4 * kCount));
+  EXPECT_EQ(lock.load(), 0u);
+  // The waiters have queued (their waiters bit is set) unless one is very late; either way the
+  // clear must reach whoever waits, and a late one sees the bit clear at once.
+  (void)waiters_queued(event);
+  d.clear_bit_and_wake(event, IO);
+  for (pid_t p : waiters) EXPECT_EQ(status_of(p), 0);
+  EXPECT_EQ(event.load(), 0u);
 }

@@ -59,6 +59,7 @@ enum class errc {
   slots_exhausted,  // a wait or lock found every slot taken (options::slots)
   unsupported,      // this build has no shared futexes (not Linux, or PAGEWAIT_PORTABLE_PARKING)
   overlaps,         // create/attach: the memory overlaps a domain this process has attached
+  too_many,         // create/attach: this process has 64 domains attached already
 };
 
 // What went wrong, and which errc. Thrown before the word (or the memory, for create/attach)
@@ -75,9 +76,11 @@ class domain_error : public std::runtime_error {
 struct options {
   std::uint32_t buckets = 256;  // wait-table buckets (rounded up to a power of two, 1..65536)
   // Slow operations that can be in progress at once, over every process (a waiter for its whole
-  // wait, a release for its walk). Of these, `release_reserve` are kept for releases, so that an
-  // unlock never waits for a waiter to leave: waits and locks throw slots_exhausted when the
-  // others are all taken; a release that finds none free yields until one is.
+  // wait, a release for its walk). `release_reserve` of them are kept for releases, so that an
+  // unlock never waits for a waiter to leave: a release takes a reserved slot, else any free one,
+  // else yields until one is free. A wait or lock that would sleep takes an unreserved slot, or
+  // throws slots_exhausted: size `slots` for the waiters you expect plus the slow releases in
+  // progress at once beyond the reserve.
   std::uint32_t slots = 256;          // 2..65536
   std::uint32_t release_reserve = 8;  // 1..slots-1
 };
@@ -91,11 +94,11 @@ class domain {
 
   // Formats [base, base + size) as a new domain (its previous contents are overwritten) and
   // attaches this process to it. Other processes then attach(). Throws domain_error (too_small,
-  // misaligned, bad_options, unsupported, overlaps) without writing anything.
+  // misaligned, bad_options, unsupported, overlaps, too_many) without writing anything.
   static domain create(void* base, std::size_t size, const options& o = {});
   // Attaches this process to the domain that create formatted at [base, base + size) (mapped here
   // at any address). Throws domain_error (bad_magic, layout_version, abi_mismatch, not_ready,
-  // too_small, misaligned, unsupported, overlaps); writes nothing.
+  // too_small, misaligned, unsupported, overlaps, too_many); writes nothing.
   static domain attach(void* base, std::size_t size);
 
   domain(domain&& o) noexcept : s_(o.s_), user_(o.user_), end_(o.end_) {
@@ -114,7 +117,7 @@ class domain {
   std::size_t user_size() const noexcept { return std::size_t(end_ - user_); }
   bool contains(const void* p, std::size_t n) const noexcept {
     const char* c = static_cast<const char*>(p);
-    return c >= user_ && n <= std::size_t(end_ - c);
+    return c >= user_ && c <= end_ && n <= std::size_t(end_ - c);
   }
   const options& settings() const noexcept;
 
@@ -144,7 +147,9 @@ class domain {
     detail::deadline::check(abs);
     detail::tsan::acquiring t(&word);
     if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
-    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::until(abs), nullptr));
+    const detail::deadline dl = detail::deadline::until(abs);
+    if (expired(dl, nullptr)) return t.locked(detail::shm_core<W>::try_lock(word, bit));
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, dl, nullptr));
   }
   template <word_type W, class Rep, class Period>
   bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
@@ -153,13 +158,16 @@ class domain {
     detail::deadline::check(rel);
     detail::tsan::acquiring t(&word);
     if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
-    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::after(rel), nullptr));
+    const detail::deadline dl = detail::deadline::after(rel);
+    if (expired(dl, nullptr)) return t.locked(detail::shm_core<W>::try_lock(word, bit));
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, dl, nullptr));
   }
   template <word_type W>
   bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
     check(word, bit);
     detail::tsan::acquiring t(&word);
     if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
+    if (expired(detail::deadline::never(), &stop)) return t.locked(detail::shm_core<W>::try_lock(word, bit));
     return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::never(), &stop));
   }
   template <word_type W>
@@ -215,6 +223,13 @@ class domain {
     if (c < user_ || c + sizeof(W) > end_ || (reinterpret_cast<std::uintptr_t>(c) & (sizeof(W) - 1)))
         [[unlikely]]
       throw_outside(&word, sizeof(W), this);
+  }
+
+  // A lock whose deadline has passed (or whose stop was requested) gives up after one more try,
+  // as lock_slow would: here, before lock_slow takes a slot, so that it never throws
+  // slots_exhausted for a lock that was not going to sleep. (A wait checks before its slot too.)
+  static bool expired(const detail::deadline& dl, const std::stop_token* stop) noexcept {
+    return detail::shm_core<std::uint32_t>::abandon(dl, stop);
   }
 
   detail::shm_domain_state* s_;
