@@ -236,12 +236,6 @@ void runtime::violate(const char* what) {
   fail();
 }
 
-bool runtime::is_parker(const void* p) const {
-  for (const thread& t : threads_)
-    if (p == &t.parker) return true;
-  return false;
-}
-
 namespace {
 const char* domain_base = nullptr;
 std::size_t domain_size = 0;
@@ -254,8 +248,7 @@ void set_model_domain(const void* base, std::size_t size) {
 
 bool in_model_domain(const void* p, std::size_t size) {  // NOLINT(readability-*)
   const char* c = static_cast<const char*>(p);
-  if (domain_base && c >= domain_base && c + size <= domain_base + domain_size) return true;
-  return rt().is_parker(p);  // a link's target: the runtime's parkers stand for the slots'
+  return domain_base && c >= domain_base && c + size <= domain_base + domain_size;
 }
 
 void outside_model_domain(const char* what) { rt().violate(what); }

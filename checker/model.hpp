@@ -199,7 +199,6 @@ class runtime {
   void loop_wake(model_parker& p, std::uint32_t token);
   std::chrono::steady_clock::time_point now();
   model_parker& current_parker() { return threads_[std::size_t(cur_)].parker; }
-  bool is_parker(const void* p) const;
   // A violation found by a policy's own checks (the offset-shaped policy's domain rules).
   [[noreturn]] void violate(const char* what);
   // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
@@ -446,11 +445,10 @@ class chooser {
 // its target, as a wait domain mapped at a different address in each process must store it, so
 // a structure the core copied bit for bit, or read through a pointer it kept from elsewhere,
 // would point somewhere else; and every such field, and its target, must lie in the model's
-// domain (model_domain below: the buckets, each thread's slot with its wait node and its release
-// place holders; and the threads' parkers, which stand for the slots' parkers a real domain
-// would hold). A field or target on a thread's stack, or in memory of one process only, is
-// reported: another process could not follow it. Distances between 8-byte aligned objects are
-// multiples of 8, so 1 encodes null.
+// domain (model_domain below: the buckets, and each thread's slot with its wait node, its parker
+// and its release place holders). A field or target on a thread's stack, or in memory of one
+// process only (a thread's own parker, say), is reported: another process could not follow it. Distances
+// between 8-byte aligned objects are multiples of 8, so 1 encodes null.
 bool in_model_domain(const void* p, std::size_t size);
 void set_model_domain(const void* base, std::size_t size);
 [[noreturn]] void outside_model_domain(const char* what);
@@ -467,7 +465,8 @@ struct offset_ref {
     if (!in_model_domain(this, sizeof(*this)))
       outside_model_domain("a link of the wait table is stored outside the domain (on a thread's stack?)");
     if (x && !in_model_domain(x, 1))
-      outside_model_domain("a link of the wait table points outside the domain (to a thread's stack?)");
+      outside_model_domain(
+          "a link of the wait table points outside the domain (to a thread's stack, or its own parker?)");
     off = x ? reinterpret_cast<const char*>(x) - reinterpret_cast<const char*>(this) : null;
   }
 };
@@ -658,6 +657,7 @@ struct model_domain {
   using record = detail::release_record<P>;
   struct slot {
     bool waiting = false, releasing = false;
+    model_parker parker;  // the slot's parker, as a real domain's slot holds one
     alignas(node) unsigned char wait[sizeof(node)];
     alignas(node) unsigned char end[sizeof(node)];
     alignas(node) unsigned char mark[sizeof(node)];
@@ -677,6 +677,7 @@ struct domain_wait_scope {
       outside_model_domain(
           "a thread opened a second wait while one was open: a domain has one node per thread");
     s.waiting = true;
+    s.parker.thread = rt().current();
     n = new (s.wait) node_t;
   }
   domain_wait_scope(const domain_wait_scope&) = delete;
@@ -686,7 +687,7 @@ struct domain_wait_scope {
     s.waiting = false;
   }
   node_t& node() noexcept { return *n; }
-  typename P::parker& parker() { return P::current_parker(); }
+  model_parker& parker() noexcept { return s.parker; }
 };
 
 template <class P>

@@ -84,6 +84,7 @@ layout layout_for(const shm::options& o) noexcept {
 // This process's handle on one domain: where the mapping is here, and its table.
 struct shm_domain_state {
   char* base;
+  char* user;  // from the checked layout, never re-read from the shared header
   char* end;
   header* h;
   shm::options opts;
@@ -93,6 +94,7 @@ struct shm_domain_state {
   shm_domain_state(char* b, std::size_t size, header* hh, const shm::options& o, const layout& l,
                    bool construct)
       : base(b),
+        user(b + l.user_off),
         end(b + size),
         h(hh),
         opts(o),
@@ -217,19 +219,12 @@ shm_slot& shm_take_slot(const void* word, bool for_release) {
   }
 }
 
-void shm_give_slot(shm_slot& s) noexcept { s.owner.store(0, std::memory_order_release); }
-
-void shm_word_lock::lock_slow() noexcept {
-  // As word_lock::lock_slow, on the shared futex: spin a little (the lock is held for at most
-  // chunk_visits visits), then mark "held with sleepers" and sleep until we take it.
-  for (int i = 0; i < 100; ++i) {
-    std::uint32_t c = w_.value.load(std::memory_order_relaxed);
-    if (c == 0 && w_.value.compare_exchange_weak(c, 1, std::memory_order_acquire, std::memory_order_relaxed))
-      return;
-    native_policy::cpu_relax();
-  }
-  while (w_.value.exchange(2, std::memory_order_acquire) != 0) w_.wait_shared(2, deadline::never());
+shm_parker& shm_policy::current_parker() noexcept {
+  std::fprintf(stderr, "pagewait::shm: internal error: a domain node must take its slot's parker\n");
+  std::abort();
 }
+
+void shm_give_slot(shm_slot& s) noexcept { s.owner.store(0, std::memory_order_release); }
 
 }  // namespace detail
 
@@ -307,31 +302,38 @@ domain domain::attach(void* base, std::size_t size) {
   auto* h = reinterpret_cast<detail::header*>(b);
   // Acquire: pairs with create's release store of `ready`: every structure it formatted is seen.
   const std::uint32_t state = h->state.load(std::memory_order_acquire);
-  if (h->magic != detail::magic) {
+  // One copy of the header, checked, and only the copy used: the checks and the handle see the
+  // same values. (Formatting memory that others are attaching is the caller's error; the state
+  // is read again at the end so that a create seen starting meanwhile refuses, not half-reads.)
+  detail::header c;
+  std::memcpy(static_cast<void*>(&c), static_cast<const void*>(h), sizeof c);
+  if (c.magic != detail::magic) {
     if (state == detail::state_formatting) detail::fail(errc::not_ready, "the domain is still being created");
-    detail::fail(errc::bad_magic, "no domain here (bad magic 0x%llx)", h->magic);
+    detail::fail(errc::bad_magic, "no domain here (bad magic 0x%llx)", c.magic);
   }
-  if (h->layout_version != layout_version)
+  if (c.layout_version != layout_version)
     detail::fail(errc::layout_version, "the domain has layout version %llu, this pagewait reads version %llu",
-                 h->layout_version, layout_version);
-  if (h->abi != detail::abi_fingerprint())
+                 c.layout_version, layout_version);
+  if (c.abi != detail::abi_fingerprint())
     detail::fail(
         errc::abi_mismatch,
         "the domain was formatted by a build with other structure sizes (ABI 0x%llx, this build 0x%llx)",
-        h->abi, detail::abi_fingerprint());
+        c.abi, detail::abi_fingerprint());
   if (state != detail::state_ready) detail::fail(errc::not_ready, "the domain is still being created");
-  if (h->size > size)
-    detail::fail(errc::too_small, "the domain is %llu bytes, the mapping here only %llu", h->size, size);
+  if (c.size > size)
+    detail::fail(errc::too_small, "the domain is %llu bytes, the mapping here only %llu", c.size, size);
   options o;
-  o.buckets = h->buckets;
-  o.slots = h->slots;
-  o.release_reserve = h->release_reserve;
+  o.buckets = c.buckets;
+  o.slots = c.slots;
+  o.release_reserve = c.release_reserve;
   const detail::layout l = detail::layout_for(o);
-  if (l.buckets != h->buckets || l.buckets_off != h->buckets_off || l.slots_off != h->slots_off ||
-      l.user_off != h->user_off || l.user_off >= h->size || o.release_reserve < 1 ||
+  if (l.buckets != c.buckets || l.buckets_off != c.buckets_off || l.slots_off != c.slots_off ||
+      l.user_off != c.user_off || l.user_off >= c.size || o.release_reserve < 1 ||
       o.release_reserve >= o.slots)
     detail::fail(errc::abi_mismatch, "the domain's header does not describe this build's layout");
-  auto* d = new detail::shm_domain_state(b, std::size_t(h->size), h, o, l, false);
+  if (h->state.load(std::memory_order_acquire) != detail::state_ready || h->magic != detail::magic)
+    detail::fail(errc::not_ready, "the domain is being created again");
+  auto* d = new detail::shm_domain_state(b, std::size_t(c.size), h, o, l, false);
   try {
     detail::enroll(d);
   } catch (...) {
@@ -341,7 +343,7 @@ domain domain::attach(void* base, std::size_t size) {
   return domain(d);
 }
 
-domain::domain(detail::shm_domain_state* s) noexcept : s_(s), user_(s->base + s->h->user_off), end_(s->end) {}
+domain::domain(detail::shm_domain_state* s) noexcept : s_(s), user_(s->user), end_(s->end) {}
 
 domain& domain::operator=(domain&& o) noexcept {
   if (this != &o) {

@@ -258,6 +258,13 @@ TEST(ShmDomain, ExpiredLocksNeedNoSlot) {
   stopped.request_stop();
   EXPECT_EQ(code_of([&] { EXPECT_FALSE(d.lock_bit(v, LOCK, stopped.get_token())); }), shm::errc{});
   EXPECT_EQ(code_of([&] { EXPECT_FALSE(d.wait_bit_clear_for(v, LOCK, 0ms)); }), shm::errc{});
+  // A deadline that passes during the lock's short spin: still no slot (the second review's case).
+  int thrown = 0;
+  for (int ns : {20, 50, 100, 200, 400})
+    for (int i = 0; i < 100; ++i)
+      thrown += code_of([&] { (void)d.try_lock_bit_for(v, LOCK, std::chrono::nanoseconds(ns)); }) ==
+                shm::errc::slots_exhausted;
+  EXPECT_EQ(thrown, 0);
   EXPECT_EQ(v.load(), LOCK);
   d.unlock_bit(w, LOCK);
   sleeper.join();

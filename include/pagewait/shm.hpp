@@ -147,9 +147,7 @@ class domain {
     detail::deadline::check(abs);
     detail::tsan::acquiring t(&word);
     if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
-    const detail::deadline dl = detail::deadline::until(abs);
-    if (expired(dl, nullptr)) return t.locked(detail::shm_core<W>::try_lock(word, bit));
-    return t.locked(detail::shm_core<W>::lock_slow(word, bit, dl, nullptr));
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::until(abs), nullptr));
   }
   template <word_type W, class Rep, class Period>
   bool try_lock_bit_for(std::atomic<W>& word, std::type_identity_t<W> bit,
@@ -158,16 +156,13 @@ class domain {
     detail::deadline::check(rel);
     detail::tsan::acquiring t(&word);
     if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
-    const detail::deadline dl = detail::deadline::after(rel);
-    if (expired(dl, nullptr)) return t.locked(detail::shm_core<W>::try_lock(word, bit));
-    return t.locked(detail::shm_core<W>::lock_slow(word, bit, dl, nullptr));
+    return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::after(rel), nullptr));
   }
   template <word_type W>
   bool lock_bit(std::atomic<W>& word, std::type_identity_t<W> bit, std::stop_token stop) {
     check(word, bit);
     detail::tsan::acquiring t(&word);
     if (detail::shm_core<W>::try_lock(word, bit)) return t.locked(true);
-    if (expired(detail::deadline::never(), &stop)) return t.locked(detail::shm_core<W>::try_lock(word, bit));
     return t.locked(detail::shm_core<W>::lock_slow(word, bit, detail::deadline::never(), &stop));
   }
   template <word_type W>
@@ -223,13 +218,6 @@ class domain {
     if (c < user_ || c + sizeof(W) > end_ || (reinterpret_cast<std::uintptr_t>(c) & (sizeof(W) - 1)))
         [[unlikely]]
       throw_outside(&word, sizeof(W), this);
-  }
-
-  // A lock whose deadline has passed (or whose stop was requested) gives up after one more try,
-  // as lock_slow would: here, before lock_slow takes a slot, so that it never throws
-  // slots_exhausted for a lock that was not going to sleep. (A wait checks before its slot too.)
-  static bool expired(const detail::deadline& dl, const std::stop_token* stop) noexcept {
-    return detail::shm_core<std::uint32_t>::abandon(dl, stop);
   }
 
   detail::shm_domain_state* s_;

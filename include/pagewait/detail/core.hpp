@@ -251,6 +251,11 @@ struct core {
       P::cpu_relax();
     }
     bucket_t& b = bucket_of(&word);
+    // A deadline that passed (or a stop that came) before the first queueing, during the spin,
+    // and after each lost race: one more try, and no queueing. The first check comes before the
+    // node is taken, so a lock that will not sleep needs none (in a domain: no slot, which may
+    // have run out).
+    if (abandon(dl, stop)) return try_lock(word, bit);
     wait_scope scope(&word);  // the node: on this stack, or in this thread's slot of a domain
     node& n = scope.node();
     n.word.set(&word);
@@ -258,8 +263,7 @@ struct core {
     n.kind = node_kind::exclusive;
     n.parker.set(&scope.parker());
     const fairness_settings f = P::fairness();
-    for (;;) {
-      if (abandon(dl, stop)) return try_lock(word, bit);
+    do {
       n.parker.get()->prepare();
       before_queueing(n, f);
       if (enqueue_exclusive(b, word, bit, n)) return true;
@@ -272,7 +276,8 @@ struct core {
         default:
           return false;  // deadline or stop, nothing granted
       }
-    }
+    } while (!abandon(dl, stop));
+    return try_lock(word, bit);  // gave up after a lost race
   }
 
   // The pieces of a lock wait. Each has one caller today; they are apart so that the

@@ -47,21 +47,7 @@ struct rel {
 // The bucket lock of a domain: word_lock's three states on a shared futex. Held for at most
 // chunk_visits node visits; a process that dies holding it is issue 12's recovery slice (the
 // lock is not robust yet: SHARED.md says what that means).
-class shm_word_lock {
- public:
-  void lock() noexcept {
-    std::uint32_t c = 0;
-    if (w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
-    lock_slow();
-  }
-  void unlock() noexcept {
-    if (w_.value.exchange(0, std::memory_order_release) == 2) w_.wake_one_shared();
-  }
-
- private:
-  void lock_slow() noexcept;
-  sleep_word w_;
-};
+using shm_word_lock = basic_word_lock<true>;
 
 struct shm_policy;
 struct shm_domain_state;
@@ -114,6 +100,10 @@ struct shm_policy : native_policy {
   };
 
   using parker = shm_parker;
+  // A domain node's parker is its slot's, which the wait scope gives (parker()); a thread has no
+  // parker of its own in a domain. Declared with the domain's type so that code naming it
+  // compiles; it aborts if called (src/shm.cpp).
+  [[noreturn]] static parker& current_parker() noexcept;
   using wait_scope = shm_wait_scope<shm_policy>;
   using release_scope = shm_release_scope<shm_policy>;
   // The table of the domain whose user area holds `word` (the caller checked that one does).
