@@ -9,20 +9,27 @@
 //   * Event wake: B waits for a flag to clear; A clears it and wakes. Peers: a domain's
 //     wait_bit_clear / clear_bit_and_wake, a process-shared mutex + condition variable (the flag
 //     under the mutex, pthread_cond_broadcast), and the bare shared futex.
-// steady_clock is CLOCK_MONOTONIC, one clock for every process. Between rounds both sides sleep
-// on a shared futex, so that neither holds a CPU the other needs. Peers take turns in blocks (a
-// fresh child per block and peer), and the ratio is to the bare futex of the same run.
+// steady_clock is CLOCK_MONOTONIC, one clock for every process. The parent runs on CPU 0 and the
+// child on CPU 1 (when there are two), so every peer is measured for the same wake-up, across
+// CPUs. B is given 50 µs to fall asleep before each release (not checked, the same for every
+// peer, as in figure 4). Between rounds the child sleeps on a shared futex and the parent yields
+// until the child has started its round. Peers take turns in blocks (a fresh child per block
+// and peer), and the ratio is to the bare futex of the same run. A child that dies ends the run
+// with an error (the parent's waits time out and look), and a child whose parent dies is killed.
 //   * Uncontended: lock+unlock of a word in a domain against a word in private memory with
 //     pagewait.hpp (same single RMW each way; the domain's bounds check of the word reads only its
 //     handle), interleaved repetitions.
 #include <linux/futex.h>
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <cstring>
 #include <stdexcept>
 #include <thread>
@@ -58,8 +65,24 @@ struct area {
   double lat[max_samples];
 };
 
-void wait_phase(area& a, std::uint32_t want) {
-  for (std::uint32_t v; (v = a.phase.load(std::memory_order_acquire)) != want;) shared_wait(&a.phase, v);
+// Waits for `phase` to become `want`; the parent (child_pid > 0) also watches the child, so that a
+// child that died ends the figure with an error instead of a hang.
+void wait_phase(area& a, std::uint32_t want, pid_t child_pid = 0) {
+  const timespec tick{0, 100 * 1000 * 1000};
+  for (std::uint32_t v; (v = a.phase.load(std::memory_order_acquire)) != want;) {
+    syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&a.phase), FUTEX_WAIT, v, child_pid ? &tick : nullptr,
+            nullptr, 0);
+    if (child_pid && waitpid(child_pid, nullptr, WNOHANG) == child_pid)
+      throw std::runtime_error("figure 10: the child process died");
+  }
+}
+
+void pin_to(int cpu) {
+  if (std::thread::hardware_concurrency() < 2) return;
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  sched_setaffinity(0, sizeof set, &set);
 }
 void set_phase(area& a, std::uint32_t v) {
   a.phase.store(v, std::memory_order_release);
@@ -132,6 +155,8 @@ void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vecto
   const pid_t pid = fork();
   if (pid < 0) throw std::runtime_error("fork failed");
   if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the parent (run.py waits for our pipe)
+    pin_to(1);
     for (unsigned k = 0; k < n; ++k) {
       wait_phase(a, 2 * k + 1);
       a.b_going.store(1);
@@ -153,14 +178,18 @@ void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vecto
     else
       p.lock();
     set_phase(a, 2 * k + 1);
-    while (!a.b_going.load()) std::this_thread::yield();
+    for (unsigned spins = 0; !a.b_going.load(); ++spins) {
+      std::this_thread::yield();
+      if (spins % 1024 == 1023 && waitpid(pid, nullptr, WNOHANG) == pid)
+        throw std::runtime_error("figure 10: the child process died");
+    }
     std::this_thread::sleep_for(std::chrono::microseconds(50));  // B is asleep by now
     a.t0.store(now_ns(), std::memory_order_relaxed);
     if (event)
       p.fire();
     else
       p.unlock();
-    wait_phase(a, 2 * k + 2);
+    wait_phase(a, 2 * k + 2, pid);
   }
   int status = 0;
   waitpid(pid, &status, 0);
@@ -189,6 +218,9 @@ json run_shared(const run_options& o) {
   json out;
   {
     pagewait::shm::domain d = pagewait::shm::domain::create(base, size);
+    cpu_set_t was;
+    const bool pinned = sched_getaffinity(0, sizeof was, &was) == 0;
+    pin_to(0);
     area& a = *new (d.user_area()) area{};
     pthread_mutexattr_t ma;
     pthread_mutexattr_init(&ma);
@@ -253,6 +285,7 @@ json run_shared(const run_options& o) {
                 {"domain_vs_private", percentile(ratio, 50)},
                 {"domain_vs_private_min", *std::min_element(ratio.begin(), ratio.end())},
                 {"domain_vs_private_max", *std::max_element(ratio.begin(), ratio.end())}};
+    if (pinned) sched_setaffinity(0, sizeof was, &was);
     pthread_cond_destroy(&a.cv);
     pthread_mutex_destroy(&a.m);
     out = {{"rows", rows},

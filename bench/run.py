@@ -66,7 +66,12 @@ def log(msg):
 
 def run_json(cmd, what):
     t0 = time.time()
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # A figure that hangs (a child process that died, a lost wake-up) fails the run instead
+        # of holding it for ever; the longest full figure takes about a minute on 2 cores.
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=1800)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"{what}: no result after 1800 s")
     if p.returncode != 0:
         raise BenchError(f"{what}: exit {p.returncode}\n{p.stderr[-3000:]}")
     try:
