@@ -553,9 +553,10 @@ struct core {
   [[gnu::noinline]] static void release_slow(std::atomic<W>& word, W bit, release_kind kind) {
     // [C1] Last, the asynchronous waiters' completions: user code, which may release other bits
     // (their completions join this list), so nothing of this release may still be pending, its
-    // scope included (a nested release on this thread reuses a domain slot's release area). Only
-    // when this release queued some: a release that woke threads only pays nothing for it (one
-    // queued by a release inside a callback is run by the outer run, which is in progress).
+    // scope included (in a domain, a slot held through user code could leave a nested release
+    // none). Only when this release queued some: a release that woke threads only pays nothing
+    // for it (one queued by a release inside a callback is run by the outer run, which is in
+    // progress).
     if (release_walk(word, bit, kind)) P::run_completions();
   }
 

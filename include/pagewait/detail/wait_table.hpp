@@ -168,12 +168,13 @@ struct release_record {
 // thread's stack, each for the length of the wait or the release, and the policy's one table
 // (P::table()). A policy may declare `wait_scope` (node(), parker()), `release_scope` (end(), mark(), rec())
 // and `table_for(const void* word)` to place them elsewhere: a wait domain in shared memory keeps
-// them in the calling thread's slot of its mapping, where another process's release can reach
-// them, and has a table per domain. What makes one slot per thread enough: a thread has at most
-// one wait scope and one release scope open at a time. A wait never starts inside a wait (the
-// thread is parked), a release never inside a release (release_slow closes its scope before its
-// completions run user code), and a release's deliver may race an asynchronous lock waiter
-// (race_async), which queues that waiter's own node, never a scope's.
+// them in a slot of its mapping, taken for the length of the scope, where another process's
+// release can reach them, and has a table per domain. A thread has at most one wait scope and
+// one release scope open at a time — a wait never starts inside a wait (the thread is parked), a
+// release never inside a release (release_slow closes its scope before its completions run user
+// code, which may release again), and a release's deliver may race an asynchronous lock waiter
+// (race_async), which queues that waiter's own node, never a scope's — so a thread holds at most
+// two slots, and only for as long as one operation.
 // A scope is opened for one word (the word a domain policy finds its slot by); a wait scope also
 // gives the parker the node names (by default the thread's own, P::current_parker()).
 template <class P>
