@@ -86,17 +86,14 @@ struct shm_domain_state {
   char* base;
   char* user;  // from the checked layout, never re-read from the shared header
   char* end;
-  header* h;
   shm::options opts;
   wait_table<shm_policy> table;
   shm_slot* slots;
   shm_domain_state* retired_next = nullptr;  // the registry's list of detached states
-  shm_domain_state(char* b, std::size_t size, header* hh, const shm::options& o, const layout& l,
-                   bool construct)
+  shm_domain_state(char* b, std::size_t size, const shm::options& o, const layout& l, bool construct)
       : base(b),
         user(b + l.user_off),
         end(b + size),
-        h(hh),
         opts(o),
         table(l.buckets, b + l.buckets_off, construct),
         slots(reinterpret_cast<shm_slot*>(b + l.slots_off)) {}
@@ -267,7 +264,7 @@ domain domain::create(void* base, std::size_t size, const options& o) {
   // Enrolled before anything is written, so that every refusal (overlaps, too_many, out of
   // memory) leaves the memory as it was. Nothing can look the domain up before create returns:
   // no word of it has been handed out.
-  auto* d = new detail::shm_domain_state(b, size, h, oo, l, false);
+  auto* d = new detail::shm_domain_state(b, size, oo, l, false);
   try {
     detail::enroll(d);
   } catch (...) {
@@ -333,7 +330,7 @@ domain domain::attach(void* base, std::size_t size) {
     detail::fail(errc::abi_mismatch, "the domain's header does not describe this build's layout");
   if (h->state.load(std::memory_order_acquire) != detail::state_ready || h->magic != detail::magic)
     detail::fail(errc::not_ready, "the domain is being created again");
-  auto* d = new detail::shm_domain_state(b, std::size_t(c.size), h, o, l, false);
+  auto* d = new detail::shm_domain_state(b, std::size_t(c.size), o, l, false);
   try {
     detail::enroll(d);
   } catch (...) {
