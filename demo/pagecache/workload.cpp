@@ -2,16 +2,22 @@
 #include "workload.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <coroutine>
+#include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <stdexcept>
 #include <thread>
 #include <vector>
@@ -48,12 +54,37 @@ struct alignas(64) live_counters {
   }
 };
 
+// A worker's counts at the end of its run: what run_result adds up. Plain data, so that a
+// process can leave it in shared memory for the parent.
+struct worker_totals {
+  std::uint64_t ops = 0, writebacks = 0, touched = 0, reused = 0;
+  std::uint64_t rmws = 0, bucket_locks = 0, writeback_waits = 0, bad_reads = 0;
+  std::uint64_t lost_wakeups = 0, woken_early = 0, timeouts = 0, lock_waits = 0;
+};
+
 struct worker {
   live_counters live;
   wait_counters wc;
   std::uint64_t rmws = 0, bucket_locks = 0, writeback_waits = 0, bad_reads = 0;
   std::vector<std::uint32_t> wait_ns;  // waits for writeback, capped
   std::uint64_t rng;
+
+  worker_totals totals() const {
+    worker_totals t;
+    t.ops = live.ops.load(std::memory_order_relaxed);
+    t.writebacks = live.writebacks.load(std::memory_order_relaxed);
+    t.touched = live.touched.load(std::memory_order_relaxed);
+    t.reused = live.reused.load(std::memory_order_relaxed);
+    t.rmws = rmws;
+    t.bucket_locks = bucket_locks;
+    t.writeback_waits = writeback_waits;
+    t.bad_reads = bad_reads;
+    t.lost_wakeups = wc.lost_wakeups;
+    t.woken_early = wc.woken_early;
+    t.timeouts = wc.timeouts;
+    t.lock_waits = wc.lock_waits;
+    return t;
+  }
 
   explicit worker(std::uint64_t seed) : rng(seed * 0x9E3779B97F4A7C15ull + 1) {}
   std::uint64_t next() {  // xorshift64*
@@ -117,23 +148,34 @@ struct detached {
   };
 };
 
-template <release_protocol R>
+// What the roles share besides the pool: in this process's memory (threads), or at the start of
+// the wait domain's user area (processes).
+struct shared_control {
+  std::atomic<bool> go{false};
+  std::atomic<bool> stop{false};
+  std::atomic<unsigned> hint{0};  // the frame whose writeback began last
+};
+
+// Process mode: what one child leaves for the parent, in the shared mapping, before it exits
+// (the parent reads it after waitpid). A child that failed says why in `error`.
+constexpr std::size_t process_samples = 8192;  // waits for writeback kept per process
+struct process_report {
+  worker_totals totals;
+  std::uint32_t samples = 0;
+  std::uint32_t sample_ns[process_samples];
+  char error[256];
+};
+
+// The roles, over one pool and one cache: threads of this process (page_cache<R>, any protocol)
+// or forked processes over a shared mapping (shm_page_cache, through a wait domain).
+template <class Cache>
 class workload {
  public:
-  workload(const run_config& cfg, int fd)
-      : cfg_(cfg),
-        pool_(fd, cfg.frames, cfg.file_pages),
-        cache_(pool_, cfg.wait_timeout, cfg.widen),
-        last_version_(std::make_unique<std::atomic<std::uint64_t>[]>(cfg.file_pages)) {}
+  workload(const run_config& cfg, Cache& cache, shared_control& ctl, std::atomic<std::uint64_t>* last_version)
+      : cfg_(cfg), pool_(cache.pool()), cache_(cache), ctl_(ctl), last_version_(last_version) {}
 
-  run_result run() {
-    run_result r;
-    r.protocol = R;
-    const unsigned n = std::max(cfg_.threads, 4u);
-    r.writeback_threads = std::max(1u, n / 4);
-    r.truncators = std::max(1u, n / 4);
-    r.writers = std::max(1u, (n - r.writeback_threads - r.truncators) / 2);
-    r.readers = n - r.writeback_threads - r.truncators - r.writers;
+  run_result run_threads() {
+    run_result r = with_roles();
 
     std::vector<std::unique_ptr<worker>> ws;
     std::vector<std::thread> ts;
@@ -141,7 +183,7 @@ class workload {
       for (unsigned i = 0; i < count; ++i) {
         ws.push_back(std::make_unique<worker>(ws.size() + 1));
         ts.emplace_back([this, body, w = ws.back().get()] {
-          while (!go_.load(std::memory_order_acquire)) std::this_thread::yield();
+          while (!ctl_.go.load(std::memory_order_acquire)) std::this_thread::yield();
           (this->*body)(*w);
         });
       }
@@ -158,7 +200,7 @@ class workload {
     if (cfg_.async_readers) {
       loop = std::make_unique<event_loop>(cfg_.async_uring);
       loop_thread = std::thread([&] {
-        while (!go_.load(std::memory_order_acquire)) std::this_thread::yield();
+        while (!ctl_.go.load(std::memory_order_acquire)) std::this_thread::yield();
         for (unsigned i = 0; i < cfg_.async_readers; ++i) async_reader(*loop, async_w);
         loop->run([&] { return async_finished_ == cfg_.async_readers; });
         loop_done.store(true, std::memory_order_release);
@@ -166,7 +208,7 @@ class workload {
     }
 
     const auto start = clock_type::now();
-    go_.store(true, std::memory_order_release);
+    ctl_.go.store(true, std::memory_order_release);
     const auto limit = std::chrono::duration_cast<clock_type::duration>(cfg_.duration);
     auto last_progress = start;
     for (;;) {
@@ -183,7 +225,7 @@ class workload {
         cfg_.progress(std::chrono::duration<double>(now - start) / cfg_.duration);
       }
     }
-    stop_.store(true, std::memory_order_relaxed);
+    ctl_.stop.store(true, std::memory_order_relaxed);
     const auto end = clock_type::now();
     if (loop) {
       // Every thread stops within its current page op and releases what it holds: a coroutine
@@ -217,17 +259,7 @@ class workload {
 
     std::vector<std::uint32_t> waits;
     for (auto& w : ws) {
-      r.page_ops += w->live.ops.load(std::memory_order_relaxed);
-      r.writebacks += w->live.writebacks.load(std::memory_order_relaxed);
-      r.touched_after_free += w->live.touched.load(std::memory_order_relaxed);
-      r.touched_after_reuse += w->live.reused.load(std::memory_order_relaxed);
-      r.end_rmws += w->rmws;
-      r.end_bucket_locks += w->bucket_locks;
-      r.writeback_waits += w->writeback_waits;
-      r.lost_wakeups += w->wc.lost_wakeups;
-      r.woken_early += w->wc.woken_early;
-      r.wait_timeouts += w->wc.timeouts;
-      r.bad_reads += w->bad_reads;
+      add_totals(r, w->totals());
       waits.insert(waits.end(), w->wait_ns.begin(), w->wait_ns.end());
     }
     r.wait_samples_ns = std::move(waits);
@@ -236,9 +268,155 @@ class workload {
     return r;
   }
 
+  // Each role in a process of its own, forked from this one (which must have no other thread):
+  // the children share the pool, the control block and `reports` (one per child) through the
+  // domain's mapping, and the page file through the inherited descriptor. A child that fails, or
+  // does not stop in time, fails the run (`failure`); it never hangs the demo.
+  run_result run_processes(process_report* reports) {
+    run_result r = with_roles();
+    r.processes = r.writers + r.readers + r.writeback_threads + r.truncators;
+    std::vector<pid_t> pids;
+    const pid_t parent = getpid();
+    auto kill_all = [&] {
+      ctl_.stop.store(true, std::memory_order_relaxed);
+      for (pid_t p : pids) kill(p, SIGKILL);
+      for (pid_t p : pids) waitpid(p, nullptr, 0);
+    };
+    auto spawn = [&](unsigned count, void (workload::*body)(worker&)) {
+      for (unsigned i = 0; i < count; ++i) {
+        const auto me = static_cast<unsigned>(pids.size());
+        std::fflush(nullptr);  // nothing buffered is written twice
+        const pid_t pid = fork();
+        if (pid < 0) {
+          const int e = errno;
+          kill_all();
+          throw std::runtime_error(std::string("demo: fork: ") + std::strerror(e));
+        }
+        if (pid == 0) child(parent, me, body, reports[me]);
+        pids.push_back(pid);
+      }
+    };
+    spawn(r.writers, &workload::writer);
+    spawn(r.readers, &workload::reader);
+    spawn(r.writeback_threads, &workload::writeback);
+    spawn(r.truncators, &workload::truncator);
+
+    const auto start = clock_type::now();
+    ctl_.go.store(true, std::memory_order_release);
+    const auto limit = std::chrono::duration_cast<clock_type::duration>(cfg_.duration);
+    auto last_progress = start;
+    while (clock_type::now() - start < limit) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      const auto now = clock_type::now();
+      if (cfg_.progress && now - last_progress >= std::chrono::milliseconds(50)) {
+        last_progress = now;
+        cfg_.progress(std::chrono::duration<double>(now - start) / cfg_.duration);
+      }
+    }
+    ctl_.stop.store(true, std::memory_order_relaxed);
+    const auto end = clock_type::now();
+    r.seconds = std::chrono::duration<double>(end - start).count();
+
+    // Each child stops within its current page op. One still running long after that is stuck
+    // (a wait nobody ends, a lock its holder never gave back): killed, and the run fails.
+    const auto give_up_at = clock_type::now() + std::chrono::seconds(10) + 4 * cfg_.wait_timeout;
+    std::vector<bool> done(pids.size(), false);
+    for (std::size_t left = pids.size(); left > 0;) {
+      for (std::size_t i = 0; i < pids.size(); ++i) {
+        if (done[i]) continue;
+        int status = 0;
+        const pid_t got = waitpid(pids[i], &status, WNOHANG);
+        if (got == 0) continue;
+        done[i] = true;
+        --left;
+        if (got < 0)
+          note_failure(r, "process " + std::to_string(i) + ": waitpid: " + std::strerror(errno));
+        else if (WIFSIGNALED(status))
+          note_failure(
+              r, "process " + std::to_string(i) + " died of signal " + std::to_string(WTERMSIG(status)));
+        else if (WEXITSTATUS(status) != 0)
+          note_failure(r,
+                       "process " + std::to_string(i) + " failed: " +
+                           std::string(reports[i].error, strnlen(reports[i].error, sizeof reports[i].error)));
+      }
+      if (left == 0) break;
+      if (clock_type::now() >= give_up_at) {
+        for (std::size_t i = 0; i < pids.size(); ++i)
+          if (!done[i]) {
+            kill(pids[i], SIGKILL);
+            waitpid(pids[i], nullptr, 0);
+            note_failure(r, "process " + std::to_string(i) + " did not stop; killed");
+          }
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+
+    std::vector<std::uint32_t> waits;
+    for (std::size_t i = 0; i < pids.size(); ++i) {
+      add_totals(r, reports[i].totals);
+      waits.insert(waits.end(), reports[i].sample_ns, reports[i].sample_ns + reports[i].samples);
+    }
+    r.wait_samples_ns = std::move(waits);
+    compute_percentiles(r);
+    // Only once every child is gone: nobody changes a frame any more.
+    verify(r);
+    if (!r.failure.empty()) r.data_ok = false;
+    return r;
+  }
+
  private:
-  // A locked page `index`, read in from the file if it was not cached, with a reference; or
-  // null if it was truncated under us or no frame is free.
+  // The roles: a quarter each writeback and truncation, the rest half writers, half readers.
+  run_result with_roles() const {
+    run_result r;
+    r.protocol = cfg_.protocol;
+    const unsigned n = std::max(cfg_.threads, 4u);
+    r.writeback_threads = std::max(1u, n / 4);
+    r.truncators = std::max(1u, n / 4);
+    r.writers = std::max(1u, (n - r.writeback_threads - r.truncators) / 2);
+    r.readers = n - r.writeback_threads - r.truncators - r.writers;
+    return r;
+  }
+
+  static void add_totals(run_result& r, const worker_totals& t) {
+    r.page_ops += t.ops;
+    r.writebacks += t.writebacks;
+    r.touched_after_free += t.touched;
+    r.touched_after_reuse += t.reused;
+    r.end_rmws += t.rmws;
+    r.end_bucket_locks += t.bucket_locks;
+    r.writeback_waits += t.writeback_waits;
+    r.lost_wakeups += t.lost_wakeups;
+    r.woken_early += t.woken_early;
+    r.wait_timeouts += t.timeouts;
+    r.lock_waits += t.lock_waits;
+    r.bad_reads += t.bad_reads;
+  }
+
+  static void note_failure(run_result& r, const std::string& what) {
+    r.failure += (r.failure.empty() ? "" : "; ") + what;
+  }
+
+  // A forked child: one role until the parent says stop, its report left in shared memory, then
+  // _exit (no atexit handler, no stdio buffer of the parent's, no static destructor runs twice).
+  [[noreturn]] void child(pid_t parent, unsigned me, void (workload::*body)(worker&), process_report& rep) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);  // an orphan would run until its own stop: none comes
+    if (getppid() != parent) _exit(3);
+    int status = 0;
+    try {
+      worker w(me + 1);
+      while (!ctl_.go.load(std::memory_order_acquire) && !stopping()) sched_yield();
+      (this->*body)(w);
+      rep.totals = w.totals();
+      rep.samples = static_cast<std::uint32_t>(std::min(w.wait_ns.size(), process_samples));
+      std::copy_n(w.wait_ns.begin(), rep.samples, rep.sample_ns);
+    } catch (const std::exception& e) {
+      std::snprintf(rep.error, sizeof rep.error, "%s", e.what());
+      status = 2;
+    }
+    _exit(status);
+  }
+
   frame* get_locked(std::uint64_t index, worker& w) {
     bool created = false;
     frame* f = pool_.find_or_create(index, created);
@@ -267,14 +445,14 @@ class workload {
     if (cache_.wait_writeback(f, w.wc)) w.record_wait(clock_type::now() - t0);
   }
 
-  bool stopping() const { return stop_.load(std::memory_order_relaxed); }
+  bool stopping() const { return ctl_.stop.load(std::memory_order_relaxed); }
 
   // An asynchronous reader: the reader below, on the loop thread, never blocking it. A page it
   // brings in is read through the loop (io_uring); a page another holds locked is waited for with
   // co_await on the page lock, in the page cache's own wait table (the same core and table as the
   // threads': an asynchronous lock waiter is served as a thread in lock_page is).
   detached async_reader(event_loop& loop, worker& w) {
-    using core = typename page_cache<R>::core;
+    using core = typename Cache::core;
     // Timed, as the threads' lock_page: a lost wake-up shows as a count, not as a stuck reader.
     using lock_awaitable = detail::bit_awaitable<std::uint32_t, event_loop, true, core, /*Timed=*/true>;
     while (!stopping()) {
@@ -379,9 +557,9 @@ class workload {
         pool_.put(f);
         continue;
       }
-      cache_.start_writeback(f);
+      start_writeback(f);
       cache_.unlock_page(f);
-      hint_.store(slot, std::memory_order_relaxed);
+      ctl_.hint.store(slot, std::memory_order_relaxed);
       // Writeback holds no reference from here on (PG_writeback carries none): the frame stays
       // alive only because truncation waits for WRITEBACK to clear.
       pool_.put(f);
@@ -400,8 +578,8 @@ class workload {
       // Mostly the page whose writeback began last: truncation racing with writeback is the
       // scenario of the 2020 bug report (a random page rarely is in writeback).
       const std::uint64_t r = w.next();
-      const unsigned slot =
-          (r & 3) ? hint_.load(std::memory_order_relaxed) : static_cast<unsigned>((r >> 2) % pool_.frames());
+      const unsigned slot = (r & 3) ? ctl_.hint.load(std::memory_order_relaxed)
+                                    : static_cast<unsigned>((r >> 2) % pool_.frames());
       frame* f = pool_.get_if_mapped(pool_.frame_at(slot), 0);
       if (!f) {
         std::this_thread::yield();
@@ -453,14 +631,12 @@ class workload {
   }
 
   const run_config& cfg_;
-  page_pool pool_;
-  page_cache<R> cache_;
+  page_pool& pool_;
+  Cache& cache_;
+  shared_control& ctl_;
   // The last version written to each page (0: never written). Changed by writers holding the
   // page lock; what the file must hold once the page leaves the cache.
-  std::unique_ptr<std::atomic<std::uint64_t>[]> last_version_;
-  std::atomic<unsigned> hint_{0};  // the frame whose writeback began last
-  std::atomic<bool> go_{false};
-  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t>* last_version_;
   // The asynchronous readers' (loop thread only, but for the stop source).
   unsigned async_finished_ = 0;
   std::uint64_t async_lock_waits_ = 0;
@@ -469,8 +645,75 @@ class workload {
 
 template <release_protocol R>
 run_result run_with(const run_config& cfg, int fd) {
-  workload<R> w(cfg, fd);
-  return w.run();
+  page_pool pool(fd, cfg.frames, cfg.file_pages);
+  page_cache<R> cache(pool, cfg.wait_timeout, cfg.widen);
+  shared_control ctl;
+  auto last_version = std::make_unique<std::atomic<std::uint64_t>[]>(cfg.file_pages);
+  workload<page_cache<R>> w(cfg, cache, ctl, last_version.get());
+  return w.run_threads();
+}
+
+constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+// A memfd mapping, MAP_SHARED: what the forked children share. Unmapped and closed at the end.
+class shared_mapping {
+ public:
+  explicit shared_mapping(std::size_t bytes) : bytes_(bytes) {
+    fd_ = memfd_create("pagewait-demo", MFD_CLOEXEC);
+    if (fd_ < 0) throw std::runtime_error(std::string("demo: memfd_create: ") + std::strerror(errno));
+    if (ftruncate(fd_, static_cast<off_t>(bytes)) != 0) {
+      const int e = errno;
+      close(fd_);
+      throw std::runtime_error(std::string("demo: sizing the shared mapping: ") + std::strerror(e));
+    }
+    base_ = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd_, 0);
+    if (base_ == MAP_FAILED) {
+      const int e = errno;
+      close(fd_);
+      throw std::runtime_error(std::string("demo: mmap: ") + std::strerror(e));
+    }
+  }
+  ~shared_mapping() {
+    munmap(base_, bytes_);
+    close(fd_);
+  }
+  shared_mapping(const shared_mapping&) = delete;
+  shared_mapping& operator=(const shared_mapping&) = delete;
+  void* base() const { return base_; }
+
+ private:
+  std::size_t bytes_;
+  int fd_ = -1;
+  void* base_ = nullptr;
+};
+
+// Process mode: a wait domain over a fresh shared mapping; in its user area the control block,
+// the last versions, the children's reports and the pool; the roles forked from this process.
+run_result run_in_processes(const run_config& cfg, int fd) {
+  const unsigned n = std::max(cfg.threads, 4u);
+  const std::size_t versions_at = round_up(sizeof(shared_control), 64);
+  const std::size_t reports_at =
+      round_up(versions_at + std::size_t(cfg.file_pages) * sizeof(std::atomic<std::uint64_t>), 64);
+  const std::size_t pool_at = round_up(reports_at + std::size_t(n) * sizeof(process_report), 64);
+  const std::size_t user_bytes = pool_at + page_pool::shared_bytes(cfg.frames, cfg.file_pages);
+  // One slot per process for its wait (each has one thread), and the release reserve on top: no
+  // wait ever finds the slots exhausted.
+  shm::options o;
+  o.slots = n + 16;
+  o.release_reserve = 8;
+  const std::size_t bytes = shm::domain::bytes_needed(user_bytes, o);
+  shared_mapping m(bytes);
+  shm::domain d = shm::domain::create(m.base(), bytes, o);
+  char* user = static_cast<char*>(d.user_area());
+  auto* ctl = new (user) shared_control;
+  auto* last_version = reinterpret_cast<std::atomic<std::uint64_t>*>(user + versions_at);
+  for (std::uint64_t i = 0; i < cfg.file_pages; ++i) new (&last_version[i]) std::atomic<std::uint64_t>(0);
+  auto* reports = reinterpret_cast<process_report*>(user + reports_at);
+  for (unsigned i = 0; i < n; ++i) new (&reports[i]) process_report;
+  page_pool pool(fd, cfg.frames, cfg.file_pages, d, user + pool_at);
+  shm_page_cache cache(pool, d, cfg.wait_timeout);
+  workload<shm_page_cache> w(cfg, cache, *ctl, last_version);
+  return w.run_processes(reports);
 }
 
 }  // namespace
@@ -487,12 +730,14 @@ void run_result::add(const run_result& o) {
   lost_wakeups += o.lost_wakeups;
   woken_early += o.woken_early;
   wait_timeouts += o.wait_timeouts;
+  lock_waits += o.lock_waits;
   bad_reads += o.bad_reads;
   bad_frees += o.bad_frees;
   io_errors += o.io_errors;
   pages_checked += o.pages_checked;
   pages_wrong += o.pages_wrong;
   data_ok = data_ok && o.data_ok;
+  if (!o.failure.empty()) failure += (failure.empty() ? "" : "; ") + o.failure;
   async_coroutines = std::max(async_coroutines, o.async_coroutines);
   async_ops += o.async_ops;
   reader_ops += o.reader_ops;
@@ -517,7 +762,16 @@ void run_result::add(const run_result& o) {
 run_result run_demo(const run_config& cfg) {
   if (cfg.frames == 0 || cfg.file_pages < cfg.frames)
     throw std::invalid_argument("demo: need 0 < frames <= file pages");
+  if (cfg.processes) {
+    if (cfg.protocol != release_protocol::atomic_clear)
+      throw std::invalid_argument(
+          "demo: processes share words through a wait domain, which runs atomic-clear only");
+    if (cfg.async_readers || cfg.stop_at_first_touch)
+      throw std::invalid_argument(
+          "demo: processes have no asynchronous readers and no touch-after-free detector");
+  }
   scratch_file file(cfg.file, cfg.file_pages * page_size);
+  if (cfg.processes) return run_in_processes(cfg, file.fd());
   switch (cfg.protocol) {
     case release_protocol::clear_then_wake:
       return run_with<release_protocol::clear_then_wake>(cfg, file.fd());

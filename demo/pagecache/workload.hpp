@@ -17,6 +17,11 @@
 //               the frame is freed and handed out again at once
 // At the end every dirty page is written and the file is read back: every page must hold the
 // last version written to it.
+//
+// Process mode (run_config::processes, `pagewait demo --processes`): the same roles, each a
+// process forked from the caller, over a pool that lives in a shared mapping (a memfd) formatted
+// as a wait domain (pagewait/shm.hpp). The page bits and the mapping lock are bits of words in
+// that mapping, locked, waited on and released through the domain, across processes.
 #pragma once
 
 #include <chrono>
@@ -48,6 +53,10 @@ struct run_config {
   // through io_uring when `async_uring` and the machine allow it, else pread on the loop thread.
   unsigned async_readers = 0;
   bool async_uring = true;
+  // Each role a process of its own (`threads` of them), over a shared mapping and a wait domain;
+  // atomic-clear only, no asynchronous readers, no touch detector. The caller must have no other
+  // thread running (the roles are forked from it).
+  bool processes = false;
   // Called about every 50 ms from the controlling thread with the fraction of time elapsed.
   std::function<void(double)> progress;
 };
@@ -56,6 +65,10 @@ struct run_result {
   release_protocol protocol{};
   double seconds = 0;
   unsigned writers = 0, readers = 0, writeback_threads = 0, truncators = 0;
+  unsigned processes = 0;  // process mode: one per role above (0: threads)
+  // Process mode: what went wrong with a child (failed, killed by a signal, did not stop); the run
+  // then fails (data_ok false). Empty when every child ended as it should.
+  std::string failure;
   std::uint64_t page_ops = 0;             // reads + writes + truncations completed
   std::uint64_t writebacks = 0;           // ends of writeback
   std::uint64_t touched_after_free = 0;   // ends of writeback that touched a freed frame
@@ -68,8 +81,9 @@ struct run_result {
   std::uint64_t lost_wakeups = 0;
   std::uint64_t woken_early = 0;
   std::uint64_t wait_timeouts = 0;
-  std::uint64_t bad_reads = 0;  // a page read or looked at did not hold its last version
-  std::uint64_t bad_frees = 0;  // a frame freed with LOCKED/WRITEBACK/DIRTY set
+  std::uint64_t lock_waits = 0;  // page locks found held, waited for (the threads' and processes')
+  std::uint64_t bad_reads = 0;   // a page read or looked at did not hold its last version
+  std::uint64_t bad_frees = 0;   // a frame freed with LOCKED/WRITEBACK/DIRTY set
   std::uint64_t io_errors = 0;
   std::uint64_t pages_checked = 0;  // the final read-back of the file
   std::uint64_t pages_wrong = 0;

@@ -121,3 +121,43 @@ TEST(Demo, AsyncReadersShareThePageLocksWithTheThreads) {
     }
   }
 }
+
+// --processes: each role a process of its own, over a pool in a shared mapping and a wait domain.
+// Every process has one thread, so a page lock found held, and a wait for writeback, were each
+// ended by another process's release: both happen, nobody's wake-up is lost, the data check holds.
+TEST(Demo, ProcessesShareOnePageCache) {
+  run_config c = config(release_protocol::atomic_clear, 1.5s);
+  c.processes = true;
+  const run_result r = run_demo(c);
+  EXPECT_EQ(r.failure, "");
+  EXPECT_EQ(r.processes, 8u);
+  expect_sound(r);
+  EXPECT_EQ(r.lost_wakeups, 0u);
+  EXPECT_EQ(r.woken_early, 0u);
+  EXPECT_GT(r.lock_waits, 0u) << "no page lock was ever found held by another process";
+  EXPECT_GT(r.writeback_waits, 0u) << "no process ever waited for another's writeback";
+}
+
+// The data check means the same across processes: lost writes fail it.
+TEST(Demo, ProcessesDataCheckCatchesLostWrites) {
+  run_config c = config(release_protocol::atomic_clear, 0.5s);
+  c.processes = true;
+  c.truncate_drops_dirty_data = true;
+  const run_result r = run_demo(c);
+  EXPECT_EQ(r.failure, "");
+  EXPECT_FALSE(r.data_ok);
+  EXPECT_GT(r.pages_wrong + r.bad_reads, 0u);
+}
+
+// What process mode cannot do is refused before anything is created or forked.
+TEST(Demo, ProcessesRefuseWhatTheyCannotDo) {
+  run_config c = config(release_protocol::pinned, 0.1s);
+  c.processes = true;
+  EXPECT_THROW(run_demo(c), std::invalid_argument);  // a domain runs atomic-clear only
+  c.protocol = release_protocol::atomic_clear;
+  c.async_readers = 4;
+  EXPECT_THROW(run_demo(c), std::invalid_argument);
+  c.async_readers = 0;
+  c.stop_at_first_touch = true;
+  EXPECT_THROW(run_demo(c), std::invalid_argument);
+}
