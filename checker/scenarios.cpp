@@ -453,6 +453,28 @@ struct timed_lock_gives_up {
   }
 };
 
+// timed-lock-lost-race (mutation gap lock-abandon-after-race-claims-owner): a timed locker
+// woken to race for the bit loses it to a barger after the other timed locker's park has timed
+// out, which moved the clock past both deadlines. The loser must give up with one more try,
+// never claim the bit: the barger holds it [I5]. Not earned at the first wake-up (a lost race
+// earns it), so that wake-up is a retry, which the barger can win.
+struct timed_lock_lost_race {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 holder", U::locker(a, LCK));
+    for (const char* name : {"T2 timed locker", "T3 timed locker"})
+      r.add_thread(name, [a] {
+        if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
+      });
+    r.add_thread("T4 barger", U::locker(a, LCK));
+  }
+};
+
 // handoff-by-time: lock-handoff with the time bound only (max_lost_races 5, max_wait 0):
 // a queued locker has earned its hand-off the moment it queues (the model clock stands still),
 // by time and not by count.
@@ -952,6 +974,8 @@ const std::vector<scenario>& scenarios() {
                              2),
       entry<timed_lock_gives_up>("timed-lock-gives-up", "a timed lock that gives up leaves the bit as it was",
                                  3),
+      entry<timed_lock_lost_race>("timed-lock-lost-race",
+                                  "a timed locker loses its race after its deadline passed: it gives up", 2),
       entry<handoff_by_time>("handoff-by-time", "hand-off earned by time only (max_wait 0)", 3),
       entry<requeue_two_holds>("requeue-two-holds",
                                "a re-queue of two readers over two holds, another bit released between", 2),
