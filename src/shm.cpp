@@ -240,12 +240,8 @@ void check_memory(void* base, std::size_t size) {
 }
 }  // namespace
 
-std::size_t domain::bytes_needed(std::size_t user_bytes, const options& o) {
-  return detail::layout_for(o).user_off + user_bytes;
-}
-
-domain domain::create(void* base, std::size_t size, const options& o) {
-  check_memory(base, size);
+namespace {
+void check_options(const options& o) {
   if (o.buckets < 1 || o.buckets > 65536)
     detail::fail(errc::bad_options, "options::buckets is %llu, not in 1..65536", o.buckets);
   if (o.slots < 2 || o.slots > 65536)
@@ -253,6 +249,21 @@ domain domain::create(void* base, std::size_t size, const options& o) {
   if (o.release_reserve < 1 || o.release_reserve >= o.slots)
     detail::fail(errc::bad_options, "options::release_reserve is %llu, not in 1..slots-1 (%llu)",
                  o.release_reserve, o.slots - 1);
+}
+}  // namespace
+
+std::size_t domain::bytes_needed(std::size_t user_bytes, const options& o) {
+  check_options(o);
+  const std::size_t front = detail::layout_for(o).user_off;
+  if (user_bytes > SIZE_MAX - front)
+    throw std::invalid_argument("pagewait::shm: bytes_needed: a user area of " + std::to_string(user_bytes) +
+                                " bytes does not fit in the address space");
+  return front + user_bytes;
+}
+
+domain domain::create(void* base, std::size_t size, const options& o) {
+  check_memory(base, size);
+  check_options(o);
   const detail::layout l = detail::layout_for(o);
   if (size <= l.user_off)
     detail::fail(errc::too_small, "%llu bytes leave no user area (the domain's structures take %llu)", size,

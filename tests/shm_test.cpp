@@ -99,6 +99,12 @@ TEST(ShmDomain, CreateAndAttachCheckTheirMemory) {
   EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {256, 1, 1}); }), shm::errc::bad_options);
   EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {256, 16, 0}); }), shm::errc::bad_options);
   EXPECT_EQ(code_of([&] { shm::domain::create(a, kSize, {256, 16, 16}); }), shm::errc::bad_options);
+  // bytes_needed refuses what create refuses, and a total that does not fit in a size_t.
+  EXPECT_EQ(code_of([&] { shm::domain::bytes_needed(64, {256, 16, 16}); }), shm::errc::bad_options);
+  EXPECT_EQ(code_of([&] { shm::domain::bytes_needed(64, {70000, 16, 1}); }), shm::errc::bad_options);
+  EXPECT_THROW(shm::domain::bytes_needed(SIZE_MAX), std::invalid_argument);
+  EXPECT_THROW(shm::domain::bytes_needed(SIZE_MAX - shm::domain::bytes_needed(0) + 1), std::invalid_argument);
+  EXPECT_EQ(shm::domain::bytes_needed(SIZE_MAX - shm::domain::bytes_needed(0)), SIZE_MAX);
   // None of these wrote anything: the memory is still all zero, and attach finds no domain.
   for (std::size_t i = 0; i < 8192; ++i) ASSERT_EQ(a[i], 0) << i;
   EXPECT_EQ(code_of([&] { shm::domain::attach(a, kSize); }), shm::errc::bad_magic);

@@ -89,7 +89,8 @@ class domain {
  public:
   static constexpr std::uint32_t layout_version = 1;
 
-  // The bytes a domain needs in front of a user area of `user_bytes`.
+  // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
+  // as create does, and std::invalid_argument if the total does not fit in a size_t.
   static std::size_t bytes_needed(std::size_t user_bytes, const options& o = {});
 
   // Formats [base, base + size) as a new domain (its previous contents are overwritten) and

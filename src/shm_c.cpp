@@ -1,0 +1,249 @@
+// src/shm_c.cpp — pagewait/shm.h: the wait domain's C interface over pagewait/shm.hpp. Each
+// function calls the C++ member and turns what it would throw into a status code; nothing of the
+// protocol is here.
+#include <atomic>
+#include <chrono>
+#include <new>
+#include <stdexcept>
+#include <type_traits>
+
+#include "pagewait/shm.h"
+#include "pagewait/shm.hpp"
+
+// The C caller's word is a plain uint32_t/uint64_t that it accesses atomically; the library
+// accesses the same bytes as std::atomic. That is sound only if the two have one representation.
+static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
+              alignof(std::atomic<std::uint32_t>) == alignof(std::uint32_t) &&
+              std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(std::atomic<std::uint64_t>) == sizeof(std::uint64_t) &&
+              alignof(std::atomic<std::uint64_t>) == alignof(std::uint64_t) &&
+              std::atomic<std::uint64_t>::is_always_lock_free);
+
+struct pw_domain {
+  pagewait::shm::domain d;
+};
+
+namespace {
+
+using pagewait::shm::errc;
+
+int status_of(errc c) noexcept { return -static_cast<int>(c); }
+static_assert(-static_cast<int>(errc::bad_magic) == PW_EBADMAGIC &&
+              -static_cast<int>(errc::too_many) == PW_ETOOMANY &&
+              -static_cast<int>(errc::word_outside) == PW_EOUTSIDE &&
+              -static_cast<int>(errc::slots_exhausted) == PW_ENOSLOTS);
+
+// Runs f and maps what it throws. usage_error (a release of a bit that is not set) is a
+// logic_error, and invalid_argument (a bad bit) is one too: the more specific first.
+template <class F>
+int guarded(F&& f) noexcept {
+  try {
+    return f();
+  } catch (const pagewait::shm::domain_error& e) {
+    return status_of(e.code());
+  } catch (const pagewait::usage_error&) {
+    return PW_ENOTSET;
+  } catch (const std::invalid_argument&) {
+    return PW_EINVAL;
+  } catch (const std::bad_alloc&) {
+    return PW_ENOMEM;
+  } catch (...) {
+    return PW_EFAIL;  // e.g. std::system_error from a mutex of the process's registry
+  }
+}
+
+pagewait::shm::options options_from(const pw_domain_options* o) {
+  pagewait::shm::options out;
+  if (o) {
+    out.buckets = o->buckets;
+    out.slots = o->slots;
+    out.release_reserve = o->release_reserve;
+  }
+  return out;
+}
+
+template <class W>
+std::atomic<W>* as_atomic(W* word) noexcept {
+  return reinterpret_cast<std::atomic<W>*>(word);
+}
+
+std::chrono::nanoseconds ns(std::int64_t t) noexcept { return std::chrono::nanoseconds(t); }
+
+template <class W>
+int try_lock(pw_domain* d, W* word, W bit) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded([&] { return d->d.try_lock_bit(*as_atomic(word), bit) ? PW_OK : PW_BUSY; });
+}
+template <class W>
+int lock(pw_domain* d, W* word, W bit) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded([&] {
+    d->d.lock_bit(*as_atomic(word), bit);
+    return PW_OK;
+  });
+}
+template <class W>
+int lock_timed(pw_domain* d, W* word, W bit, std::int64_t timeout_ns) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded(
+      [&] { return d->d.try_lock_bit_for(*as_atomic(word), bit, ns(timeout_ns)) ? PW_OK : PW_TIMEDOUT; });
+}
+template <class W>
+int unlock(pw_domain* d, W* word, W bit) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded([&] {
+    d->d.unlock_bit(*as_atomic(word), bit);
+    return PW_OK;
+  });
+}
+template <class W>
+int clear_and_wake(pw_domain* d, W* word, W bit) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded([&] {
+    d->d.clear_bit_and_wake(*as_atomic(word), bit);
+    return PW_OK;
+  });
+}
+template <class W>
+int wait_clear(pw_domain* d, W* word, W bit) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded([&] {
+    d->d.wait_bit_clear(*as_atomic(word), bit);
+    return PW_OK;
+  });
+}
+template <class W>
+int wait_clear_timed(pw_domain* d, W* word, W bit, std::int64_t timeout_ns) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  return guarded(
+      [&] { return d->d.wait_bit_clear_for(*as_atomic(word), bit, ns(timeout_ns)) ? PW_OK : PW_TIMEDOUT; });
+}
+
+}  // namespace
+
+extern "C" {
+
+void pw_domain_options_init(pw_domain_options* o) {
+  if (!o) return;
+  const pagewait::shm::options d;
+  o->buckets = d.buckets;
+  o->slots = d.slots;
+  o->release_reserve = d.release_reserve;
+}
+
+int pw_domain_bytes_needed(size_t user_bytes, const pw_domain_options* o, size_t* bytes) {
+  if (!bytes) return PW_EINVAL;
+  return guarded([&] {
+    *bytes = pagewait::shm::domain::bytes_needed(user_bytes, options_from(o));
+    return PW_OK;
+  });
+}
+
+int pw_domain_create(void* base, size_t size, const pw_domain_options* o, pw_domain** out) {
+  if (!out) return PW_EINVAL;
+  *out = nullptr;
+  return guarded([&] {
+    // The handle first: if it cannot be had, the memory is not formatted.
+    auto* h = static_cast<pw_domain*>(::operator new(sizeof(pw_domain)));
+    try {
+      new (h) pw_domain{pagewait::shm::domain::create(base, size, options_from(o))};
+    } catch (...) {
+      ::operator delete(h);
+      throw;
+    }
+    *out = h;
+    return PW_OK;
+  });
+}
+
+int pw_domain_attach(void* base, size_t size, pw_domain** out) {
+  if (!out) return PW_EINVAL;
+  *out = nullptr;
+  return guarded([&] {
+    auto* h = static_cast<pw_domain*>(::operator new(sizeof(pw_domain)));
+    try {
+      new (h) pw_domain{pagewait::shm::domain::attach(base, size)};
+    } catch (...) {
+      ::operator delete(h);
+      throw;
+    }
+    *out = h;
+    return PW_OK;
+  });
+}
+
+void pw_domain_detach(pw_domain* d) { delete d; }
+
+void* pw_domain_user_area(const pw_domain* d) { return d ? d->d.user_area() : nullptr; }
+size_t pw_domain_user_size(const pw_domain* d) { return d ? d->d.user_size() : 0; }
+
+const char* pw_strerror(int status) {
+  switch (status) {
+    case PW_OK:
+      return "success";
+    case PW_BUSY:
+      return "the bit was set";
+    case PW_TIMEDOUT:
+      return "the deadline passed first";
+    case PW_EBADMAGIC:
+      return "the memory was never formatted as a pagewait domain";
+    case PW_ELAYOUT:
+      return "the domain was formatted by a pagewait with another layout version";
+    case PW_EABI:
+      return "the domain was formatted by a build with other structure sizes";
+    case PW_ENOTREADY:
+      return "the domain is still being formatted";
+    case PW_ETOOSMALL:
+      return "the memory is too small for the domain";
+    case PW_EMISALIGNED:
+      return "the memory is not 64-byte aligned";
+    case PW_EBADOPTIONS:
+      return "buckets, slots or release reserve out of range";
+    case PW_EOUTSIDE:
+      return "the word is not in the domain's user area";
+    case PW_ENOSLOTS:
+      return "every slot of the domain is taken";
+    case PW_EUNSUPPORTED:
+      return "this build has no shared futexes";
+    case PW_EOVERLAPS:
+      return "the memory overlaps a domain this process has attached";
+    case PW_ETOOMANY:
+      return "this process has too many domains attached";
+    case PW_EINVAL:
+      return "invalid argument: a null pointer, or not exactly one bit, or the waiters bit";
+    case PW_ENOTSET:
+      return "the bit to release is not set";
+    case PW_ENOMEM:
+      return "out of memory";
+    case PW_EFAIL:
+      return "an unexpected failure of the system";
+    default:
+      return "unknown pagewait status";
+  }
+}
+
+int pw_try_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return try_lock(d, w, bit); }
+int pw_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return lock(d, w, bit); }
+int pw_lock_bit32_timed(pw_domain* d, uint32_t* w, uint32_t bit, int64_t t) {
+  return lock_timed(d, w, bit, t);
+}
+int pw_unlock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return unlock(d, w, bit); }
+int pw_clear_bit_and_wake32(pw_domain* d, uint32_t* w, uint32_t bit) { return clear_and_wake(d, w, bit); }
+int pw_wait_bit_clear32(pw_domain* d, uint32_t* w, uint32_t bit) { return wait_clear(d, w, bit); }
+int pw_wait_bit_clear32_timed(pw_domain* d, uint32_t* w, uint32_t bit, int64_t t) {
+  return wait_clear_timed(d, w, bit, t);
+}
+
+int pw_try_lock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return try_lock(d, w, bit); }
+int pw_lock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return lock(d, w, bit); }
+int pw_lock_bit64_timed(pw_domain* d, uint64_t* w, uint64_t bit, int64_t t) {
+  return lock_timed(d, w, bit, t);
+}
+int pw_unlock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return unlock(d, w, bit); }
+int pw_clear_bit_and_wake64(pw_domain* d, uint64_t* w, uint64_t bit) { return clear_and_wake(d, w, bit); }
+int pw_wait_bit_clear64(pw_domain* d, uint64_t* w, uint64_t bit) { return wait_clear(d, w, bit); }
+int pw_wait_bit_clear64_timed(pw_domain* d, uint64_t* w, uint64_t bit, int64_t t) {
+  return wait_clear_timed(d, w, bit, t);
+}
+
+}  // extern "C"
