@@ -226,8 +226,9 @@ void print_async(const std::vector<run_result>& rs, unsigned frames) {
       frames);
 }
 
-void print_contention(const std::vector<run_result>& rs, const std::vector<contention_stats>& cs) {
-  std::printf("\ncontention, per protocol (pagewait/stats.hpp: slow paths only, all turns)\n");
+void print_contention(const std::vector<run_result>& rs, const std::vector<contention_stats>& cs,
+                      const char* counted_by = "pagewait/stats.hpp: slow paths only, all turns") {
+  std::printf("\ncontention, per protocol (%s)\n", counted_by);
   std::printf("%-16s  %11s  %12s  %8s  %10s  %13s  %9s  %12s  %12s\n", "protocol", "lock waits",
               "shared waits", "gave up", "lost races", "slow releases", "hand-offs", "longest wait",
               "longest walk");
@@ -379,6 +380,11 @@ void print_processes(const options& o, const run_config& base, const run_result&
       "lost wake-ups       waits that timed out (%.1f s) although their bit had been cleared\n"
       "woken early         writeback waits woken while the page was still under writeback\n",
       std::chrono::duration<double>(base.wait_timeout).count());
+  print_contention({r}, {r.domain_contention},
+                   "the wait domain's statistics, shm::domain::get_stats: every process, slow paths only");
+  std::printf("futex wake calls %llu, sleeps %llu (the domain's parkers, all processes)\n",
+              static_cast<unsigned long long>(r.domain_wake_syscalls),
+              static_cast<unsigned long long>(r.domain_sleeps));
   const std::string verdict = !r.failure.empty() ? "FAILED: " + r.failure
                               : !r.data_ok       ? "DATA LOST OR CORRUPT"
                               : r.lost_wakeups
@@ -409,7 +415,11 @@ int run_processes(const options& o, run_config base) {
                    {"file_pages", base.file_pages},
                    {"page_size", 4096},
                    {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
-    j["runs"] = nlohmann::json::array({to_json(r)});
+    nlohmann::json run = to_json(r);
+    run["contention"] = to_json(r.domain_contention);
+    run["contention"]["wake_syscalls"] = r.domain_wake_syscalls;
+    run["contention"]["sleeps"] = r.domain_sleeps;
+    j["runs"] = nlohmann::json::array({run});
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     print_processes(o, base, r);

@@ -42,7 +42,9 @@ std::uint32_t park_on(sleep_word& word, const deadline& dl, const std::stop_toke
       if (!word.value.compare_exchange_weak(v, v | sleeping_flag, std::memory_order_relaxed)) continue;
       v |= sleeping_flag;
     }
-    if (native_parker::counting.load(std::memory_order_relaxed))
+    if constexpr (Shared)
+      shm_parker::count_sleep(&word);  // in the domain's statistics, not the process's
+    else if (native_parker::counting.load(std::memory_order_relaxed))
       native_parker::sleeps.fetch_add(1, std::memory_order_relaxed);
     if constexpr (Shared)
       word.wait_shared(v, dl);  // spurious returns are fine: re-check

@@ -12,6 +12,8 @@
 #include <new>
 #include <thread>
 
+#include "stats_counters.hpp"
+
 namespace pagewait {
 
 template struct detail::core<detail::shm_policy, release_protocol::atomic_clear, std::uint32_t>;
@@ -33,8 +35,16 @@ struct header {
   std::uint32_t abi;  // abi_fingerprint() of the build that formatted it
   std::atomic<std::uint32_t> state;
   std::uint32_t buckets, slots, release_reserve;
-  std::uint64_t buckets_off, slots_off, user_off, size;
+  std::uint64_t buckets_off, slots_off, stats_off, user_off, size;
 };
+
+// The domain's statistics, at stats_off: the switch and the domain-wide counts, then one
+// bucket_counters per bucket. Counted by every attached process while `counting` is set.
+struct alignas(64) domain_stats {
+  std::atomic<std::uint32_t> counting{0};
+  std::atomic<std::uint64_t> wake_calls{0}, sleeps{0};
+};
+using stats_impl::bucket_counters;
 static_assert(sizeof(header) <= header_bytes);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free, "a shared futex word must be address-free");
 
@@ -47,6 +57,7 @@ std::uint32_t abi_fingerprint() noexcept {
         std::uint64_t(alignof(bucket<shm_policy>)), std::uint64_t(sizeof(shm_slot)),
         std::uint64_t(alignof(shm_slot)), std::uint64_t(sizeof(waiter_node<shm_policy>)),
         std::uint64_t(sizeof(release_record<shm_policy>)), std::uint64_t(sizeof(void*)),
+        std::uint64_t(sizeof(domain_stats)), std::uint64_t(sizeof(bucket_counters)),
         // and what the bits in them mean: tokens, parker flags, node states,
         // the null distance (a change of any needs a new layout_version too)
         std::uint64_t(token_cleared), std::uint64_t(token_retry), std::uint64_t(token_handoff),
@@ -62,14 +73,15 @@ std::uint32_t abi_fingerprint() noexcept {
 std::size_t round_up(std::size_t n, std::size_t a) noexcept { return (n + a - 1) / a * a; }
 
 struct layout {
-  std::size_t buckets, buckets_off, slots_off, user_off;
+  std::size_t buckets, buckets_off, slots_off, stats_off, user_off;
 };
 layout layout_for(const shm::options& o) noexcept {
   layout l{};
   l.buckets = std::bit_ceil(std::size_t(o.buckets ? o.buckets : 1));
   l.buckets_off = header_bytes;
   l.slots_off = round_up(l.buckets_off + wait_table<shm_policy>::bytes_for(l.buckets), 64);
-  l.user_off = round_up(l.slots_off + std::size_t(o.slots) * sizeof(shm_slot), 64);
+  l.stats_off = round_up(l.slots_off + std::size_t(o.slots) * sizeof(shm_slot), 64);
+  l.user_off = round_up(l.stats_off + sizeof(domain_stats) + l.buckets * sizeof(bucket_counters), 64);
   return l;
 }
 
@@ -89,6 +101,8 @@ struct shm_domain_state {
   shm::options opts;
   wait_table<shm_policy> table;
   shm_slot* slots;
+  domain_stats* stats;
+  bucket_counters* counters;                 // one per bucket, after *stats
   shm_domain_state* retired_next = nullptr;  // the registry's list of detached states
   shm_domain_state(char* b, std::size_t size, const shm::options& o, const layout& l, bool construct)
       : base(b),
@@ -96,7 +110,13 @@ struct shm_domain_state {
         end(b + size),
         opts(o),
         table(l.buckets, b + l.buckets_off, construct),
-        slots(reinterpret_cast<shm_slot*>(b + l.slots_off)) {}
+        slots(reinterpret_cast<shm_slot*>(b + l.slots_off)),
+        stats(reinterpret_cast<domain_stats*>(b + l.stats_off)),
+        counters(reinterpret_cast<bucket_counters*>(b + l.stats_off + sizeof(domain_stats))) {}
+  bool counting() const noexcept { return stats->counting.load(std::memory_order_relaxed) != 0; }
+  bucket_counters& counters_of(const void* word) const noexcept {
+    return counters[table.index_of_key(std::uint64_t(static_cast<const char*>(word) - base))];
+  }
 };
 
 namespace {
@@ -223,6 +243,71 @@ shm_parker& shm_policy::current_parker() noexcept {
 
 void shm_give_slot(shm_slot& s) noexcept { s.owner.store(0, std::memory_order_release); }
 
+// ---- statistics: the hooks the core and the parkers call (slow paths only) ----
+
+namespace {
+thread_local std::int64_t hold_start_ns = 0;  // 0: not timing a hold
+thread_local std::uint64_t release_visits = 0;
+
+shm_domain_state* counting_domain_of(const void* p) noexcept {
+  shm_domain_state* d = find(p);
+  return d && d->counting() ? d : nullptr;
+}
+}  // namespace
+
+bool shm_policy::stats_on() noexcept {
+  const std::size_t n = registry_used.load(std::memory_order_acquire);
+  for (std::size_t i = 0; i < n; ++i) {
+    const shm_domain_state* d = registry[i].load(std::memory_order_acquire);
+    if (d && d->counting()) return true;
+  }
+  return false;
+}
+
+void shm_policy::stat_wait_done(const void* word, std::uint64_t, bool exclusive, bool ok,
+                                std::chrono::steady_clock::duration waited) noexcept {
+  if (shm_domain_state* d = counting_domain_of(word))
+    stats_impl::count_wait(d->counters_of(word), exclusive, ok,
+                           std::chrono::duration_cast<std::chrono::nanoseconds>(waited));
+}
+
+void shm_policy::stat_lost_race(const void* word) noexcept {
+  if (shm_domain_state* d = counting_domain_of(word))
+    d->counters_of(word).lost_races.fetch_add(1, std::memory_order_relaxed);
+}
+
+void shm_policy::stat_release_done(const void* word, bool handoff) noexcept {
+  const std::uint64_t visits = release_visits;
+  release_visits = 0;
+  if (shm_domain_state* d = counting_domain_of(word))
+    stats_impl::count_release(d->counters_of(word), handoff, visits);
+}
+
+void shm_policy::stat_hold_begin() noexcept { hold_start_ns = stats_impl::now_ns(); }
+
+void shm_policy::stat_hold_end(const bucket_lock* l) noexcept {
+  const std::int64_t start = hold_start_ns;
+  hold_start_ns = 0;
+  if (start == 0) return;  // counting was turned on during this hold
+  shm_domain_state* d = counting_domain_of(l);
+  if (!d) return;
+  const auto* first = reinterpret_cast<const char*>(&d->table.at(0).lock);
+  const std::size_t i = std::size_t(reinterpret_cast<const char*>(l) - first) / sizeof(bucket<shm_policy>);
+  if (i < d->table.size() && &d->table.at(i).lock == l)
+    stats_impl::raise_to(d->counters[i].longest_hold_ns, std::uint64_t(stats_impl::now_ns() - start));
+}
+
+void shm_policy::stat_visit() noexcept { ++release_visits; }
+
+void shm_parker::count_wake(const void* p) noexcept {
+  if (shm_domain_state* d = counting_domain_of(p))
+    d->stats->wake_calls.fetch_add(1, std::memory_order_relaxed);
+}
+
+void shm_parker::count_sleep(const void* p) noexcept {
+  if (shm_domain_state* d = counting_domain_of(p)) d->stats->sleeps.fetch_add(1, std::memory_order_relaxed);
+}
+
 }  // namespace detail
 
 namespace shm {
@@ -290,6 +375,8 @@ domain domain::create(void* base, std::size_t size, const options& o) {
   h->magic = 0;  // not a domain until the end
   new (&d->table) detail::wait_table<detail::shm_policy>(l.buckets, b + l.buckets_off, true);
   for (std::uint32_t i = 0; i < o.slots; ++i) new (&d->slots[i]) detail::shm_slot;
+  new (d->stats) detail::domain_stats;  // not counting
+  for (std::size_t i = 0; i < l.buckets; ++i) new (&d->counters[i]) detail::bucket_counters;
   h->layout_version = layout_version;
   h->abi = detail::abi_fingerprint();
   h->buckets = oo.buckets;
@@ -297,6 +384,7 @@ domain domain::create(void* base, std::size_t size, const options& o) {
   h->release_reserve = o.release_reserve;
   h->buckets_off = l.buckets_off;
   h->slots_off = l.slots_off;
+  h->stats_off = l.stats_off;
   h->user_off = l.user_off;
   h->size = size;
   h->magic = detail::magic;
@@ -336,8 +424,8 @@ domain domain::attach(void* base, std::size_t size) {
   o.release_reserve = c.release_reserve;
   const detail::layout l = detail::layout_for(o);
   if (l.buckets != c.buckets || l.buckets_off != c.buckets_off || l.slots_off != c.slots_off ||
-      l.user_off != c.user_off || l.user_off >= c.size || o.release_reserve < 1 ||
-      o.release_reserve >= o.slots)
+      l.stats_off != c.stats_off || l.user_off != c.user_off || l.user_off >= c.size ||
+      o.release_reserve < 1 || o.release_reserve >= o.slots)
     detail::fail(errc::abi_mismatch, "the domain's header does not describe this build's layout");
   if (h->state.load(std::memory_order_acquire) != detail::state_ready || h->magic != detail::magic)
     detail::fail(errc::not_ready, "the domain is being created again");
@@ -366,6 +454,33 @@ domain::~domain() {
 }
 
 const options& domain::settings() const noexcept { return s_->opts; }
+
+void domain::enable_stats(bool on) noexcept {
+  if (s_) s_->stats->counting.store(on ? 1 : 0, std::memory_order_relaxed);
+}
+
+bool domain::stats_enabled() const noexcept { return s_ && s_->counting(); }
+
+stats_snapshot domain::get_stats() const {
+  stats_snapshot out;
+  if (!s_) return out;
+  out.wake_syscalls = s_->stats->wake_calls.load(std::memory_order_relaxed);
+  out.sleeps = s_->stats->sleeps.load(std::memory_order_relaxed);
+  detail::stats_impl::snapshot_buckets(s_->counters, s_->table.size(), out);
+  return out;
+}
+
+void domain::reset_stats() noexcept {
+  if (!s_) return;
+  s_->stats->wake_calls.store(0, std::memory_order_relaxed);
+  s_->stats->sleeps.store(0, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < s_->table.size(); ++i) detail::stats_impl::zero(s_->counters[i]);
+}
+
+std::size_t domain::bucket_of(const void* word) const {
+  if (!contains(word, 1)) throw_outside(word, 1, this);
+  return s_->table.index_of_key(std::uint64_t(static_cast<const char*>(word) - s_->base));
+}
 
 void domain::throw_outside(const void* word, std::size_t size, const domain* d) {
   char msg[200];

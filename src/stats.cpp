@@ -8,6 +8,7 @@
 #include <new>
 
 #include "pagewait/detail/native_policy.hpp"
+#include "stats_counters.hpp"
 
 namespace pagewait {
 namespace detail {
@@ -16,10 +17,9 @@ std::atomic<bool> native_policy::stats_flag{false};
 
 namespace {
 
-struct alignas(64) bucket_counters {
-  std::atomic<std::uint64_t> lock_waits{0}, shared_waits{0}, gave_up{0}, lost_races{0}, releases{0},
-      handoffs{0}, longest_wait_ns{0}, longest_hold_ns{0}, longest_walk{0};
-};
+using stats_impl::bucket_counters;
+using stats_impl::now_ns;
+using stats_impl::raise_to;
 
 // Allocated once, for the table's size, the first time counting is turned on; never freed
 // (threads may still count after main returns).
@@ -40,18 +40,6 @@ thread_local std::int64_t hold_start_ns = 0;  // 0: not timing a hold
 thread_local std::uint64_t release_visits = 0;
 thread_local bool in_hook = false;  // the hook's own slow-path waits do not call it again
 
-std::int64_t now_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-void raise_to(std::atomic<std::uint64_t>& a, std::uint64_t v) noexcept {
-  std::uint64_t cur = a.load(std::memory_order_relaxed);
-  while (v > cur && !a.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
-  }
-}
-
 bucket_counters* counters_for(const void* word) noexcept {
   bucket_counters* c = the_counters.load(std::memory_order_acquire);
   return c ? &c[native_policy::table().index_of(word)] : nullptr;
@@ -62,11 +50,7 @@ bucket_counters* counters_for(const void* word) noexcept {
 void native_policy::stat_wait_done(const void* word, std::uint64_t bit, bool exclusive, bool ok,
                                    std::chrono::steady_clock::duration waited) noexcept {
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(waited);
-  if (bucket_counters* c = counters_for(word)) {
-    (exclusive ? c->lock_waits : c->shared_waits).fetch_add(1, std::memory_order_relaxed);
-    if (!ok) c->gave_up.fetch_add(1, std::memory_order_relaxed);
-    raise_to(c->longest_wait_ns, std::uint64_t(ns.count() > 0 ? ns.count() : 0));
-  }
+  if (bucket_counters* c = counters_for(word)) stats_impl::count_wait(*c, exclusive, ok, ns);
   const hook_slot* h = the_hook.load(std::memory_order_acquire);
   if (h && !in_hook) {
     in_hook = true;
@@ -82,11 +66,7 @@ void native_policy::stat_lost_race(const void* word) noexcept {
 void native_policy::stat_release_done(const void* word, bool handoff) noexcept {
   const std::uint64_t visits = release_visits;
   release_visits = 0;
-  if (bucket_counters* c = counters_for(word)) {
-    c->releases.fetch_add(1, std::memory_order_relaxed);
-    if (handoff) c->handoffs.fetch_add(1, std::memory_order_relaxed);
-    raise_to(c->longest_walk, visits);
-  }
+  if (bucket_counters* c = counters_for(word)) stats_impl::count_release(*c, handoff, visits);
 }
 
 void native_policy::stat_hold_begin() noexcept { hold_start_ns = now_ns(); }
@@ -127,49 +107,12 @@ void enable_stats(bool on) {
 
 bool stats_enabled() noexcept { return detail::native_policy::stats_on(); }
 
-namespace {
-contention_stats read(const detail::bucket_counters& c) {
-  constexpr auto r = std::memory_order_relaxed;
-  contention_stats s;
-  s.lock_waits = c.lock_waits.load(r);
-  s.shared_waits = c.shared_waits.load(r);
-  s.gave_up = c.gave_up.load(r);
-  s.lost_races = c.lost_races.load(r);
-  s.releases = c.releases.load(r);
-  s.handoffs = c.handoffs.load(r);
-  s.longest_wait = std::chrono::nanoseconds(c.longest_wait_ns.load(r));
-  s.longest_hold = std::chrono::nanoseconds(c.longest_hold_ns.load(r));
-  s.longest_walk = c.longest_walk.load(r);
-  return s;
-}
-bool any(const contention_stats& s) {
-  return s.lock_waits || s.shared_waits || s.gave_up || s.lost_races || s.releases || s.handoffs ||
-         s.longest_wait.count() || s.longest_hold.count() || s.longest_walk;
-}
-}  // namespace
-
 stats_snapshot get_stats() {
   stats_snapshot out;
   out.wake_syscalls = detail::native_parker::wake_calls.load(std::memory_order_relaxed);
   out.sleeps = detail::native_parker::sleeps.load(std::memory_order_relaxed);
   const detail::bucket_counters* c = detail::the_counters.load(std::memory_order_acquire);
-  if (!c) return out;
-  const std::size_t n = detail::native_policy::table().size();
-  for (std::size_t i = 0; i < n; ++i) {
-    const contention_stats s = read(c[i]);
-    if (!any(s)) continue;
-    out.buckets.emplace_back(i, s);
-    contention_stats& t = out.total;
-    t.lock_waits += s.lock_waits;
-    t.shared_waits += s.shared_waits;
-    t.gave_up += s.gave_up;
-    t.lost_races += s.lost_races;
-    t.releases += s.releases;
-    t.handoffs += s.handoffs;
-    t.longest_wait = std::max(t.longest_wait, s.longest_wait);
-    t.longest_hold = std::max(t.longest_hold, s.longest_hold);
-    t.longest_walk = std::max(t.longest_walk, s.longest_walk);
-  }
+  if (c) detail::stats_impl::snapshot_buckets(c, detail::native_policy::table().size(), out);
   return out;
 }
 
@@ -179,10 +122,7 @@ void reset_stats() noexcept {
   detail::bucket_counters* c = detail::the_counters.load(std::memory_order_acquire);
   if (!c) return;
   const std::size_t n = detail::native_policy::table().size();
-  for (std::size_t i = 0; i < n; ++i)
-    for (auto* a : {&c[i].lock_waits, &c[i].shared_waits, &c[i].gave_up, &c[i].lost_races, &c[i].releases,
-                    &c[i].handoffs, &c[i].longest_wait_ns, &c[i].longest_hold_ns, &c[i].longest_walk})
-      a->store(0, std::memory_order_relaxed);
+  for (std::size_t i = 0; i < n; ++i) detail::stats_impl::zero(c[i]);
 }
 
 std::size_t bucket_of(const void* word) noexcept { return detail::native_policy::table().index_of(word); }

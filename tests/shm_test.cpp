@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "pagewait/pagewait.hpp"
+#include "pagewait/stats.hpp"
 
 using namespace std::chrono_literals;
 namespace shm = pagewait::shm;
@@ -230,12 +231,13 @@ TEST(ShmDomain, AttachRefusesAHeaderWhoseUserAreaIsPastItsEnd) {
   char* a = static_cast<char*>(f.map());
   { shm::domain d = shm::domain::create(a, kSize); }
   std::uint64_t user_off;
-  // magic 8, version 4, abi 4, state 4, buckets 4, slots 4, reserve 4: then the four offsets.
-  std::memcpy(&user_off, a + 48, 8);
+  // magic 8, version 4, abi 4, state 4, buckets 4, slots 4, reserve 4: then the offsets of the
+  // buckets, the slots, the statistics and the user area, and the size.
+  std::memcpy(&user_off, a + 56, 8);
   const std::uint64_t size = kSize;
-  std::memcpy(a + 56, &user_off, 8);  // size == user_off: no user area
+  std::memcpy(a + 64, &user_off, 8);  // size == user_off: no user area
   EXPECT_EQ(code_of([&] { shm::domain::attach(a, kSize); }), shm::errc::abi_mismatch);
-  std::memcpy(a + 56, &size, 8);
+  std::memcpy(a + 64, &size, 8);
   shm::domain d = shm::domain::attach(a, kSize);
 }
 
@@ -613,4 +615,84 @@ TEST(ShmProcesses, ExecedPeersAttachWaitAndCount) {
   d.clear_bit_and_wake(event, IO);
   for (pid_t p : waiters) EXPECT_EQ(status_of(p), 0);
   EXPECT_EQ(event.load(), 0u);
+}
+
+// The statistics are the domain's: one switch for every process (here a child that attached on
+// its own turns it on), counted by every process in the shared memory. The parent waits for the
+// child's sleeps to show in the counts before it releases, so each count below is certain.
+TEST(ShmProcesses, StatisticsAreTheDomainsAndCountEveryProcess) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 512);
+  EXPECT_FALSE(d.stats_enabled());
+  pagewait::enable_stats();  // the process's own, to show below that domains are not in them
+  pagewait::reset_stats();
+  // Off: a slow wait and release count nothing.
+  w.store(IO);
+  std::thread t([&] {
+    if (waiters_queued(w)) d.clear_bit_and_wake(w, IO);
+  });
+  d.wait_bit_clear(w, IO);
+  t.join();
+  const auto none = [](const pagewait::stats_snapshot& s) {
+    return s.buckets.empty() && s.total.shared_waits == 0 && s.total.releases == 0 && s.wake_syscalls == 0 &&
+           s.sleeps == 0;
+  };
+  EXPECT_TRUE(none(d.get_stats()));
+
+  EXPECT_EQ(in_child([&] {
+              shm::domain c = shm::domain::attach(f.map(), kSize);
+              c.enable_stats();
+              return c.stats_enabled() ? 0 : 1;
+            }),
+            0);
+  EXPECT_TRUE(d.stats_enabled());
+
+  // A child waits for IO, then for the lock; the parent releases each once the child sleeps.
+  const auto wait_for_sleeps = [&](std::uint64_t n) {
+    for (int i = 0; i < 20000 && d.get_stats().sleeps < n; ++i) std::this_thread::sleep_for(1ms);
+    return d.get_stats().sleeps >= n;
+  };
+  w.store(IO | LOCK);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    const bool ok = d.wait_bit_clear_for(w, IO, 20s) && d.try_lock_bit_for(w, LOCK, 20s);
+    if (ok) d.unlock_bit(w, LOCK);
+    _exit(ok ? 0 : 1);
+  }
+  EXPECT_TRUE(wait_for_sleeps(1));
+  d.clear_bit_and_wake(w, IO);
+  EXPECT_TRUE(wait_for_sleeps(2));
+  std::this_thread::sleep_for(5ms);
+  d.unlock_bit(w, LOCK);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+
+  const pagewait::stats_snapshot s = d.get_stats();
+  EXPECT_EQ(s.total.shared_waits, 1u);
+  EXPECT_EQ(s.total.lock_waits, 1u);
+  EXPECT_EQ(s.total.gave_up, 0u);
+  EXPECT_GE(s.total.releases, 2u);  // the parent's two; the child's unlock too if a waiter bit was left
+  EXPECT_GE(s.total.longest_wait, 5ms);
+  EXPECT_GE(s.total.longest_walk, 1u);
+  EXPECT_GE(s.sleeps, 2u);
+  EXPECT_GE(s.wake_syscalls, 2u);  // each release found the child asleep
+  ASSERT_EQ(s.buckets.size(), 1u);
+  EXPECT_EQ(s.buckets[0].first, d.bucket_of(&w));
+
+  d.reset_stats();
+  EXPECT_TRUE(none(d.get_stats()));
+  d.enable_stats(false);
+  EXPECT_FALSE(d.stats_enabled());
+  W outside = 0;
+  EXPECT_EQ(code_of([&] { (void)d.bucket_of(&outside); }), shm::errc::word_outside);
+  // The process's statistics (pagewait/stats.hpp) are pagewait.hpp's words': this process's
+  // domain waits and sleeps (the first wait above slept, or at least queued) are not in them.
+  const pagewait::stats_snapshot p = pagewait::get_stats();
+  pagewait::enable_stats(false);
+  EXPECT_EQ(p.total.shared_waits, 0u);
+  EXPECT_EQ(p.total.releases, 0u);
+  EXPECT_EQ(p.sleeps, 0u);
 }

@@ -713,7 +713,13 @@ run_result run_in_processes(const run_config& cfg, int fd) {
   page_pool pool(fd, cfg.frames, cfg.file_pages, d, user + pool_at);
   shm_page_cache cache(pool, d, cfg.wait_timeout);
   workload<shm_page_cache> w(cfg, cache, *ctl, last_version);
-  return w.run_processes(reports);
+  d.enable_stats();  // in the mapping: every child counts
+  run_result r = w.run_processes(reports);
+  const stats_snapshot s = d.get_stats();
+  r.domain_contention = s.total;
+  r.domain_wake_syscalls = s.wake_syscalls;
+  r.domain_sleeps = s.sleeps;
+  return r;
 }
 
 }  // namespace

@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "pagewait/protocol.hpp"
+#include "pagewait/stats.hpp"
 
 namespace pagewait::demo {
 
@@ -69,6 +70,10 @@ struct run_result {
   // Process mode: what went wrong with a child (failed, killed by a signal, did not stop); the run
   // then fails (data_ok false). Empty when every child ended as it should.
   std::string failure;
+  // Process mode: the wait domain's own statistics over the run (shm::domain::get_stats), summed
+  // over every process; in thread mode the command reads pagewait/stats.hpp's instead.
+  contention_stats domain_contention;
+  std::uint64_t domain_wake_syscalls = 0, domain_sleeps = 0;
   std::uint64_t page_ops = 0;             // reads + writes + truncations completed
   std::uint64_t writebacks = 0;           // ends of writeback
   std::uint64_t touched_after_free = 0;   // ends of writeback that touched a freed frame

@@ -124,18 +124,34 @@ TEST(Demo, AsyncReadersShareThePageLocksWithTheThreads) {
 
 // --processes: each role a process of its own, over a pool in a shared mapping and a wait domain.
 // Every process has one thread, so a page lock found held, and a wait for writeback, were each
-// ended by another process's release: both happen, nobody's wake-up is lost, the data check holds.
+// ended by another process's release. Every run must be sound (no failure, no lost wake-up, the
+// data check); waits for writeback need a writer or truncator to meet a page during its short
+// write, which a loaded machine can starve for a whole run, so runs of 0.5 s are repeated (up to
+// 20) until one has seen both kinds of wait.
 TEST(Demo, ProcessesShareOnePageCache) {
-  run_config c = config(release_protocol::atomic_clear, 1.5s);
-  c.processes = true;
-  const run_result r = run_demo(c);
-  EXPECT_EQ(r.failure, "");
-  EXPECT_EQ(r.processes, 8u);
-  expect_sound(r);
-  EXPECT_EQ(r.lost_wakeups, 0u);
-  EXPECT_EQ(r.woken_early, 0u);
-  EXPECT_GT(r.lock_waits, 0u) << "no page lock was ever found held by another process";
-  EXPECT_GT(r.writeback_waits, 0u) << "no process ever waited for another's writeback";
+  bool seen_both = false;
+  for (int i = 0; i < 20 && !seen_both; ++i) {
+    run_config c = config(release_protocol::atomic_clear, 0.5s);
+    c.processes = true;
+    const run_result r = run_demo(c);
+    SCOPED_TRACE("run " + std::to_string(i));
+    EXPECT_EQ(r.failure, "");
+    EXPECT_EQ(r.processes, 8u);
+    expect_sound(r);
+    EXPECT_EQ(r.lost_wakeups, 0u);
+    EXPECT_EQ(r.woken_early, 0u);
+    // The demo counts a wait when it finds the bit set; the domain counts, in the shared memory
+    // and from every process, the calls that then took the slow path (the bit may have cleared in
+    // between): its shared waits are waits for writeback, its lock waits page and mapping locks.
+    // A slow-path wait is ended by a slow release (another process's).
+    if (r.domain_contention.lock_waits + r.domain_contention.shared_waits > 0) {
+      EXPECT_GT(r.domain_contention.releases, 0u);
+    }
+    seen_both = r.lock_waits > 0 && r.writeback_waits > 0 && r.domain_contention.lock_waits > 0 &&
+                r.domain_contention.shared_waits > 0 && r.domain_sleeps > 0;
+    if (HasFailure()) break;
+  }
+  EXPECT_TRUE(seen_both) << "in 20 runs, no run had both a page-lock and a writeback wait across processes";
 }
 
 // The data check means the same across processes: lost writes fail it.

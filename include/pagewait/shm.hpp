@@ -34,6 +34,7 @@
 #include "pagewait/detail/shm_policy.hpp"
 #include "pagewait/detail/tsan.hpp"
 #include "pagewait/protocol.hpp"
+#include "pagewait/stats.hpp"
 
 namespace pagewait::detail {
 template <word_type W>
@@ -87,7 +88,7 @@ struct options {
 
 class domain {
  public:
-  static constexpr std::uint32_t layout_version = 1;
+  static constexpr std::uint32_t layout_version = 2;  // 2: the statistics area
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
   // as create does, and std::invalid_argument if the total does not fit in a size_t.
@@ -121,6 +122,21 @@ class domain {
     return c >= user_ && c <= end_ && n <= std::size_t(end_ - c);
   }
   const options& settings() const noexcept;
+
+  // ---- contention statistics (pagewait/stats.hpp's counters, kept in the domain) ----
+  // Counted in the shared memory, per bucket of the domain's table, by every attached process
+  // while the domain's switch is on: one switch for all processes, off when created. Costs
+  // nothing on the fast paths, on or off; on slow paths, while any domain this process attached
+  // is counting, what pagewait.hpp's statistics cost. get_stats() gives the domain's buckets (by
+  // index in its table: bucket_of tells a word's), their total, and the futex wake calls and
+  // sleeps of the domain's parkers; the contention hook of stats.hpp is not called for domains.
+  void enable_stats(bool on = true) noexcept;
+  bool stats_enabled() const noexcept;
+  stats_snapshot get_stats() const;
+  void reset_stats() noexcept;
+  // The bucket of the domain's table that `word`'s waiters use (the same in every process).
+  // Throws domain_error(word_outside) if the word is not in the user area.
+  std::size_t bucket_of(const void* word) const;
 
   // ---- the operations of pagewait.hpp, on words in this domain's user area ----
   // Same semantics, same timeout rules, same errors (usage_error, std::invalid_argument for a

@@ -30,6 +30,8 @@
 //   wake_syscalls, sleeps      (the snapshot's, whole process) futex wake system calls made to
 //                              unpark a waiter, and futex sleeps entered by waiters; an unpark of a
 //                              waiter that has not gone to sleep yet makes none
+// These are the process's statistics of pagewait.hpp's words; a wait domain's words (shm.hpp)
+// are counted by the domain, for all its processes (shm::domain::get_stats), never here.
 // Counters are updated with relaxed atomics: a snapshot taken while threads wait is a
 // consistent-enough sum, not an instant; reset_stats() while waits are in progress may keep
 // parts of theirs.

@@ -87,9 +87,14 @@ struct alignas(64) shm_parker {
   bool unpark(std::uint32_t token) noexcept {  // as native_parker::unpark
     const std::uint32_t old = word.value.fetch_or(token, std::memory_order_release);
     if (!(old & sleeping_flag)) return false;
+    count_wake(this);
     word.wake_one_shared();
     return true;
   }
+  // The domain's statistics (src/shm.cpp): a wake call made for, and a sleep entered by, the
+  // parker at `p`, counted in the domain that holds it if that domain is counting.
+  static void count_wake(const void* p) noexcept;
+  static void count_sleep(const void* p) noexcept;
 };
 
 }  // namespace pagewait::detail

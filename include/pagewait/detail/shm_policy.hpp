@@ -15,6 +15,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -58,8 +59,17 @@ struct shm_release_scope;
 
 struct shm_policy : native_policy {
   using bucket_lock = shm_word_lock;
-  static void lock(bucket_lock& l) noexcept { l.lock(); }
-  static void unlock(bucket_lock& l) noexcept { l.unlock(); }
+  static void lock(bucket_lock& l) noexcept {
+    l.lock();
+    if (stats_on()) stat_hold_begin();
+  }
+  static void unlock(bucket_lock& l) noexcept {
+    if (stats_on()) stat_hold_end(&l);
+    l.unlock();
+  }
+  static void visit(const void*) noexcept {
+    if (stats_on()) stat_visit();
+  }
 
   // Node fields: plain, as natively; a pointer is a rel.
   template <class T>
@@ -110,8 +120,19 @@ struct shm_policy : native_policy {
   struct table_ref;
   static table_ref table_for(const void* word) noexcept;
 
-  // No statistics for domains yet: they are per process, keyed by address (pagewait/stats.hpp).
-  static constexpr bool stats_on() noexcept { return false; }
+  // Statistics (shm::domain::enable_stats; src/shm.cpp): counted in the domain's memory, per
+  // bucket of its table, by every process while the domain's switch is on. stats_on() says
+  // whether any domain this process has attached is counting (one relaxed load per attached
+  // domain, on slow paths only); each stat_* finds the domain of its address and counts only if
+  // that one is.
+  static bool stats_on() noexcept;
+  static void stat_wait_done(const void* word, std::uint64_t bit, bool exclusive, bool ok,
+                             std::chrono::steady_clock::duration waited) noexcept;
+  static void stat_lost_race(const void* word) noexcept;
+  static void stat_release_done(const void* word, bool handoff) noexcept;
+  static void stat_hold_begin() noexcept;
+  static void stat_hold_end(const bucket_lock* l) noexcept;
+  static void stat_visit() noexcept;
 };
 
 // A domain's table as the core sees it (core::bucket_of): the buckets in the mapping, indexed by
