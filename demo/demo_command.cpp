@@ -104,18 +104,6 @@ nlohmann::json to_json(const run_result& r) {
   };
 }
 
-// The statistics of one protocol's runs, summed over its turns (longest: the maximum).
-void add_up(contention_stats& sum, const contention_stats& t) {
-  sum.lock_waits += t.lock_waits;
-  sum.shared_waits += t.shared_waits;
-  sum.gave_up += t.gave_up;
-  sum.lost_races += t.lost_races;
-  sum.releases += t.releases;
-  sum.handoffs += t.handoffs;
-  sum.longest_wait = std::max(sum.longest_wait, t.longest_wait);
-  sum.longest_walk = std::max(sum.longest_walk, t.longest_walk);
-}
-
 nlohmann::json to_json(const contention_stats& t) {
   return {{"lock_waits", t.lock_waits},
           {"shared_waits", t.shared_waits},
@@ -352,6 +340,15 @@ void print_verdict(const std::vector<run_result>& rs, const std::vector<std::vec
   }
 }
 
+// What --json says of the run's configuration in both modes.
+nlohmann::json config_json(const options& o, const run_config& base) {
+  return {{"seconds", o.seconds},
+          {"frames", base.frames},
+          {"file_pages", base.file_pages},
+          {"page_size", 4096},
+          {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
+}
+
 // Process mode: one protocol (atomic-clear through a wait domain), one run, no detector.
 void print_processes(const options& o, const run_config& base, const run_result& r) {
   std::printf(
@@ -407,14 +404,10 @@ int run_processes(const options& o, run_config base) {
   }
   if (o.json) {
     nlohmann::json j;
-    j["config"] = {{"protocol", "atomic-clear"},
-                   {"processes", true},
-                   {"seconds", o.seconds},
-                   {"workers", o.threads},
-                   {"frames", base.frames},
-                   {"file_pages", base.file_pages},
-                   {"page_size", 4096},
-                   {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
+    j["config"] = config_json(o, base);
+    j["config"]["protocol"] = "atomic-clear";
+    j["config"]["processes"] = true;
+    j["config"]["workers"] = o.threads;
     nlohmann::json run = to_json(r);
     run["contention"] = to_json(r.domain_contention);
     run["contention"]["wake_syscalls"] = r.domain_wake_syscalls;
@@ -542,7 +535,7 @@ int demo_main(int argc, char** argv) {
         bar.show(label, done / total);
         reset_stats();
         run_result r = run_demo(c);
-        add_up(contention[i], get_stats().total);
+        contention[i] += get_stats().total;  // summed over the turns (longest: the maximum)
         turns[i].push_back(r.seconds > 0 ? r.writebacks / r.seconds : 0.0);
         if (s == 0)
           results[i] = std::move(r);
@@ -562,16 +555,12 @@ int demo_main(int argc, char** argv) {
 
   if (o.json) {
     nlohmann::json j;
-    j["config"] = {{"protocol", o.protocol},
-                   {"seconds", o.seconds},
-                   {"slices", slices},
-                   {"threads", o.threads},
-                   {"widen_us", o.widen_us},
-                   {"async_readers", o.async},
-                   {"frames", base.frames},
-                   {"file_pages", base.file_pages},
-                   {"page_size", 4096},
-                   {"wait_timeout_s", std::chrono::duration<double>(base.wait_timeout).count()}};
+    j["config"] = config_json(o, base);
+    j["config"]["protocol"] = o.protocol;
+    j["config"]["slices"] = slices;
+    j["config"]["threads"] = o.threads;
+    j["config"]["widen_us"] = o.widen_us;
+    j["config"]["async_readers"] = o.async;
     j["runs"] = nlohmann::json::array();
     for (std::size_t i = 0; i < results.size(); ++i) {
       nlohmann::json run = to_json(results[i]);

@@ -77,16 +77,7 @@ inline void snapshot_buckets(const bucket_counters* c, std::size_t n, stats_snap
           s.longest_wait.count() || s.longest_hold.count() || s.longest_walk))
       continue;
     out.buckets.emplace_back(i, s);
-    contention_stats& t = out.total;
-    t.lock_waits += s.lock_waits;
-    t.shared_waits += s.shared_waits;
-    t.gave_up += s.gave_up;
-    t.lost_races += s.lost_races;
-    t.releases += s.releases;
-    t.handoffs += s.handoffs;
-    t.longest_wait = std::max(t.longest_wait, s.longest_wait);
-    t.longest_hold = std::max(t.longest_hold, s.longest_hold);
-    t.longest_walk = std::max(t.longest_walk, s.longest_walk);
+    out.total += s;
   }
 }
 

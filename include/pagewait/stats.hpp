@@ -64,6 +64,20 @@ struct contention_stats {
   std::uint64_t longest_walk = 0;
 };
 
+// Adds `s` into `into`: counts add up, the longest are the larger of the two.
+inline contention_stats& operator+=(contention_stats& into, const contention_stats& s) noexcept {
+  into.lock_waits += s.lock_waits;
+  into.shared_waits += s.shared_waits;
+  into.gave_up += s.gave_up;
+  into.lost_races += s.lost_races;
+  into.releases += s.releases;
+  into.handoffs += s.handoffs;
+  if (s.longest_wait > into.longest_wait) into.longest_wait = s.longest_wait;
+  if (s.longest_hold > into.longest_hold) into.longest_hold = s.longest_hold;
+  if (s.longest_walk > into.longest_walk) into.longest_walk = s.longest_walk;
+  return into;
+}
+
 struct stats_snapshot {
   contention_stats total;
   // Whole process (a parker does not know the bucket): futex wake system calls made to unpark a
