@@ -275,23 +275,43 @@ class workload {
   run_result run_processes(process_report* reports) {
     run_result r = with_roles();
     r.processes = r.writers + r.readers + r.writeback_threads + r.truncators;
+    // The children must stay waitable until we reap them: with SIGCHLD ignored (a caller's
+    // choice) the kernel would reap them itself, waitpid would fail, and a pid we kill could
+    // already be another process's. Default for the run, restored after.
+    struct sigchld_default {
+      struct sigaction old {};
+      sigchld_default() {
+        struct sigaction dfl {};
+        dfl.sa_handler = SIG_DFL;
+        sigemptyset(&dfl.sa_mask);
+        sigaction(SIGCHLD, &dfl, &old);
+      }
+      ~sigchld_default() { sigaction(SIGCHLD, &old, nullptr); }
+    } chld;
     std::vector<pid_t> pids;
+    pids.reserve(r.processes);  // no allocation (nothing that throws) between a fork and its record
+    std::vector<bool> done(r.processes, false);  // reaped: its pid is no longer ours to signal
     const pid_t parent = getpid();
-    auto kill_all = [&] {
-      ctl_.stop.store(true, std::memory_order_relaxed);
-      for (pid_t p : pids) kill(p, SIGKILL);
-      for (pid_t p : pids) waitpid(p, nullptr, 0);
-    };
+    // Whatever throws from the first fork on stops and reaps the children forked and not yet
+    // reaped (after a normal end there are none).
+    struct reaper {
+      workload& w;
+      const std::vector<pid_t>& pids;
+      std::vector<bool>& done;
+      ~reaper() {
+        w.ctl_.stop.store(true, std::memory_order_relaxed);
+        for (std::size_t i = 0; i < pids.size(); ++i)
+          if (!done[i]) kill(pids[i], SIGKILL);
+        for (std::size_t i = 0; i < pids.size(); ++i)
+          if (!done[i]) waitpid(pids[i], nullptr, 0);
+      }
+    } on_error{*this, pids, done};
     auto spawn = [&](unsigned count, void (workload::*body)(worker&)) {
       for (unsigned i = 0; i < count; ++i) {
         const auto me = static_cast<unsigned>(pids.size());
         std::fflush(nullptr);  // nothing buffered is written twice
         const pid_t pid = fork();
-        if (pid < 0) {
-          const int e = errno;
-          kill_all();
-          throw std::runtime_error(std::string("demo: fork: ") + std::strerror(e));
-        }
+        if (pid < 0) throw std::runtime_error(std::string("demo: fork: ") + std::strerror(errno));
         if (pid == 0) child(parent, me, body, reports[me]);
         pids.push_back(pid);
       }
@@ -320,7 +340,6 @@ class workload {
     // Each child stops within its current page op. One still running long after that is stuck
     // (a wait nobody ends, a lock its holder never gave back): killed, and the run fails.
     const auto give_up_at = clock_type::now() + std::chrono::seconds(10) + 4 * cfg_.wait_timeout;
-    std::vector<bool> done(pids.size(), false);
     for (std::size_t left = pids.size(); left > 0;) {
       for (std::size_t i = 0; i < pids.size(); ++i) {
         if (done[i]) continue;
@@ -345,6 +364,7 @@ class workload {
           if (!done[i]) {
             kill(pids[i], SIGKILL);
             waitpid(pids[i], nullptr, 0);
+            done[i] = true;
             note_failure(r, "process " + std::to_string(i) + " did not stop; killed");
           }
         break;

@@ -1,5 +1,6 @@
 // The demo's claims, each on a short run of the real workload (no figure is asserted on speed).
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include "page_cache.hpp"
 #include "workload.hpp"
@@ -152,6 +153,24 @@ TEST(Demo, ProcessesShareOnePageCache) {
     if (HasFailure()) break;
   }
   EXPECT_TRUE(seen_both) << "in 20 runs, no run had both a page-lock and a writeback wait across processes";
+}
+
+// A caller that ignores SIGCHLD (the kernel would reap the children itself) still gets its
+// children's results: the run waits for them with the default disposition, and restores it.
+TEST(Demo, ProcessesWorkWithSigchldIgnored) {
+  struct sigaction ign {
+  }, old{};
+  ign.sa_handler = SIG_IGN;
+  sigemptyset(&ign.sa_mask);
+  ASSERT_EQ(sigaction(SIGCHLD, &ign, &old), 0);
+  run_config c = config(release_protocol::atomic_clear, 0.3s);
+  c.processes = true;
+  const run_result r = run_demo(c);
+  struct sigaction now {};
+  sigaction(SIGCHLD, &old, &now);
+  EXPECT_EQ(now.sa_handler, SIG_IGN);  // what the run found is what it left
+  EXPECT_EQ(r.failure, "");
+  expect_sound(r);
 }
 
 // The data check means the same across processes: lost writes fail it.
