@@ -28,10 +28,19 @@ namespace {
 using pagewait::shm::errc;
 
 int status_of(errc c) noexcept { return -static_cast<int>(c); }
-static_assert(-static_cast<int>(errc::bad_magic) == PW_EBADMAGIC &&
-              -static_cast<int>(errc::too_many) == PW_ETOOMANY &&
-              -static_cast<int>(errc::word_outside) == PW_EOUTSIDE &&
-              -static_cast<int>(errc::slots_exhausted) == PW_ENOSLOTS);
+// Every errc, one by one: a value moved in either enum must not pass unnoticed.
+static_assert(-static_cast<int>(errc::bad_magic) == PW_EBADMAGIC);
+static_assert(-static_cast<int>(errc::layout_version) == PW_ELAYOUT);
+static_assert(-static_cast<int>(errc::abi_mismatch) == PW_EABI);
+static_assert(-static_cast<int>(errc::not_ready) == PW_ENOTREADY);
+static_assert(-static_cast<int>(errc::too_small) == PW_ETOOSMALL);
+static_assert(-static_cast<int>(errc::misaligned) == PW_EMISALIGNED);
+static_assert(-static_cast<int>(errc::bad_options) == PW_EBADOPTIONS);
+static_assert(-static_cast<int>(errc::word_outside) == PW_EOUTSIDE);
+static_assert(-static_cast<int>(errc::slots_exhausted) == PW_ENOSLOTS);
+static_assert(-static_cast<int>(errc::unsupported) == PW_EUNSUPPORTED);
+static_assert(-static_cast<int>(errc::overlaps) == PW_EOVERLAPS);
+static_assert(-static_cast<int>(errc::too_many) == PW_ETOOMANY);
 
 // Runs f and maps what it throws. usage_error (a release of a bit that is not set) is a
 // logic_error, and invalid_argument (a bad bit) is one too: the more specific first.

@@ -1,8 +1,10 @@
-/* tests/shm_c_test.c — pagewait/shm.h from C (compiled as C11): every status a caller can get,
- * each error leaving the word as it was, and a waiter, a releaser and two lockers in two
- * processes, the child attaching through a mapping of its own. Exit status 0: all passed. */
+/* tests/shm_c_test.c — pagewait/shm.h from C (compiled as C11): every status this build can
+ * return (all but PW_EUNSUPPORTED, PW_ENOMEM and PW_EFAIL, which need another build or a failing
+ * system), each error leaving the word as it was, and a waiter, a releaser and two lockers in
+ * two processes, the child attaching through a mapping of its own. Exit status 0: all passed. */
 #define _GNU_SOURCE
 #include <pagewait/shm.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +81,78 @@ static int child(int fd, size_t size, pw_domain* inherited, void* inherited_base
   pw_domain_detach(d);
   munmap(base, size);
   return failures ? 12 : 0;
+}
+
+/* A waiter that holds the only wait slot of a small domain (below). */
+struct slot_holder {
+  pw_domain* d;
+  uint32_t* word;
+  int rc;
+};
+static void* hold_slot(void* arg) {
+  struct slot_holder* h = arg;
+  h->rc = pw_wait_bit_clear32_timed(h->d, h->word, WRITEBACK, 20000000000LL);
+  return NULL;
+}
+
+/* The statuses a small domain shows: the header's refusals, slots running out, too many
+ * domains in one process. */
+static void small_domains(void) {
+  pw_domain_options o = {16, 2, 1}; /* one slot for waits, one kept for releases */
+  size_t one = 0;
+  CHECK_RC(pw_domain_bytes_needed(64, &o, &one), PW_OK);
+  one = (one + 4095) / 4096 * 4096;
+  enum { many = 70 };
+  char* area = mmap(NULL, one * many, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (area == MAP_FAILED) {
+    CHECK(!"mmap");
+    return;
+  }
+  pw_domain* d = NULL;
+  CHECK_RC(pw_domain_create(area, one, &o, &d), PW_OK);
+  pw_domain_detach(d);
+  /* The header: layout version at 8, ABI fingerprint at 12, state at 16. */
+  uint32_t *version = (uint32_t*)(area + 8), *abi = (uint32_t*)(area + 12), *state = (uint32_t*)(area + 16);
+  *version += 1;
+  CHECK_RC(pw_domain_attach(area, one, &d), PW_ELAYOUT);
+  *version -= 1;
+  *abi ^= 1u;
+  CHECK_RC(pw_domain_attach(area, one, &d), PW_EABI);
+  *abi ^= 1u;
+  const uint32_t ready = *state;
+  *state = 1u; /* "formatting" */
+  CHECK_RC(pw_domain_attach(area, one, &d), PW_ENOTREADY);
+  *state = ready;
+  CHECK_RC(pw_domain_attach(area, one, &d), PW_OK);
+
+  /* Slots: a thread's wait holds the only wait slot; another wait that must sleep is refused,
+   * and its word is left as it was. A release still gets the reserved slot. */
+  uint32_t *a = pw_domain_user_area(d), *b = a + 1;
+  *a = WRITEBACK;
+  *b = WRITEBACK;
+  struct slot_holder h = {d, a, 99};
+  pthread_t t;
+  CHECK(pthread_create(&t, NULL, hold_slot, &h) == 0);
+  for (int i = 0; i < 20000 && !(load32(a) & 0x80000000u); ++i) sleep_ms(1);
+  CHECK(load32(a) & 0x80000000u); /* queued: its slot is taken */
+  CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 1000000000LL), PW_ENOSLOTS);
+  CHECK(load32(b) == WRITEBACK);
+  CHECK_RC(pw_clear_bit_and_wake32(d, a, WRITEBACK), PW_OK);
+  pthread_join(t, NULL);
+  CHECK_RC(h.rc, PW_OK);
+  pw_domain_detach(d);
+
+  /* At most 64 domains attached in one process (the test's other one included). */
+  pw_domain* ds[many] = {0};
+  int n = 0, rc = PW_OK;
+  for (; n < many; ++n) {
+    rc = pw_domain_create(area + (size_t)n * one, one, &o, &ds[n]);
+    if (rc != PW_OK) break;
+  }
+  CHECK_RC(rc, PW_ETOOMANY);
+  CHECK(n >= 60 && n <= 64);
+  for (int i = 0; i < n; ++i) pw_domain_detach(ds[i]);
+  munmap(area, one * many);
 }
 
 int main(void) {
@@ -173,6 +247,14 @@ int main(void) {
   CHECK_RC(pw_wait_bit_clear32(d, (uint32_t*)((char*)&s->word32 + 1), LOCKED), PW_EOUTSIDE);
   CHECK(outside == 0 && load32(&s->word32) == LOCKED);
   s->word32 = 0;
+
+  /* A null base is refused, not written through. */
+  pw_domain* none = (pw_domain*)1;
+  CHECK_RC(pw_domain_create(NULL, bytes, NULL, &none), PW_EINVAL);
+  CHECK_RC(pw_domain_attach(NULL, bytes, &none), PW_EINVAL);
+  CHECK(none == NULL);
+
+  small_domains();
 
   /* Strings for every status. */
   for (int c = -25; c <= 3; ++c) CHECK(pw_strerror(c) != NULL && pw_strerror(c)[0] != '\0');
