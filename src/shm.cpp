@@ -3,6 +3,9 @@
 // bucket lock.
 #include "pagewait/shm.hpp"
 
+#include <pthread.h>
+#include <unistd.h>
+
 #include <array>
 #include <bit>
 #include <cstdio>
@@ -186,10 +189,20 @@ shm_domain_state& domain_of(const void* word) noexcept {
   return *d;
 }
 
-// Where a thread starts its search for a free slot: spread, so that threads rarely meet on one.
+// Where a thread starts its search for a free slot: spread, so that threads rarely meet on one,
+// and so that processes do: a forked child's threads would otherwise start from the parent's
+// counter, and children forked before any slow path all from slot 0. The process id is mixed
+// in, and a fork makes the child's threads draw again.
+std::atomic<std::uint32_t> hint_epoch{1};
+[[maybe_unused]] const bool hint_fork_handler =
+    pthread_atfork(nullptr, nullptr, [] { hint_epoch.fetch_add(1, std::memory_order_relaxed); }) == 0;
 std::uint32_t slot_hint() noexcept {
   static std::atomic<std::uint32_t> next{0};
-  thread_local const std::uint32_t h = next.fetch_add(0x9E3779B9u, std::memory_order_relaxed);
+  thread_local std::uint32_t h = 0, drawn_in = 0;
+  if (const std::uint32_t e = hint_epoch.load(std::memory_order_relaxed); drawn_in != e) {
+    drawn_in = e;
+    h = next.fetch_add(0x9E3779B9u, std::memory_order_relaxed) ^ (std::uint32_t(getpid()) * 0x85EBCA6Bu);
+  }
   return h;
 }
 
@@ -244,25 +257,19 @@ shm_parker& shm_policy::current_parker() noexcept {
 void shm_give_slot(shm_slot& s) noexcept { s.owner.store(0, std::memory_order_release); }
 
 // ---- statistics: the hooks the core and the parkers call (slow paths only) ----
+// Each looks only at the domain holding the address it was given: the caller's operation keeps
+// that one attached and mapped (another domain may be detached and unmapped meanwhile).
 
 namespace {
-thread_local std::int64_t hold_start_ns = 0;  // 0: not timing a hold
-thread_local std::uint64_t release_visits = 0;
-
 shm_domain_state* counting_domain_of(const void* p) noexcept {
   shm_domain_state* d = find(p);
   return d && d->counting() ? d : nullptr;
 }
 }  // namespace
 
-bool shm_policy::stats_on() noexcept {
-  const std::size_t n = registry_used.load(std::memory_order_acquire);
-  for (std::size_t i = 0; i < n; ++i) {
-    const shm_domain_state* d = registry[i].load(std::memory_order_acquire);
-    if (d && d->counting()) return true;
-  }
-  return false;
-}
+bool shm_policy::stats_on_for(const void* p) noexcept { return counting_domain_of(p) != nullptr; }
+
+std::int64_t shm_policy::stat_now_ns() noexcept { return stats_impl::now_ns(); }
 
 void shm_policy::stat_wait_done(const void* word, std::uint64_t, bool exclusive, bool ok,
                                 std::chrono::steady_clock::duration waited) noexcept {
@@ -277,18 +284,13 @@ void shm_policy::stat_lost_race(const void* word) noexcept {
 }
 
 void shm_policy::stat_release_done(const void* word, bool handoff) noexcept {
-  const std::uint64_t visits = release_visits;
-  release_visits = 0;
   if (shm_domain_state* d = counting_domain_of(word))
-    stats_impl::count_release(d->counters_of(word), handoff, visits);
+    stats_impl::count_release(d->counters_of(word), handoff, shm_release_visits);
 }
 
-void shm_policy::stat_hold_begin() noexcept { hold_start_ns = stats_impl::now_ns(); }
-
 void shm_policy::stat_hold_end(const bucket_lock* l) noexcept {
-  const std::int64_t start = hold_start_ns;
-  hold_start_ns = 0;
-  if (start == 0) return;  // counting was turned on during this hold
+  const std::int64_t start = shm_hold_start_ns;
+  shm_hold_start_ns = 0;
   shm_domain_state* d = counting_domain_of(l);
   if (!d) return;
   const auto* first = reinterpret_cast<const char*>(&d->table.at(0).lock);
@@ -296,8 +298,6 @@ void shm_policy::stat_hold_end(const bucket_lock* l) noexcept {
   if (i < d->table.size() && &d->table.at(i).lock == l)
     stats_impl::raise_to(d->counters[i].longest_hold_ns, std::uint64_t(stats_impl::now_ns() - start));
 }
-
-void shm_policy::stat_visit() noexcept { ++release_visits; }
 
 void shm_parker::count_wake(const void* p) noexcept {
   if (shm_domain_state* d = counting_domain_of(p))
@@ -314,6 +314,7 @@ namespace shm {
 
 namespace {
 void check_memory(void* base, std::size_t size) {
+  if (!base) throw std::invalid_argument("pagewait::shm: the domain's base is null");
   if (!PAGEWAIT_HAVE_FUTEX)
     detail::fail(errc::unsupported,
                  "this build has no shared futexes (Linux only, without PAGEWAIT_PORTABLE_PARKING)");

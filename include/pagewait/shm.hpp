@@ -96,11 +96,13 @@ class domain {
 
   // Formats [base, base + size) as a new domain (its previous contents are overwritten) and
   // attaches this process to it. Other processes then attach(). Throws domain_error (too_small,
-  // misaligned, bad_options, unsupported, overlaps, too_many) without writing anything.
+  // misaligned, bad_options, unsupported, overlaps, too_many), or std::invalid_argument for a
+  // null base, without writing anything.
   static domain create(void* base, std::size_t size, const options& o = {});
   // Attaches this process to the domain that create formatted at [base, base + size) (mapped here
   // at any address). Throws domain_error (bad_magic, layout_version, abi_mismatch, not_ready,
-  // too_small, misaligned, unsupported, overlaps, too_many); writes nothing.
+  // too_small, misaligned, unsupported, overlaps, too_many), or std::invalid_argument for a null
+  // base; writes nothing.
   static domain attach(void* base, std::size_t size);
 
   domain(domain&& o) noexcept : s_(o.s_), user_(o.user_), end_(o.end_) {

@@ -216,12 +216,22 @@ struct core {
     }
   }
 
-  // Statistics (opt-in, pagewait/stats.hpp) wrap the slow paths: while they are off, P::stats_on()
+  // Statistics (opt-in, pagewait/stats.hpp) wrap the slow paths: while they are off, counting()
   // is one relaxed load here and nothing else changes; the model's is constexpr false. Nothing
   // of the fast paths. The counting itself is the policy's (P::stat_*), outside the protocol.
+  // A policy whose switch depends on the word (a wait domain's is in the domain that holds it)
+  // declares stats_on_for(word); it is asked only about the word being operated on, whose memory
+  // the caller keeps alive.
+  static bool counting(const void* word) noexcept {
+    if constexpr (requires { P::stats_on_for(word); })
+      return P::stats_on_for(word);
+    else
+      return P::stats_on();
+  }
+
   [[gnu::noinline]] static bool lock_slow(std::atomic<W>& word, W bit, const deadline& dl,
                                           const std::stop_token* stop) {
-    if (!P::stats_on()) [[likely]]
+    if (!counting(&word)) [[likely]]
       return lock_contended(word, bit, dl, stop);
     const auto t0 = P::now();
     const bool ok = lock_contended(word, bit, dl, stop);
@@ -231,7 +241,7 @@ struct core {
 
   [[gnu::noinline]] static bool wait_clear_slow(std::atomic<W>& word, W bit, const deadline& dl,
                                                 const std::stop_token* stop) {
-    if (!P::stats_on()) [[likely]]
+    if (!counting(&word)) [[likely]]
       return wait_clear_contended(word, bit, dl, stop);
     const auto t0 = P::now();
     const bool ok = wait_clear_contended(word, bit, dl, stop);
@@ -320,7 +330,7 @@ struct core {
   static bool race_after_retry(std::atomic<W>& word, W bit, node& n) {
     if (try_lock(word, bit)) return true;
     n.lost.set(n.lost.get() + 1);
-    if (P::stats_on()) P::stat_lost_race(&word);
+    if (counting(&word)) P::stat_lost_race(&word);
     return false;
   }
 
@@ -715,7 +725,7 @@ struct core {
       }
     }
     // Only the word's address, never the word: a key for the statistics' bucket.
-    if (P::stats_on()) P::stat_release_done(&word, w.handoff);
+    if (counting(&word)) P::stat_release_done(&word, w.handoff);
     P::unlock(b.lock);
 
     // [I1] From here on, the word is not touched: the object may already be gone.

@@ -59,17 +59,18 @@ struct shm_release_scope;
 
 struct shm_policy : native_policy {
   using bucket_lock = shm_word_lock;
+  // Every hold starts its timing afresh (0: not timed), so a start left by a hold whose domain
+  // stopped counting meanwhile is never used by a later one.
   static void lock(bucket_lock& l) noexcept {
     l.lock();
-    if (stats_on()) stat_hold_begin();
+    shm_hold_start_ns = stats_on_for(&l) ? stat_now_ns() : 0;
   }
   static void unlock(bucket_lock& l) noexcept {
-    if (stats_on()) stat_hold_end(&l);
+    if (shm_hold_start_ns) stat_hold_end(&l);
     l.unlock();
   }
-  static void visit(const void*) noexcept {
-    if (stats_on()) stat_visit();
-  }
+  // Counted always (a thread-local increment); the release scope zeroes it when a walk begins.
+  static void visit(const void*) noexcept { ++shm_release_visits; }
 
   // Node fields: plain, as natively; a pointer is a rel.
   template <class T>
@@ -121,18 +122,19 @@ struct shm_policy : native_policy {
   static table_ref table_for(const void* word) noexcept;
 
   // Statistics (shm::domain::enable_stats; src/shm.cpp): counted in the domain's memory, per
-  // bucket of its table, by every process while the domain's switch is on. stats_on() says
-  // whether any domain this process has attached is counting (one relaxed load per attached
-  // domain, on slow paths only); each stat_* finds the domain of its address and counts only if
-  // that one is.
-  static bool stats_on() noexcept;
+  // bucket of its table, by every process while the domain's switch is on. The switch asked is
+  // always that of the domain holding the address in hand (the word, the bucket lock), which the
+  // operation keeps attached: never another domain's, which another thread may be detaching and
+  // unmapping at that moment. One registry lookup and one relaxed load, on slow paths only.
+  static bool stats_on_for(const void* p) noexcept;
   static void stat_wait_done(const void* word, std::uint64_t bit, bool exclusive, bool ok,
                              std::chrono::steady_clock::duration waited) noexcept;
   static void stat_lost_race(const void* word) noexcept;
   static void stat_release_done(const void* word, bool handoff) noexcept;
-  static void stat_hold_begin() noexcept;
   static void stat_hold_end(const bucket_lock* l) noexcept;
-  static void stat_visit() noexcept;
+  static std::int64_t stat_now_ns() noexcept;
+  static inline thread_local std::int64_t shm_hold_start_ns = 0;
+  static inline thread_local std::uint64_t shm_release_visits = 0;
 };
 
 // A domain's table as the core sees it (core::bucket_of): the buckets in the mapping, indexed by
@@ -193,6 +195,7 @@ struct shm_release_scope {
   shm_slot& s;
   explicit shm_release_scope(const void* word) : s(shm_take_slot(word, true)) {
     new (&s.area.release) decltype(s.area.release);
+    shm_policy::shm_release_visits = 0;  // a walk begins: its visits count from here
   }
   shm_release_scope(const shm_release_scope&) = delete;
   shm_release_scope& operator=(const shm_release_scope&) = delete;
