@@ -3,6 +3,7 @@
 // protocol is here.
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <new>
 #include <stdexcept>
 #include <type_traits>
@@ -76,16 +77,26 @@ std::atomic<W>* as_atomic(W* word) noexcept {
   return reinterpret_cast<std::atomic<W>*>(word);
 }
 
+// What the C++ interface cannot be asked without undefined behaviour: a null handle or word
+// (EINVAL), and a misaligned word (EOUTSIDE, as the C++ check would say of one inside the user
+// area; naming it as a std::atomic reference would itself be undefined). 0 if neither.
+template <class W>
+int unusable(const pw_domain* d, const W* word) noexcept {
+  if (!d || !word) return PW_EINVAL;
+  if (reinterpret_cast<std::uintptr_t>(word) % alignof(std::atomic<W>) != 0) return PW_EOUTSIDE;
+  return 0;
+}
+
 std::chrono::nanoseconds ns(std::int64_t t) noexcept { return std::chrono::nanoseconds(t); }
 
 template <class W>
 int try_lock(pw_domain* d, W* word, W bit) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded([&] { return d->d.try_lock_bit(*as_atomic(word), bit) ? PW_OK : PW_BUSY; });
 }
 template <class W>
 int lock(pw_domain* d, W* word, W bit) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded([&] {
     d->d.lock_bit(*as_atomic(word), bit);
     return PW_OK;
@@ -93,13 +104,13 @@ int lock(pw_domain* d, W* word, W bit) noexcept {
 }
 template <class W>
 int lock_timed(pw_domain* d, W* word, W bit, std::int64_t timeout_ns) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded(
       [&] { return d->d.try_lock_bit_for(*as_atomic(word), bit, ns(timeout_ns)) ? PW_OK : PW_TIMEDOUT; });
 }
 template <class W>
 int unlock(pw_domain* d, W* word, W bit) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded([&] {
     d->d.unlock_bit(*as_atomic(word), bit);
     return PW_OK;
@@ -107,7 +118,7 @@ int unlock(pw_domain* d, W* word, W bit) noexcept {
 }
 template <class W>
 int clear_and_wake(pw_domain* d, W* word, W bit) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded([&] {
     d->d.clear_bit_and_wake(*as_atomic(word), bit);
     return PW_OK;
@@ -115,7 +126,7 @@ int clear_and_wake(pw_domain* d, W* word, W bit) noexcept {
 }
 template <class W>
 int wait_clear(pw_domain* d, W* word, W bit) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded([&] {
     d->d.wait_bit_clear(*as_atomic(word), bit);
     return PW_OK;
@@ -123,7 +134,7 @@ int wait_clear(pw_domain* d, W* word, W bit) noexcept {
 }
 template <class W>
 int wait_clear_timed(pw_domain* d, W* word, W bit, std::int64_t timeout_ns) noexcept {
-  if (!d || !word) return PW_EINVAL;
+  if (const int rc = unusable(d, word)) return rc;
   return guarded(
       [&] { return d->d.wait_bit_clear_for(*as_atomic(word), bit, ns(timeout_ns)) ? PW_OK : PW_TIMEDOUT; });
 }

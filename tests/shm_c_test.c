@@ -245,6 +245,7 @@ int main(void) {
   CHECK_RC(pw_lock_bit32(d, &outside, LOCKED), PW_EOUTSIDE);
   CHECK_RC(pw_clear_bit_and_wake32(d, (uint32_t*)(base + 64), LOCKED), PW_EOUTSIDE); /* the header */
   CHECK_RC(pw_wait_bit_clear32(d, (uint32_t*)((char*)&s->word32 + 1), LOCKED), PW_EOUTSIDE);
+  CHECK_RC(pw_lock_bit64(d, (uint64_t*)((char*)&s->word64 + 4), LOCKED), PW_EOUTSIDE); /* 4 of 8 */
   CHECK(outside == 0 && load32(&s->word32) == LOCKED);
   s->word32 = 0;
 
