@@ -11,7 +11,8 @@
 file(REMOVE_RECURSE "${WORK_DIR}")
 file(MAKE_DIRECTORY "${WORK_DIR}")
 set(prefix "${WORK_DIR}/prefix")
-set(common "-DCMAKE_CXX_COMPILER=${CXX}" "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}" "-DCMAKE_BUILD_TYPE=${BUILD_TYPE}"
+set(common "-DCMAKE_CXX_COMPILER=${CXX}" "-DCMAKE_CXX_FLAGS=${CXX_FLAGS}" "-DCMAKE_C_FLAGS=${CXX_FLAGS}"
+           "-DCMAKE_BUILD_TYPE=${BUILD_TYPE}"
            "-DCMAKE_FIND_USE_PACKAGE_REGISTRY=OFF" "-DCMAKE_FIND_USE_SYSTEM_PACKAGE_REGISTRY=OFF")
 
 if(MODE STREQUAL "package" OR MODE STREQUAL "pkgconfig")
@@ -44,6 +45,10 @@ if(MODE STREQUAL "pkgconfig")
   execute_process(COMMAND "${CXX}" -std=c++20 ${cxx_flags} "${SOURCE_DIR}/main.cpp" ${flags} -o "${WORK_DIR}/consumer"
                   COMMAND_ERROR_IS_FATAL ANY)
   execute_process(COMMAND "${WORK_DIR}/consumer" COMMAND_ERROR_IS_FATAL ANY)
+  # The C program: compiled as C, linked by the C++ driver (the library is C++).
+  execute_process(COMMAND "${CXX}" -x c -std=c11 ${cxx_flags} "${SOURCE_DIR}/main_c.c" -x none ${flags}
+                          -o "${WORK_DIR}/consumer_c" COMMAND_ERROR_IS_FATAL ANY)
+  execute_process(COMMAND "${WORK_DIR}/consumer_c" COMMAND_ERROR_IS_FATAL ANY)
   return()
 endif()
 
@@ -55,6 +60,7 @@ execute_process(COMMAND "${CMAKE_COMMAND}" -S "${SOURCE_DIR}" -B "${WORK_DIR}/bu
                 COMMAND_ERROR_IS_FATAL ANY)
 execute_process(COMMAND "${CMAKE_COMMAND}" --build "${WORK_DIR}/build" -j 2 COMMAND_ERROR_IS_FATAL ANY)
 execute_process(COMMAND "${WORK_DIR}/build/consumer" COMMAND_ERROR_IS_FATAL ANY)
+execute_process(COMMAND "${WORK_DIR}/build/consumer_c" COMMAND_ERROR_IS_FATAL ANY)
 
 if(MODE STREQUAL "shared")
   # The program must load the shared library by its versioned SONAME, not a static copy.
