@@ -89,55 +89,48 @@ int unusable(const pw_domain* d, const W* word) noexcept {
 
 std::chrono::nanoseconds ns(std::int64_t t) noexcept { return std::chrono::nanoseconds(t); }
 
-template <class W>
-int try_lock(pw_domain* d, W* word, W bit) noexcept {
+// One operation on a C caller's word: the checks above, then `op(domain, word)`, which returns
+// the status of a call that did not throw; what it throws becomes a status (guarded).
+template <class W, class Op>
+int on_word(pw_domain* d, W* word, Op op) noexcept {
   if (const int rc = unusable(d, word)) return rc;
-  return guarded([&] { return d->d.try_lock_bit(*as_atomic(word), bit) ? PW_OK : PW_BUSY; });
+  return guarded([&] { return op(d->d, *as_atomic(word)); });
 }
-template <class W>
-int lock(pw_domain* d, W* word, W bit) noexcept {
-  if (const int rc = unusable(d, word)) return rc;
-  return guarded([&] {
-    d->d.lock_bit(*as_atomic(word), bit);
+
+// The operations, once for both word widths.
+constexpr auto try_lock = [](auto bit) {
+  return [bit](auto& dom, auto& w) { return dom.try_lock_bit(w, bit) ? PW_OK : PW_BUSY; };
+};
+constexpr auto lock = [](auto bit) {
+  return [bit](auto& dom, auto& w) {
+    dom.lock_bit(w, bit);
     return PW_OK;
-  });
-}
-template <class W>
-int lock_timed(pw_domain* d, W* word, W bit, std::int64_t timeout_ns) noexcept {
-  if (const int rc = unusable(d, word)) return rc;
-  return guarded(
-      [&] { return d->d.try_lock_bit_for(*as_atomic(word), bit, ns(timeout_ns)) ? PW_OK : PW_TIMEDOUT; });
-}
-template <class W>
-int unlock(pw_domain* d, W* word, W bit) noexcept {
-  if (const int rc = unusable(d, word)) return rc;
-  return guarded([&] {
-    d->d.unlock_bit(*as_atomic(word), bit);
+  };
+};
+constexpr auto lock_timed = [](auto bit, std::int64_t t) {
+  return [bit, t](auto& dom, auto& w) { return dom.try_lock_bit_for(w, bit, ns(t)) ? PW_OK : PW_TIMEDOUT; };
+};
+constexpr auto unlock = [](auto bit) {
+  return [bit](auto& dom, auto& w) {
+    dom.unlock_bit(w, bit);
     return PW_OK;
-  });
-}
-template <class W>
-int clear_and_wake(pw_domain* d, W* word, W bit) noexcept {
-  if (const int rc = unusable(d, word)) return rc;
-  return guarded([&] {
-    d->d.clear_bit_and_wake(*as_atomic(word), bit);
+  };
+};
+constexpr auto clear_and_wake = [](auto bit) {
+  return [bit](auto& dom, auto& w) {
+    dom.clear_bit_and_wake(w, bit);
     return PW_OK;
-  });
-}
-template <class W>
-int wait_clear(pw_domain* d, W* word, W bit) noexcept {
-  if (const int rc = unusable(d, word)) return rc;
-  return guarded([&] {
-    d->d.wait_bit_clear(*as_atomic(word), bit);
+  };
+};
+constexpr auto wait_clear = [](auto bit) {
+  return [bit](auto& dom, auto& w) {
+    dom.wait_bit_clear(w, bit);
     return PW_OK;
-  });
-}
-template <class W>
-int wait_clear_timed(pw_domain* d, W* word, W bit, std::int64_t timeout_ns) noexcept {
-  if (const int rc = unusable(d, word)) return rc;
-  return guarded(
-      [&] { return d->d.wait_bit_clear_for(*as_atomic(word), bit, ns(timeout_ns)) ? PW_OK : PW_TIMEDOUT; });
-}
+  };
+};
+constexpr auto wait_clear_timed = [](auto bit, std::int64_t t) {
+  return [bit, t](auto& dom, auto& w) { return dom.wait_bit_clear_for(w, bit, ns(t)) ? PW_OK : PW_TIMEDOUT; };
+};
 
 }  // namespace
 
@@ -242,28 +235,32 @@ const char* pw_strerror(int status) {
   }
 }
 
-int pw_try_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return try_lock(d, w, bit); }
-int pw_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return lock(d, w, bit); }
+int pw_try_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, try_lock(bit)); }
+int pw_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, lock(bit)); }
 int pw_lock_bit32_timed(pw_domain* d, uint32_t* w, uint32_t bit, int64_t t) {
-  return lock_timed(d, w, bit, t);
+  return on_word(d, w, lock_timed(bit, t));
 }
-int pw_unlock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return unlock(d, w, bit); }
-int pw_clear_bit_and_wake32(pw_domain* d, uint32_t* w, uint32_t bit) { return clear_and_wake(d, w, bit); }
-int pw_wait_bit_clear32(pw_domain* d, uint32_t* w, uint32_t bit) { return wait_clear(d, w, bit); }
+int pw_unlock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, unlock(bit)); }
+int pw_clear_bit_and_wake32(pw_domain* d, uint32_t* w, uint32_t bit) {
+  return on_word(d, w, clear_and_wake(bit));
+}
+int pw_wait_bit_clear32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, wait_clear(bit)); }
 int pw_wait_bit_clear32_timed(pw_domain* d, uint32_t* w, uint32_t bit, int64_t t) {
-  return wait_clear_timed(d, w, bit, t);
+  return on_word(d, w, wait_clear_timed(bit, t));
 }
 
-int pw_try_lock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return try_lock(d, w, bit); }
-int pw_lock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return lock(d, w, bit); }
+int pw_try_lock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return on_word(d, w, try_lock(bit)); }
+int pw_lock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return on_word(d, w, lock(bit)); }
 int pw_lock_bit64_timed(pw_domain* d, uint64_t* w, uint64_t bit, int64_t t) {
-  return lock_timed(d, w, bit, t);
+  return on_word(d, w, lock_timed(bit, t));
 }
-int pw_unlock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return unlock(d, w, bit); }
-int pw_clear_bit_and_wake64(pw_domain* d, uint64_t* w, uint64_t bit) { return clear_and_wake(d, w, bit); }
-int pw_wait_bit_clear64(pw_domain* d, uint64_t* w, uint64_t bit) { return wait_clear(d, w, bit); }
+int pw_unlock_bit64(pw_domain* d, uint64_t* w, uint64_t bit) { return on_word(d, w, unlock(bit)); }
+int pw_clear_bit_and_wake64(pw_domain* d, uint64_t* w, uint64_t bit) {
+  return on_word(d, w, clear_and_wake(bit));
+}
+int pw_wait_bit_clear64(pw_domain* d, uint64_t* w, uint64_t bit) { return on_word(d, w, wait_clear(bit)); }
 int pw_wait_bit_clear64_timed(pw_domain* d, uint64_t* w, uint64_t bit, int64_t t) {
-  return wait_clear_timed(d, w, bit, t);
+  return on_word(d, w, wait_clear_timed(bit, t));
 }
 
 }  // extern "C"

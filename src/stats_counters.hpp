@@ -5,9 +5,9 @@
 // in a mapping that several processes see at different addresses.
 #pragma once
 
-#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <cstdint>
 
 #include "pagewait/stats.hpp"
