@@ -13,6 +13,7 @@
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <stdexcept>
 #include <thread>
 
 #include "stats_counters.hpp"
@@ -64,9 +65,10 @@ std::uint32_t abi_fingerprint() noexcept {
         // and what the bits in them mean: tokens, parker flags, node states,
         // the null distance (a change of any needs a new layout_version too)
         std::uint64_t(token_cleared), std::uint64_t(token_retry), std::uint64_t(token_handoff),
-        std::uint64_t(token_abandoned), std::uint64_t(sleeping_flag), std::uint64_t(interrupted_flag),
-        std::uint64_t(node_kind::exclusive), std::uint64_t(node_kind::bookmark),
-        std::uint64_t(node_state::claimed), std::uint64_t(rel<int>::null)}) {
+        std::uint64_t(token_abandoned), std::uint64_t(token_requeue), std::uint64_t(sleeping_flag),
+        std::uint64_t(interrupted_flag), std::uint64_t(node_kind::exclusive),
+        std::uint64_t(node_kind::bookmark), std::uint64_t(node_state::claimed),
+        std::uint64_t(rel<int>::null)}) {
     h ^= v;
     h *= 1099511628211ull;
   }
@@ -493,4 +495,10 @@ void domain::throw_outside(const void* word, std::size_t size, const domain* d) 
 }
 
 }  // namespace shm
+
+std::size_t detail::shm_reset_bucket(const shm::domain& d, std::size_t i) {
+  if (!d.s_ || i >= d.s_->table.size()) throw std::out_of_range("pagewait::shm: no such bucket");
+  return shm_core<std::uint32_t>::reset(d.s_->table.at(i));
+}
+
 }  // namespace pagewait

@@ -741,3 +741,132 @@ TEST(ShmProcesses, StatisticsAreTheDomainsAndCountEveryProcess) {
   EXPECT_EQ(p.total.releases, 0u);
   EXPECT_EQ(p.sleeps, 0u);
 }
+
+// ---- resets (issue 12's recovery, its first slice) ----
+
+// A reset of a bucket (detail::shm_reset_bucket: what recovery from a process that died inside
+// the bucket does) may only delay. Two resetters, a forked process attached through its own
+// mapping and a thread here, reset the domain's only bucket over and over while threads lock
+// three words and wait for 72 words' event bits, with and without deadlines, and a writer sets
+// and ends those events: mutual exclusion, woken-means-cleared and every wait's return must come
+// out as without resets. 72 sleepers are more than a walk's 64 visits per hold, so a release walks
+// in several holds and resets land between them (the restart itself is checked by the model's
+// reset rows, which make it happen at every step). Under TSan the other process sits out: a
+// reset there hands tokens to this process's waiters through memory TSan does not see written,
+// so every later reuse of their nodes is reported (the thread here resets under TSan's eyes).
+TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize, {1, 160, 16});
+  constexpr int kEvents = 72, kLockers = 4, kLockWords = 3;
+  constexpr W kSeq = 1u << 8;  // an event word counts its starts above its flag bits
+  auto& stop = at<std::atomic<W>>(d, 0);
+  auto& go = at<std::atomic<W>>(d, 4);
+  auto& child_evicted = at<std::atomic<std::uint64_t>>(d, 8);
+  auto event = [&](int i) -> std::atomic<W>& { return at<std::atomic<W>>(d, 1024 + std::size_t(i) * 64); };
+  auto lockw = [&](int k) -> std::atomic<W>& { return at<std::atomic<W>>(d, 8192 + std::size_t(k) * 64); };
+  auto counter = [&](int k) -> std::uint64_t& {
+    return at<std::uint64_t>(d, 8192 + std::size_t(k) * 64 + 8);
+  };
+
+  // The other process first, before this one has threads.
+  constexpr bool kOtherProcess = !PAGEWAIT_TSAN;
+  const pid_t pid = kOtherProcess ? fork() : -1;
+  if (pid == 0) {
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    auto& cstop = at<std::atomic<W>>(c, 0);
+    while (!at<std::atomic<W>>(c, 4).load()) std::this_thread::yield();
+    while (!cstop.load()) {
+      at<std::atomic<std::uint64_t>>(c, 8).fetch_add(pagewait::detail::shm_reset_bucket(c, 0));
+      std::this_thread::sleep_for(20us);
+    }
+    _exit(0);
+  }
+
+  std::atomic<int> bad_wake{0}, lost{0};
+  std::atomic<std::uint64_t> rounds{0}, evicted_here{0}, waits_ok{0};
+  std::vector<std::thread> ts;
+  for (int i = 0; i < kEvents; ++i)
+    ts.emplace_back([&, i] {
+      auto& e = event(i);
+      while (!stop.load()) {
+        const W v = e.load();
+        if (!(v & IO)) {
+          std::this_thread::sleep_for(50us);
+          continue;
+        }
+        // A long deadline stands for "untimed": running into it is a lost wake-up.
+        const bool ok = i % 4 ? d.wait_bit_clear_for(e, IO, 30s) : d.wait_bit_clear_for(e, IO, 300us);
+        if (!ok) {
+          if (i % 4) lost.fetch_add(1);
+          continue;
+        }
+        waits_ok.fetch_add(1, std::memory_order_relaxed);
+        // Woken means cleared: since the wait began the bit was cleared, so it is clear now or
+        // was set again by a later start (a higher count).
+        const W after = e.load();
+        if ((after & IO) && after / kSeq == v / kSeq) bad_wake.fetch_add(1);
+      }
+    });
+  for (int t = 0; t < kLockers; ++t)
+    ts.emplace_back([&, t] {
+      std::uint64_t n = 0;
+      for (int i = 0; !stop.load(); ++i, ++n) {
+        const int k = (i + t) % kLockWords;
+        auto& w = lockw(k);
+        if (i % 3 == 0) {
+          while (!d.try_lock_bit_for(w, LOCK, 200us)) {
+          }
+        } else {
+          d.lock_bit(w, LOCK);
+        }
+        counter(k) = counter(k) + 1;                // plain: the lock orders it
+        if (i % 8 == 0) std::this_thread::yield();  // held across a reschedule now and then
+        d.unlock_bit(w, LOCK);
+      }
+      rounds.fetch_add(n);
+    });
+  std::thread resetter([&] {
+    while (!go.load()) std::this_thread::yield();
+    while (!stop.load()) {
+      evicted_here.fetch_add(pagewait::detail::shm_reset_bucket(d, 0));
+      std::this_thread::sleep_for(30us);
+    }
+  });
+  std::thread writer([&] {
+    while (!stop.load()) {
+      for (int i = 0; i < kEvents; ++i) event(i).fetch_add(kSeq | IO);  // start (the bit was clear)
+      std::this_thread::sleep_for(1ms);                                 // the waiters queue
+      for (int i = 0; i < kEvents; ++i) d.clear_bit_and_wake(event(i), IO);
+      std::this_thread::sleep_for(100us);
+    }
+  });
+  go.store(1);
+  // Until both resetters have sent waiters back many times (bounded: a failure below if not).
+  const auto t0 = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - t0 < 20s &&
+         (std::chrono::steady_clock::now() - t0 < 500ms || (kOtherProcess && child_evicted.load() < 1000) ||
+          evicted_here.load() < 1000 || waits_ok.load() < 2000))
+    std::this_thread::sleep_for(10ms);
+  stop.store(1);
+  writer.join();
+  resetter.join();
+  for (auto& t : ts) t.join();
+  if (kOtherProcess) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    EXPECT_GE(child_evicted.load(), 1000u);
+  }
+
+  EXPECT_EQ(bad_wake.load(), 0) << "a wait returned into a set bit that no clear had followed";
+  EXPECT_EQ(lost.load(), 0) << "a wait ran into its 30 s deadline: a lost wake-up";
+  std::uint64_t total = 0;
+  for (int k = 0; k < kLockWords; ++k) {
+    total += counter(k);
+    EXPECT_EQ(lockw(k).load() & LOCK, 0u);
+  }
+  EXPECT_EQ(total, rounds.load()) << "two owners of a lock at once";
+  EXPECT_GE(evicted_here.load(), 1000u);
+  EXPECT_GE(waits_ok.load(), 2000u);
+  for (int i = 0; i < kEvents; ++i) EXPECT_EQ(event(i).load() & IO, 0u);
+}

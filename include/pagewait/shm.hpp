@@ -36,10 +36,18 @@
 #include "pagewait/protocol.hpp"
 #include "pagewait/stats.hpp"
 
+namespace pagewait::shm {
+class domain;
+}
 namespace pagewait::detail {
 template <word_type W>
 using shm_core = core<shm_policy, release_protocol::atomic_clear, W>;
-}
+// Empties bucket `i` of the domain's table (core::reset): what recovery from a process that died
+// inside the bucket will do, run here by a live thread of any process, for tests. With every
+// process alive it only delays waiters. Returns how many waiters it sent back to start again.
+// Throws std::out_of_range for a bucket the table has not.
+std::size_t shm_reset_bucket(const shm::domain& d, std::size_t i);
+}  // namespace pagewait::detail
 // The slow paths, compiled once in the library.
 extern template struct pagewait::detail::core<pagewait::detail::shm_policy,
                                               pagewait::release_protocol::atomic_clear, std::uint32_t>;
@@ -88,7 +96,8 @@ struct options {
 
 class domain {
  public:
-  static constexpr std::uint32_t layout_version = 2;  // 2: the statistics area
+  // 2: the statistics area; 3: a bucket's reset epoch and token_requeue (a bucket may be reset)
+  static constexpr std::uint32_t layout_version = 3;
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
   // as create does, and std::invalid_argument if the total does not fit in a size_t.
@@ -226,6 +235,7 @@ class domain {
   }
 
  private:
+  friend std::size_t detail::shm_reset_bucket(const domain& d, std::size_t i);
   explicit domain(detail::shm_domain_state* s) noexcept;
   [[noreturn]] static void throw_outside(const void* word, std::size_t size, const domain* d);
   // The word lies in the user area, whole and aligned; the bit is one bit, not the waiters bit.

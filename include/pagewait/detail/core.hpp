@@ -30,6 +30,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <stop_token>
 
@@ -64,6 +65,16 @@ template <class P>
 inline constexpr bool checked_mode = requires(bucket<P>& b, const std::atomic<std::uint32_t>* w) {
   requires P::checked;
   P::checked_queued(w, b);
+};
+
+// A policy whose buckets may be reset (core::reset) declares `static constexpr bool resettable =
+// true`: a wait domain in shared memory, whose recovery from a process that died inside a bucket
+// empties the bucket, and the checker's domain-shaped model. For every other policy the steps
+// that serve a reset (a walk's epoch check) compile away. A resettable policy has no asynchronous
+// waiters: a reset hands every node it empties to a thread (token_requeue), never to a sink.
+template <class P>
+inline constexpr bool resettable = requires {
+  requires P::resettable;
 };
 
 enum class release_kind {
@@ -283,6 +294,11 @@ struct core {
         case token_retry:
           if (race_after_retry(word, bit, n)) return true;
           break;
+        case token_requeue:
+          // The bucket was reset while we waited (core::reset): we are in no queue, nothing was
+          // granted and no race was lost. Queue again, keeping the fairness earned so far [I6];
+          // the place in the queue is lost (a reset may delay, never grant).
+          break;
         default:
           return false;  // deadline or stop, nothing granted
       }
@@ -345,11 +361,19 @@ struct core {
     n.bit = bit;
     n.kind = node_kind::shared;
     n.parker.set(&scope.parker());
-    n.parker.get()->prepare();
-    if (enqueue_shared(b, word, bit, n)) return true;
-    // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
-    // says that the bit was cleared after we queued, and its acquire makes the clear visible.
-    return sleep(b, n, dl, stop) != token_none;
+    for (;;) {
+      n.parker.get()->prepare();
+      if (enqueue_shared(b, word, bit, n)) return true;
+      // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
+      // says that the bit was cleared after we queued, and its acquire makes the clear visible.
+      const std::uint32_t t = sleep(b, n, dl, stop);
+      if (t != token_requeue) return t != token_none;
+      // The bucket was reset (core::reset; only a resettable policy's, whose words are in a
+      // mapping that outlives the wait): the wait starts again and reads the word again. It
+      // returns if the bit is clear now, which may be a later clear than the one it waited for
+      // (a reset may delay a wait, never end it into a set bit) [I3].
+      if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
+    }
   }
 
   // Sees the bit clear, or makes the node visible. Returns true if the bit was clear.
@@ -501,6 +525,61 @@ struct core {
 
   static bool earned_handoff(const node* n) { return n->wants_handoff || P::now() >= n->handoff_at; }
 
+  // A walk that a reset cut short gives up what it had decided (nothing of it was done: the
+  // decisions take effect only in the final hold and after it): every node it had claimed, to
+  // wake or to re-queue, is to be told token_requeue, after this release's final unlock, and the
+  // walk's state starts afresh. Bucket lock held.
+  static void restart_walk(walk_state& w, node_list& restarted) {
+    for (node_list* l : {&w.wake, &w.requeue}) {
+      if (!l->head) continue;
+      for (node* n = l->head; n; n = n->next.get()) n->token.set(token_requeue);
+      restarted.append(l->head, l->tail);
+    }
+    w = walk_state{};
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Reset (resettable policies): empties a bucket. Every waiter queued in it, and every waiter
+  // that joined a release in progress there, is claimed and, after the unlock, unparked with
+  // token_requeue: it starts its wait again (re-reading its bit, queueing afresh). Releases in
+  // progress between chunks find the epoch changed at their next lock and start their walks
+  // again (release_walk). Nodes a walk has claimed are not in the bucket's lists and are left to
+  // that walk. With every thread alive a reset changes no outcome — no wait returns into a set
+  // bit, no lock gets two owners, no wake-up is lost — it only delays: waiters lose their places
+  // and a walk its progress. It is what recovery from a process that died holding the bucket lock
+  // does (docs/proposals/process-shared.md); the links it follows here are those of a bucket in
+  // a consistent state. Its hold is not bounded by chunk_visits: it visits every node of the
+  // bucket, once, in one hold (a recovery, not a release). Returns how many waiters it evicted.
+  static std::size_t reset(bucket_t& b) requires resettable<P> {
+    node_list evicted;
+    std::size_t count = 0;
+    const auto evict = [&evicted, &count](node* n) {
+      n->state.set(node_state::claimed);  // a withdraw now waits for our token
+      n->token.set(token_requeue);
+      evicted.append(n, n);
+      ++count;
+    };
+    P::lock(b.lock);
+    b.epoch.set(b.epoch.get() + 1);
+    for (node* n = b.head.get(); n;) {
+      node* next = n->next.get();  // before evict relinks it
+      if (n->kind != node_kind::bookmark) evict(n);
+      n = next;
+    }
+    for (release_record<P>* r = b.releases.get(); r; r = r->next.get())
+      for (node* n = r->joined_head.get(); n;) {
+        node* next = n->next.get();
+        evict(n);
+        n = next;
+      }
+    b.head.set(nullptr);
+    b.tail.set(nullptr);
+    b.releases.set(nullptr);
+    P::unlock(b.lock);
+    deliver(evicted.head);
+    return count;
+  }
+
   // One node of the walk whose key is (word, bit). `cleared_first`: the old protocols, which
   // cleared the bit before walking.
   static void visit_match(std::atomic<W>& word, bucket_t& b, node* n, release_kind kind, walk_state& w) {
@@ -590,7 +669,13 @@ struct core {
     rec.bit = atomic_clear ? bit : 0;
     bool spans = false;
 
+    // Resettable policies: the bucket's epoch when this walk (re)started, and the nodes claimed by
+    // walks that a reset cut short, delivered token_requeue with this release's own tokens.
+    std::uint32_t epoch = 0;
+    node_list restarted;
+
     P::lock(b.lock);
+    if constexpr (resettable<P>) epoch = b.epoch.get();
     node* cur = b.head.get();
     unsigned visits = 0;
     while (cur != (spans ? &end : nullptr)) {
@@ -605,6 +690,26 @@ struct core {
         b.insert_before(cur, &mark);
         P::unlock(b.lock);
         P::lock(b.lock);
+        if constexpr (resettable<P>) {
+          if (b.epoch.get() != epoch) {
+            // The bucket was reset while the lock was free: `mark`, `end` and `rec` are in no list,
+            // the waiters that had joined `rec` were handed back to their threads, and the queue
+            // holds only waiters that queued since. Nothing of this release has been done yet
+            // (the bit is set; no token has been delivered), so it starts again from the head of
+            // the new queue, as a release that begins now; the waiters it had claimed start
+            // their waits again too (they are out of every queue, and only we may let them go).
+            // Its place holders' links are stale and are never followed: push_back and
+            // insert_before set both, and `rec` is cleared before it is registered again.
+            restart_walk(w, restarted);
+            rec.clear();
+            spans = false;
+            epoch = b.epoch.get();
+            cur = b.head.get();
+            visits = 0;
+            if constexpr (requires { P::walk_restarted(); }) P::walk_restarted();
+            continue;
+          }
+        }
         // Nodes before the bookmark may have left (timeouts); the bookmark itself stayed, and
         // the node after it is the first one not yet visited. Nothing for (word, bit) was
         // queued meanwhile: such arrivals joined `rec`.
@@ -726,6 +831,11 @@ struct core {
     }
     // Only the word's address, never the word: a key for the statistics' bucket.
     if (counting(&word)) P::stat_release_done(&word, w.handoff);
+    if (restarted.head) {
+      // Those a reset cut off first: they were claimed before anything still in `wake`.
+      if (w.wake.head) restarted.append(w.wake.head, w.wake.tail);
+      w.wake = restarted;
+    }
     P::unlock(b.lock);
 
     // [I1] From here on, the word is not touched: the object may already be gone.

@@ -59,6 +59,8 @@ struct shm_release_scope;
 
 struct shm_policy : native_policy {
   using bucket_lock = shm_word_lock;
+  // A bucket may be reset (core::reset): recovery from a process that died inside it.
+  static constexpr bool resettable = true;
   // Every hold starts its timing afresh (0: not timed), so a start left by a hold whose domain
   // stopped counting meanwhile is never used by a later one.
   static void lock(bucket_lock& l) noexcept {

@@ -161,6 +161,16 @@ struct release_record {
 
   // Takes n out of the joined list (bucket lock held).
   void unjoin(waiter_node<P>* n) noexcept { unlink_node<P>(joined_head, joined_tail, n); }
+  // As it was before it was registered: a release that starts its walk again after a reset of
+  // its bucket (core::reset) registers it afresh.
+  void clear() noexcept {
+    next.set(nullptr);
+    joined_head.set(nullptr);
+    joined_tail.set(nullptr);
+    first_exclusive.set(nullptr);
+    first_wants_handoff.set(nullptr);
+    other_bit_arrived = false;
+  }
 };
 
 // Where a waiter's node and a release's place holders live, and which table a word's waiters
@@ -216,6 +226,10 @@ struct alignas(64) bucket {
   link<P, node> head;
   link<P, node> tail;
   link<P, release_record<P>> releases;
+  // Bumped by every reset of the bucket (core::reset): a release that dropped the lock between
+  // chunks finds it changed when it takes the lock again, and then knows that its place holders
+  // and its record are in no list any more.
+  typename P::template cell<std::uint32_t> epoch{0};
 
   // --- the FIFO queue (bucket lock held) ---
   void push_back(node* n) noexcept {
