@@ -52,6 +52,7 @@ void runtime::reset() {
   violation_ = {};
   cur_ = -1;
   steps_ = 0;
+  resets_ = 0;
   clock_ = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
   view_.reset();
 }
@@ -381,18 +382,35 @@ void runtime::lock(model_lock& l) {
   if (me().releasing && !me().rel_snap) {
     // [I7] The queue as the release's walk first sees it: the walk may visit only these nodes
     // (and bookmarks of other releases): waiters that queue later are behind its end marker.
-    thread& t = me();
-    t.rel_snap = true;
-    const std::size_t n = view_->nodes(scratch_nodes_.data(), scratch_nodes_.size());
-    t.rel_nodes_n = 0;
-    for (std::size_t i = 0; i < std::min(n, scratch_nodes_.size()); ++i)
-      if (scratch_nodes_[i].queued) t.rel_nodes[t.rel_nodes_n++] = scratch_nodes_[i].node;
-    if (n > scratch_nodes_.size()) t.rel_nodes_n = max_nodes + 1;  // too many to check: skip
+    me().rel_snap = true;
+    snapshot_release_nodes();
   }
   join(l.vc);
   tick();
   step_record r;
   r.op = "bucket lock";
+  record(r);
+}
+
+void runtime::snapshot_release_nodes() {
+  thread& t = me();
+  const std::size_t n = view_->nodes(scratch_nodes_.data(), scratch_nodes_.size());
+  t.rel_nodes_n = 0;
+  for (std::size_t i = 0; i < std::min(n, scratch_nodes_.size()); ++i)
+    if (scratch_nodes_[i].queued) t.rel_nodes[t.rel_nodes_n++] = scratch_nodes_[i].node;
+  if (n > scratch_nodes_.size()) t.rel_nodes_n = max_nodes + 1;  // too many to check: skip
+}
+
+void runtime::walk_restarted() {
+  thread& t = me();
+  if (!t.held) {
+    msg_ = "a walk restarted without holding the bucket lock";
+    fail();
+  }
+  // [I7] A restarted walk serves the queue as it stands now: take the snapshot again.
+  if (t.releasing) snapshot_release_nodes();
+  step_record r;
+  r.op = "walk restarts (its bucket was reset)";
   record(r);
 }
 
@@ -466,6 +484,12 @@ void runtime::check_queue() {
 }
 
 void runtime::visit(const void* node) {
+  if (!node) {
+    msg_ =
+        "the release walk ran off the end of the list it walks (a null node): its end marker is not in that "
+        "list (a stale place holder followed?)";
+    fail();
+  }
   model_lock* l = me().held;
   if (!l) {
     msg_ = "a release walk visited a node without holding the bucket lock";
@@ -627,6 +651,7 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
 // What a release grants the waiter of thread `to_thread` (a blocking waiter's own thread, or an
 // asynchronous waiter's actor), checked as the token is delivered.
 void runtime::check_grant(int to_thread, std::uint32_t token) {
+  if (token == detail::token_requeue) return;  // grants nothing: the waiter starts again
   if (token == detail::token_retry && me().all_earned_unlock) {
     msg_ = "earned hand-off lost: the unlock woke " + threads_[std::size_t(to_thread)].name +
            " to race for the lock bit, though every lock waiter has earned a hand-off (max_lost_races 0; "
@@ -652,6 +677,7 @@ void runtime::check_grant(int to_thread, std::uint32_t token) {
       else if (me_.queued_retries || me_.cleared_tokens)
         bad = "handed the lock off after waking a waiter as if it cleared the bit";
       else if (me_.rel_first >= 0 && me_.rel_first != to_thread && me_.last_first_queued &&
+               !reset_during_release(me_) &&
                threads_[std::size_t(me_.rel_first)].waits == me_.rel_first_waits &&
                threads_[std::size_t(me_.rel_first)].retries == me_.rel_first_retries)
         bad =
@@ -939,6 +965,7 @@ void runtime::begin_release(obj o, std::uint64_t bit, bool unlock, bool decides)
   t.last_inside = 0;
   t.rel_first = -1;
   t.last_first_queued = false;
+  t.rel_resets = resets_;
 }
 
 // [I6] for joiners: an unlock whose walk found no lock waiter queued (it woke none to race and
@@ -970,9 +997,10 @@ void runtime::end_release() {
   t.releasing = false;
   if (t.rel_started) {
     if (!t.rel_unlock) check_woken(t.rel_queued, t.rel_obj, t.rel_obj_bit);
-    if (t.rel_decides) check_handoff(t.rel_due, t.rel_obj, t.rel_obj_bit);
+    if (t.rel_decides && !reset_during_release(t)) check_handoff(t.rel_due, t.rel_obj, t.rel_obj_bit);
   }
-  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0) {
+  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0 &&
+      !reset_during_release(t)) {
     msg_ = "earned hand-off lost: the unlock found no lock waiter queued and cleared the bit, but " +
            threads_[std::size_t(t.earned_joiner_raced)].name +
            ", which joined it having lost its races, was woken to race instead of being handed the lock "

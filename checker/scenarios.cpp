@@ -759,6 +759,87 @@ struct async_lock_event {
   }
 };
 
+// The reset rows (issue 12's recovery, its first slice: docs/CHECKER.md, "Resets"). A thread
+// resets the objects' bucket (core::reset) `times` times, each at any step of the others, as
+// recovery from a process that died inside the bucket will. With every thread alive a reset may
+// only delay: every check of the other rows holds (no lost wake-up, woken means cleared, one
+// owner, bounded holds, the last touch), except the fairness owed to a waiter by its place in
+// the queue, which the reset took (model.hpp, reset_begins). Only for the protocol a domain runs.
+template <class P, release_protocol R>
+void add_resetter(runtime& r, obj o, int times) {
+  using C = detail::core<P, R, std::uint32_t>;
+  r.add_thread("R resetter", [o, times] {
+    for (int i = 0; i < times; ++i) {
+      rt().reset_begins();
+      C::reset(C::bucket_of(&rt().template word<std::uint32_t>(o)));
+      rt().reset_ends();
+    }
+  });
+}
+
+// reset-walk: chunk of 1, so that the end of writeback walks in several holds over two waiters
+// while a third queues or joins it; the bucket is reset at any step: the walk must start again
+// and every waiter, evicted, claimed or joined, still return after the clear. One preemption
+// (two reach 5 million schedules): a join needs one, and the reset then runs while the others
+// are parked, which costs none.
+struct reset_walk {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T2 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T3 late waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T4 writeback", [a] { U::end_writeback(a, WBK); });
+    add_resetter<P, R>(r, a, 1);
+  }
+};
+
+// reset-handoff: strict fairness and a chunk of 1, so that unlocks hand off in walks that span
+// holds, past a reader of the lock bit that goes back to the queue; the bucket is reset at any
+// step: a hand-off decided in a walk that a reset cut short is decided again, never twice, and
+// the reader is never woken into a set bit.
+struct reset_handoff {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    r.fair = {0, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 barger", U::locker(a, LCK, 2));
+    r.add_thread("T2 locker", U::locker(a, LCK));
+    r.add_thread("T3 reader", [a] { U::wait(a, LCK); });
+    add_resetter<P, R>(r, a, 1);
+  }
+};
+
+// reset-timeout: a timed waiter and a timed locker whose deadlines may pass while a reset holds
+// them (a withdraw must then wait for the reset's token, and the wait give up without queueing
+// again), and two resets.
+struct reset_timeout {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1, std::chrono::hours(1)};
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 timed waiter", [a] { U::wait(a, WBK, 10ms); });
+    r.add_thread("T2 timed locker", [a] {
+      if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
+    });
+    r.add_thread("T3 writeback", [a] {
+      U::lock(a, LCK);
+      U::end_writeback(a, WBK);
+      U::unlock(a, LCK);
+    });
+    add_resetter<P, R>(r, a, 2);
+  }
+};
+
 template <class P, release_protocol R, class W>
 void probe_word(obj o) {
   using U = user<P, R, W>;
@@ -810,6 +891,16 @@ scenario entry(const char* name, const char* summary, unsigned bound) {
 template <class S>
 scenario async_entry(const char* name, const char* summary, unsigned bound) {
   return entry<S, false>(name, summary, bound);
+}
+// A reset row: atomic-clear and its offsets column only (a bucket is reset only in a domain, and
+// a domain runs atomic-clear); the old protocols' cells are n/a.
+template <class S>
+scenario reset_entry(const char* name, const char* summary, unsigned bound) {
+  scenario s = entry<S>(name, summary, bound);
+  for (std::size_t i = 0; i < std::size(all_release_protocols); ++i)
+    if (all_release_protocols[i] != release_protocol::atomic_clear) s.setup[i] = nullptr;
+  s.broken_walk_setup = nullptr;
+  return s;
 }
 
 // ------------------------------------------------------------------------------------------
@@ -1004,6 +1095,12 @@ const std::vector<scenario>& scenarios() {
           "async-lock-cancel", "an asynchronous locker cancelled after its start, claimed to race or owned",
           4),
       async_entry<async_lock_event>("async-lock-event", "an asynchronous lock waiter on an event bit", 4),
+      reset_entry<reset_walk>("reset-walk",
+                              "chunk of 1: the bucket is reset while writeback walks over waiters", 1),
+      reset_entry<reset_handoff>("reset-handoff",
+                                 "chunk of 1, hand-off always earned: a reset cuts hand-off walks short", 2),
+      reset_entry<reset_timeout>("reset-timeout",
+                                 "a timed waiter and a timed locker, deadlines racing two resets", 2),
   };
   return all;
 }
