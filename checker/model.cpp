@@ -52,7 +52,6 @@ void runtime::reset() {
   violation_ = {};
   cur_ = -1;
   steps_ = 0;
-  resets_ = 0;
   clock_ = std::chrono::steady_clock::time_point{} + std::chrono::hours(1);
   view_.reset();
 }
@@ -335,6 +334,29 @@ void runtime::end_word(int si, const char* op, std::memory_order mo, bool writes
     for (int i = 0; i < max_threads; ++i)
       s.rel[std::size_t(i)] = std::max(s.rel[std::size_t(i)], me().vc[std::size_t(i)]);
   tick();
+  {
+    // [I2][I3] A shared waiter's queueing (its own RMW that leaves the waiters bit set while its
+    // bit is set) comes at most once after any clear of its bit: one that queues again although
+    // its bit was cleared since it first queued went back to sleep on a bit set again — the clear
+    // did not wake it (the 2024 XFS starvation). From the review of the first reset (which sent
+    // queued waiters back to read their bit again).
+    thread& t = me();
+    if (t.call_slot == si && !t.in_lock && !t.releasing && writes && (after & waiters_mask(s.wide)) &&
+        (before & t.wait_bit)) {
+      if (t.first_queued_clears == ~std::size_t(0)) {
+        t.first_queued_clears = s.clears.size();
+      } else {
+        for (std::size_t i = t.first_queued_clears; i < s.clears.size(); ++i)
+          if (s.clears[i].bit == t.wait_bit) {
+            msg_ =
+                t.name +
+                " queues again although its bit was cleared after it first queued: it went back to sleep on "
+                "a bit set again, and the clear did not wake it (CONTRACT 3.2, 3.3)";
+            fail();
+          }
+      }
+    }
+  }
   if (const std::uint64_t cleared = before & ~after & ~waiters_mask(s.wide))
     for (std::uint64_t b = cleared; b; b &= b - 1)
       s.clears.push_back({b & -b, cur_, me().vc[std::size_t(cur_)] - 1});
@@ -651,7 +673,6 @@ void runtime::parker_unpark(model_parker& p, std::uint32_t token) {
 // What a release grants the waiter of thread `to_thread` (a blocking waiter's own thread, or an
 // asynchronous waiter's actor), checked as the token is delivered.
 void runtime::check_grant(int to_thread, std::uint32_t token) {
-  if (token == detail::token_requeue) return;  // grants nothing: the waiter starts again
   if (token == detail::token_retry && me().all_earned_unlock) {
     msg_ = "earned hand-off lost: the unlock woke " + threads_[std::size_t(to_thread)].name +
            " to race for the lock bit, though every lock waiter has earned a hand-off (max_lost_races 0; "
@@ -677,7 +698,6 @@ void runtime::check_grant(int to_thread, std::uint32_t token) {
       else if (me_.queued_retries || me_.cleared_tokens)
         bad = "handed the lock off after waking a waiter as if it cleared the bit";
       else if (me_.rel_first >= 0 && me_.rel_first != to_thread && me_.last_first_queued &&
-               !reset_during_release(me_) &&
                threads_[std::size_t(me_.rel_first)].waits == me_.rel_first_waits &&
                threads_[std::size_t(me_.rel_first)].retries == me_.rel_first_retries)
         bad =
@@ -852,6 +872,8 @@ runtime::wait_start runtime::begin_wait(obj o, std::uint64_t bit) {
   t.call_slot = o.slot;
   t.in_lock = false;
   t.deadline_fired = t.must_not_requeue = t.joiner = false;
+  t.wait_bit = bit;
+  t.first_queued_clears = ~std::size_t(0);
   return {o, bit, !(read_word(s) & bit), s.clears.size()};
 }
 
@@ -965,7 +987,6 @@ void runtime::begin_release(obj o, std::uint64_t bit, bool unlock, bool decides)
   t.last_inside = 0;
   t.rel_first = -1;
   t.last_first_queued = false;
-  t.rel_resets = resets_;
 }
 
 // [I6] for joiners: an unlock whose walk found no lock waiter queued (it woke none to race and
@@ -997,10 +1018,9 @@ void runtime::end_release() {
   t.releasing = false;
   if (t.rel_started) {
     if (!t.rel_unlock) check_woken(t.rel_queued, t.rel_obj, t.rel_obj_bit);
-    if (t.rel_decides && !reset_during_release(t)) check_handoff(t.rel_due, t.rel_obj, t.rel_obj_bit);
+    if (t.rel_decides) check_handoff(t.rel_due, t.rel_obj, t.rel_obj_bit);
   }
-  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0 &&
-      !reset_during_release(t)) {
+  if (t.rel_decides && t.earned_joiner_raced >= 0 && t.handoffs == 0 && t.queued_retries == 0) {
     msg_ = "earned hand-off lost: the unlock found no lock waiter queued and cleared the bit, but " +
            threads_[std::size_t(t.earned_joiner_raced)].name +
            ", which joined it having lost its races, was woken to race instead of being handed the lock "

@@ -272,14 +272,8 @@ class runtime {
   // every lock waiter has earned a hand-off from its first queueing, so an unlock of the shipped
   // protocol must never wake one with token_retry (checked at the unpark). Set around an unlock.
   void unlock_must_hand_off(bool on) { me().all_earned_unlock = on; }
-  // A reset of a bucket (core::reset) by a scenario's thread: what it may change is only when
-  // things happen, never what — every check above holds for the living — except the fairness
-  // owed to a waiter it evicted, which loses its place (docs/CONTRACT.md, "Reset"): an unlock
-  // that ran while a reset was in progress or between its start and its end is not held to the
-  // hand-off rules of [I6] that name a waiter by its place in the queue.
-  void reset_begins() { ++resets_; }
-  void reset_ends() { ++resets_; }
-  // core: a walk that found its bucket reset starts again (as a release that begins now).
+  // core: a walk that found its bucket reset (core::reset) starts again, from the head of the
+  // queue, where it has put back what it had claimed.
   void walk_restarted();
   // [I1] directly, for a protocol that claims it without a pin (atomic-clear): between these
   // two calls, once the release's atomic step has cleared the bit (or a hand-off token has been
@@ -375,7 +369,9 @@ class runtime {
     unsigned rel_calls_ended = 0;  // the object's calls_ended when it began
     unsigned handoffs = 0, queued_retries = 0, cleared_tokens = 0;
     int earned_joiner_raced = -1;  // a joiner that had asked for a hand-off, woken to race
-    std::uint64_t rel_resets = 0;  // resets_ when it began (odd: a reset was in progress)
+    // Its current wait call (shared): the bit, and the word's clears when it first queued.
+    std::uint64_t wait_bit = 0;
+    std::size_t first_queued_clears = ~std::size_t(0);
     obj rel_obj;
     bool rel_started = false;    // its first access to the word has happened (taken as its start)
     handoff_due rel_due;         // an unlock: the earned waiter it must hand off to, at its start
@@ -415,8 +411,6 @@ class runtime {
   void record(step_record r);
   void check_waiters_bit();
   void check_queue();
-  // A reset was in progress when t's release began, or began since (reset_begins).
-  bool reset_during_release(const thread& t) const { return (t.rel_resets & 1) || resets_ != t.rel_resets; }
   // [I7] The nodes queued now: the only ones the calling release's walk may visit (with the
   // bookmarks of other releases and the nodes that joined a release).
   void snapshot_release_nodes();
@@ -440,7 +434,6 @@ class runtime {
   violation violation_;
   int cur_ = -1;
   unsigned steps_ = 0;
-  std::uint64_t resets_ = 0;  // twice the resets begun, +1 while one is in progress
   std::chrono::steady_clock::time_point clock_{};
 };
 

@@ -7,6 +7,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <new>
 #include <random>
 
@@ -762,26 +763,27 @@ struct async_lock_event {
 // The reset rows (issue 12's recovery, its first slice: docs/CHECKER.md, "Resets"). A thread
 // resets the objects' bucket (core::reset) `times` times, each at any step of the others, as
 // recovery from a process that died inside the bucket will. With every thread alive a reset may
-// only delay: every check of the other rows holds (no lost wake-up, woken means cleared, one
-// owner, bounded holds, the last touch), except the fairness owed to a waiter by its place in
-// the queue, which the reset took (model.hpp, reset_begins). Only for the protocol a domain runs.
+// only delay: every check of the other rows holds, fairness included (no lost wake-up, woken
+// means cleared and no second sleep after a clear, one owner, bounded holds, the last touch, the
+// hand-off rules). Only for the protocol a domain runs.
 template <class P, release_protocol R>
 void add_resetter(runtime& r, obj o, int times) {
   using C = detail::core<P, R, std::uint32_t>;
   r.add_thread("R resetter", [o, times] {
     for (int i = 0; i < times; ++i) {
-      rt().reset_begins();
-      C::reset(C::bucket_of(&rt().template word<std::uint32_t>(o)));
-      rt().reset_ends();
+      if constexpr (R == release_protocol::atomic_clear)
+        C::reset(C::bucket_of(&rt().template word<std::uint32_t>(o)));
+      else
+        std::abort();  // reset_entry gives the other protocols no cell
     }
   });
 }
 
 // reset-walk: chunk of 1, so that the end of writeback walks in several holds over two waiters
 // while a third queues or joins it; the bucket is reset at any step: the walk must start again
-// and every waiter, evicted, claimed or joined, still return after the clear. One preemption
-// (two reach 5 million schedules): a join needs one, and the reset then runs while the others
-// are parked, which costs none.
+// (its claimed waiters back at the head, the joiner at the tail) and every waiter still return
+// after the clear, without sleeping twice. One preemption (two reached 5 million schedules with
+// the first reset): a join needs one, and the reset then runs while the others are parked.
 struct reset_walk {
   template <class P, release_protocol R>
   static void setup(runtime& r) {
@@ -816,15 +818,15 @@ struct reset_handoff {
   }
 };
 
-// reset-timeout: a timed waiter and a timed locker whose deadlines may pass while a reset holds
-// them (a withdraw must then wait for the reset's token, and the wait give up without queueing
-// again), and two resets.
+// reset-timeout: chunk of 1; a timed waiter and a timed locker (on two bits of one word, so that a
+// walk over the one passes the other) whose deadlines may pass while a walk that a reset cuts
+// short holds them: such a waiter gets token_abandoned and is never queued again; two resets.
 struct reset_timeout {
   template <class P, release_protocol R>
   static void setup(runtime& r) {
     using U = user<P, R, std::uint32_t>;
     names(r);
-    install_table<P>(r, 1, 64);
+    install_table<P>(r, 1, 1);
     r.fair = {1, std::chrono::hours(1)};
     const obj a = r.new_object("page", WBK, false, 1);
     r.add_thread("T1 timed waiter", [a] { U::wait(a, WBK, 10ms); });

@@ -65,10 +65,9 @@ std::uint32_t abi_fingerprint() noexcept {
         // and what the bits in them mean: tokens, parker flags, node states,
         // the null distance (a change of any needs a new layout_version too)
         std::uint64_t(token_cleared), std::uint64_t(token_retry), std::uint64_t(token_handoff),
-        std::uint64_t(token_abandoned), std::uint64_t(token_requeue), std::uint64_t(sleeping_flag),
-        std::uint64_t(interrupted_flag), std::uint64_t(node_kind::exclusive),
-        std::uint64_t(node_kind::bookmark), std::uint64_t(node_state::claimed),
-        std::uint64_t(rel<int>::null)}) {
+        std::uint64_t(token_abandoned), std::uint64_t(sleeping_flag), std::uint64_t(interrupted_flag),
+        std::uint64_t(node_kind::exclusive), std::uint64_t(node_kind::bookmark),
+        std::uint64_t(node_state::claimed), std::uint64_t(rel<int>::null)}) {
     h ^= v;
     h *= 1099511628211ull;
   }

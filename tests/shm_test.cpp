@@ -749,11 +749,11 @@ TEST(ShmProcesses, StatisticsAreTheDomainsAndCountEveryProcess) {
 // mapping and a thread here, reset the domain's only bucket over and over while threads lock
 // three words and wait for 72 words' event bits, with and without deadlines, and a writer sets
 // and ends those events: mutual exclusion, woken-means-cleared and every wait's return must come
-// out as without resets. 72 sleepers are more than a walk's 64 visits per hold, so a release walks
-// in several holds and resets land between them (the restart itself is checked by the model's
-// reset rows, which make it happen at every step). Under TSan the other process sits out: a
-// reset there hands tokens to this process's waiters through memory TSan does not see written,
-// so every later reuse of their nodes is reported (the thread here resets under TSan's eyes).
+// out as without resets. 72 sleepers are more than a walk's 64 visits per hold, so a release may
+// walk in several holds; whether a reset lands between two of them is up to the scheduler here
+// (rarely), which is why the model's reset rows make it happen at every step. Under TSan the
+// other process sits out: its resets write this process's nodes through memory TSan does not see
+// written, so every later reuse of them is reported (the thread here resets under TSan's eyes).
 TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
   shared_file f(kSize);
   shm::domain d = shm::domain::create(f.map(), kSize, {1, 160, 16});
@@ -761,7 +761,7 @@ TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
   constexpr W kSeq = 1u << 8;  // an event word counts its starts above its flag bits
   auto& stop = at<std::atomic<W>>(d, 0);
   auto& go = at<std::atomic<W>>(d, 4);
-  auto& child_evicted = at<std::atomic<std::uint64_t>>(d, 8);
+  auto& child_held = at<std::atomic<std::uint64_t>>(d, 8);
   auto event = [&](int i) -> std::atomic<W>& { return at<std::atomic<W>>(d, 1024 + std::size_t(i) * 64); };
   auto lockw = [&](int k) -> std::atomic<W>& { return at<std::atomic<W>>(d, 8192 + std::size_t(k) * 64); };
   auto counter = [&](int k) -> std::uint64_t& {
@@ -783,7 +783,7 @@ TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
   }
 
   std::atomic<int> bad_wake{0}, lost{0};
-  std::atomic<std::uint64_t> rounds{0}, evicted_here{0}, waits_ok{0};
+  std::atomic<std::uint64_t> rounds{0}, held_here{0}, waits_ok{0};
   std::vector<std::thread> ts;
   for (int i = 0; i < kEvents; ++i)
     ts.emplace_back([&, i] {
@@ -828,7 +828,7 @@ TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
   std::thread resetter([&] {
     while (!go.load()) std::this_thread::yield();
     while (!stop.load()) {
-      evicted_here.fetch_add(pagewait::detail::shm_reset_bucket(d, 0));
+      held_here.fetch_add(pagewait::detail::shm_reset_bucket(d, 0));
       std::this_thread::sleep_for(30us);
     }
   });
@@ -841,11 +841,12 @@ TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
     }
   });
   go.store(1);
-  // Until both resetters have sent waiters back many times (bounded: a failure below if not).
+  // Until both resetters have found waiters in the bucket many times (bounded: a failure below if
+  // not).
   const auto t0 = std::chrono::steady_clock::now();
   while (std::chrono::steady_clock::now() - t0 < 20s &&
-         (std::chrono::steady_clock::now() - t0 < 500ms || (kOtherProcess && child_evicted.load() < 1000) ||
-          evicted_here.load() < 1000 || waits_ok.load() < 2000))
+         (std::chrono::steady_clock::now() - t0 < 500ms || (kOtherProcess && child_held.load() < 1000) ||
+          held_here.load() < 1000 || waits_ok.load() < 2000))
     std::this_thread::sleep_for(10ms);
   stop.store(1);
   writer.join();
@@ -855,7 +856,7 @@ TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
     int status = 0;
     waitpid(pid, &status, 0);
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    EXPECT_GE(child_evicted.load(), 1000u);
+    EXPECT_GE(child_held.load(), 1000u);
   }
 
   EXPECT_EQ(bad_wake.load(), 0) << "a wait returned into a set bit that no clear had followed";
@@ -866,7 +867,7 @@ TEST(ShmReset, ResetsFromAnotherProcessOnlyDelay) {
     EXPECT_EQ(lockw(k).load() & LOCK, 0u);
   }
   EXPECT_EQ(total, rounds.load()) << "two owners of a lock at once";
-  EXPECT_GE(evicted_here.load(), 1000u);
+  EXPECT_GE(held_here.load(), 1000u);
   EXPECT_GE(waits_ok.load(), 2000u);
   for (int i = 0; i < kEvents; ++i) EXPECT_EQ(event(i).load() & IO, 0u);
 }

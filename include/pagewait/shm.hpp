@@ -42,9 +42,9 @@ class domain;
 namespace pagewait::detail {
 template <word_type W>
 using shm_core = core<shm_policy, release_protocol::atomic_clear, W>;
-// Empties bucket `i` of the domain's table (core::reset): what recovery from a process that died
+// Resets bucket `i` of the domain's table (core::reset): what recovery from a process that died
 // inside the bucket will do, run here by a live thread of any process, for tests. With every
-// process alive it only delays waiters. Returns how many waiters it sent back to start again.
+// process alive it only delays releases. Returns how many waiters the bucket held.
 // Throws std::out_of_range for a bucket the table has not.
 std::size_t shm_reset_bucket(const shm::domain& d, std::size_t i);
 }  // namespace pagewait::detail
@@ -96,7 +96,7 @@ struct options {
 
 class domain {
  public:
-  // 2: the statistics area; 3: a bucket's reset epoch and token_requeue (a bucket may be reset)
+  // 2: the statistics area; 3: a bucket's reset epoch and a record's word width (core::reset)
   static constexpr std::uint32_t layout_version = 3;
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)

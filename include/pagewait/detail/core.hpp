@@ -69,9 +69,11 @@ inline constexpr bool checked_mode = requires(bucket<P>& b, const std::atomic<st
 
 // A policy whose buckets may be reset (core::reset) declares `static constexpr bool resettable =
 // true`: a wait domain in shared memory, whose recovery from a process that died inside a bucket
-// empties the bucket, and the checker's domain-shaped model. For every other policy the steps
-// that serve a reset (a walk's epoch check) compile away. A resettable policy has no asynchronous
-// waiters: a reset hands every node it empties to a thread (token_requeue), never to a sink.
+// rebuilds the bucket, and the checker's model policies. For every other policy the steps that
+// serve a reset (a walk's epoch check and restart) compile away. A reset is made only by the core
+// of the protocol a domain runs (atomic-clear), whose records always belong to a release that
+// still holds its bit. A resettable policy has no asynchronous waiters (a domain's are blocking):
+// the token_abandoned a reset delivers goes to a thread, and it runs no completions.
 template <class P>
 inline constexpr bool resettable = requires {
   requires P::resettable;
@@ -294,11 +296,6 @@ struct core {
         case token_retry:
           if (race_after_retry(word, bit, n)) return true;
           break;
-        case token_requeue:
-          // The bucket was reset while we waited (core::reset): we are in no queue, nothing was
-          // granted and no race was lost. Queue again, keeping the fairness earned so far [I6];
-          // the place in the queue is lost (a reset may delay, never grant).
-          break;
         default:
           return false;  // deadline or stop, nothing granted
       }
@@ -361,19 +358,11 @@ struct core {
     n.bit = bit;
     n.kind = node_kind::shared;
     n.parker.set(&scope.parker());
-    for (;;) {
-      n.parker.get()->prepare();
-      if (enqueue_shared(b, word, bit, n)) return true;
-      // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
-      // says that the bit was cleared after we queued, and its acquire makes the clear visible.
-      const std::uint32_t t = sleep(b, n, dl, stop);
-      if (t != token_requeue) return t != token_none;
-      // The bucket was reset (core::reset; only a resettable policy's, whose words are in a
-      // mapping that outlives the wait): the wait starts again and reads the word again. It
-      // returns if the bit is clear now, which may be a later clear than the one it waited for
-      // (a reset may delay a wait, never end it into a set bit) [I3].
-      if (abandon(dl, stop)) return !(P::load(word, mo_acquire) & bit);
-    }
+    n.parker.get()->prepare();
+    if (enqueue_shared(b, word, bit, n)) return true;
+    // [I3], [I4] DROP wait: from here on this thread never reads the word. The token alone
+    // says that the bit was cleared after we queued, and its acquire makes the clear visible.
+    return sleep(b, n, dl, stop) != token_none;
   }
 
   // Sees the bit clear, or makes the node visible. Returns true if the bit was clear.
@@ -526,58 +515,101 @@ struct core {
   static bool earned_handoff(const node* n) { return n->wants_handoff || P::now() >= n->handoff_at; }
 
   // A walk that a reset cut short gives up what it had decided (nothing of it was done: the
-  // decisions take effect only in the final hold and after it): every node it had claimed, to
-  // wake or to re-queue, is to be told token_requeue, after this release's final unlock, and the
-  // walk's state starts afresh. Bucket lock held.
-  static void restart_walk(walk_state& w, node_list& restarted) {
-    for (node_list* l : {&w.wake, &w.requeue}) {
-      if (!l->head) continue;
-      for (node* n = l->head; n; n = n->next.get()) n->token.set(token_requeue);
-      restarted.append(l->head, l->tail);
+  // decisions take effect only in the final hold and after it). Bucket lock held. What it had
+  // claimed goes back to the head of the new queue, in queue order — the nodes it had set aside
+  // for a re-queue after a hand-off (they were ahead), then those it meant to wake — as `queued`,
+  // so that the walk, starting again from the head, meets them first and decides again; none
+  // loses its place or a clear [I3]. While they were claimed a release of another bit of the word
+  // may have cleared the waiters bit, so it is set again, in this hold [I4] (the word is alive:
+  // this release holds its bit). A node whose waiter gave up meanwhile (`abandoned`) is not
+  // queued again: it gets token_abandoned, delivered with this release's tokens.
+  static void restart_walk(std::atomic<W>& word, bucket_t& b, walk_state& w, node_list& given_up) {
+    node* const first = b.head.get();
+    bool queued = false;
+    for (node_list* l : {&w.requeue, &w.wake})
+      for (node* n = l->head; n;) {
+        node* next = n->next.get();  // before insert_before or append relinks it
+        if (n->abandoned.get()) {
+          n->token.set(token_abandoned);
+          given_up.append(n, n);
+        } else {
+          b.insert_before(first, n);
+          n->state.set(node_state::queued);
+          queued = true;
+        }
+        n = next;
+      }
+    if (queued) {
+      P::fetch_or(word, WB, mo_relaxed);  // relaxed: as in the re-queue after a hand-off
+      // A release of another bit of this word that began after the reset may be between chunks
+      // with its bookmark past the head: it will not meet these nodes, so, as arrive() does for
+      // an arrival, it is told to keep the waiters bit [I4]. Without this its final step cleared
+      // it under them, and a later fast release skipped them (a lost wake-up; the second review).
+      for (release_record<P>* r = b.releases.get(); r; r = r->next.get())
+        if (r->word.get() == &word) r->other_bit_arrived = true;
     }
     w = walk_state{};
   }
 
   // ------------------------------------------------------------------------------------------
-  // Reset (resettable policies): empties a bucket. Every waiter queued in it, and every waiter
-  // that joined a release in progress there, is claimed and, after the unlock, unparked with
-  // token_requeue: it starts its wait again (re-reading its bit, queueing afresh). Releases in
-  // progress between chunks find the epoch changed at their next lock and start their walks
-  // again (release_walk). Nodes a walk has claimed are not in the bucket's lists and are left to
-  // that walk. With every thread alive a reset changes no outcome — no wait returns into a set
-  // bit, no lock gets two owners, no wake-up is lost — it only delays: waiters lose their places
-  // and a walk its progress. It is what recovery from a process that died holding the bucket lock
-  // does (docs/proposals/process-shared.md); the links it follows here are those of a bucket in
-  // a consistent state. Its hold is not bounded by chunk_visits: it visits every node of the
-  // bucket, once, in one hold (a recovery, not a release). Returns how many waiters it evicted.
-  static std::size_t reset(bucket_t& b) requires resettable<P> {
-    node_list evicted;
-    std::size_t count = 0;
-    const auto evict = [&evicted, &count](node* n) {
-      n->state.set(node_state::claimed);  // a withdraw now waits for our token
-      n->token.set(token_requeue);
-      evicted.append(n, n);
-      ++count;
-    };
+  // Reset (resettable policies; CONTRACT §3.11): rebuilds a bucket so that nothing in it depends
+  // on a release in progress. The bucket's epoch changes, so every release that dropped the lock
+  // between chunks starts its walk again when it takes it back (release_walk); their bookmarks
+  // and end markers leave the queue and their records the bucket, and the waiters that had joined
+  // a record go to the tail of the queue, in arrival order, as `queued` (a joiner whose waiter
+  // gave up, `abandoned`, gets token_abandoned instead, as a re-queue after a hand-off gives it).
+  // The waiters bit of each record's word is set again, since a release of another bit may have
+  // cleared it while those waiters were out of the queue [I4]; the word is alive: a record belongs
+  // to a release that still holds its bit (atomic-clear clears it only in the hold that removes
+  // the record). Queued waiters keep their places; no waiter is woken, none reads its word again,
+  // none loses a clear. With every thread alive a reset changes no outcome; it only delays (walks
+  // start again). It is what recovery from a process that died holding the bucket lock will do
+  // (docs/proposals/process-shared.md), from the slots rather than from the links it follows here,
+  // which are those of a bucket in a consistent state. Its hold is not bounded by chunk_visits: it
+  // visits every node of the bucket once (a recovery, not a release). Returns how many waiters the
+  // bucket held (queued or joined).
+  static std::size_t reset(bucket_t& b) requires resettable<P> &&(R == release_protocol::atomic_clear) {
+    node_list given_up;
+    std::size_t waiters = 0;
     P::lock(b.lock);
     b.epoch.set(b.epoch.get() + 1);
     for (node* n = b.head.get(); n;) {
-      node* next = n->next.get();  // before evict relinks it
-      if (n->kind != node_kind::bookmark) evict(n);
+      node* next = n->next.get();
+      if (n->kind == node_kind::bookmark)
+        b.unlink(n);
+      else
+        ++waiters;
       n = next;
     }
-    for (release_record<P>* r = b.releases.get(); r; r = r->next.get())
+    for (release_record<P>* r = b.releases.get(); r; r = r->next.get()) {
+      bool queued = false;
       for (node* n = r->joined_head.get(); n;) {
-        node* next = n->next.get();
-        evict(n);
+        node* next = n->next.get();  // before push_back or append relinks it
+        ++waiters;
+        if (n->abandoned.get()) {
+          n->token.set(token_abandoned);
+          given_up.append(n, n);
+        } else {
+          b.push_back(n);
+          n->state.set(node_state::queued);
+          queued = true;
+        }
         n = next;
       }
-    b.head.set(nullptr);
-    b.tail.set(nullptr);
+      if (queued) set_waiters_bit(r->word.get(), r->width);
+    }
     b.releases.set(nullptr);
     P::unlock(b.lock);
-    deliver(evicted.head);
-    return count;
+    deliver(given_up.head);
+    return waiters;
+  }
+  // The waiters bit of a word of either width (a bucket holds both), relaxed: it carries no data.
+  static void set_waiters_bit(const void* w, std::uint8_t width) {
+    void* p = const_cast<void*>(w);
+    if (width == sizeof(std::uint64_t))
+      P::fetch_or(*static_cast<std::atomic<std::uint64_t>*>(p), waiters_bit<std::uint64_t>, mo_relaxed);
+    else
+      P::fetch_or(*static_cast<std::atomic<std::uint32_t>*>(p), waiters_bit<std::uint32_t>, mo_relaxed);
   }
 
   // One node of the walk whose key is (word, bit). `cleared_first`: the old protocols, which
@@ -669,13 +701,14 @@ struct core {
     rec.bit = atomic_clear ? bit : 0;
     bool spans = false;
 
-    // Resettable policies: the bucket's epoch when this walk (re)started, and the nodes claimed by
-    // walks that a reset cut short, delivered token_requeue with this release's own tokens.
+    rec.width = sizeof(W);
+    // Resettable policies: the bucket's epoch when this walk (re)started, and the nodes whose
+    // waiters gave up while a walk that a reset cut short held them (token_abandoned).
     std::uint32_t epoch = 0;
-    node_list restarted;
+    node_list given_up;
 
     P::lock(b.lock);
-    if constexpr (resettable<P>) epoch = b.epoch.get();
+    if constexpr (resettable<P> && atomic_clear) epoch = b.epoch.get();
     node* cur = b.head.get();
     unsigned visits = 0;
     while (cur != (spans ? &end : nullptr)) {
@@ -690,17 +723,16 @@ struct core {
         b.insert_before(cur, &mark);
         P::unlock(b.lock);
         P::lock(b.lock);
-        if constexpr (resettable<P>) {
+        if constexpr (resettable<P> && atomic_clear) {
           if (b.epoch.get() != epoch) {
-            // The bucket was reset while the lock was free: `mark`, `end` and `rec` are in no list,
-            // the waiters that had joined `rec` were handed back to their threads, and the queue
-            // holds only waiters that queued since. Nothing of this release has been done yet
-            // (the bit is set; no token has been delivered), so it starts again from the head of
-            // the new queue, as a release that begins now; the waiters it had claimed start
-            // their waits again too (they are out of every queue, and only we may let them go).
-            // Its place holders' links are stale and are never followed: push_back and
-            // insert_before set both, and `rec` is cleared before it is registered again.
-            restart_walk(w, restarted);
+            // The bucket was reset while the lock was free (core::reset): `mark` and `end` are out
+            // of the queue, `rec` out of the bucket, and the waiters that had joined it are at the
+            // queue's tail. Nothing of this release has been done yet (the bit is set, no token
+            // has been delivered), so it starts again from the head, as a release that begins
+            // now, after putting back there what it had claimed (restart_walk). Its place
+            // holders' links are stale and are never followed: push_back and insert_before set
+            // both, and `rec` is cleared before it is registered again.
+            restart_walk(word, b, w, given_up);
             rec.clear();
             spans = false;
             epoch = b.epoch.get();
@@ -831,10 +863,11 @@ struct core {
     }
     // Only the word's address, never the word: a key for the statistics' bucket.
     if (counting(&word)) P::stat_release_done(&word, w.handoff);
-    if (restarted.head) {
-      // Those a reset cut off first: they were claimed before anything still in `wake`.
-      if (w.wake.head) restarted.append(w.wake.head, w.wake.tail);
-      w.wake = restarted;
+    if (given_up.head) {
+      // Waiters that gave up while a walk a reset cut short held them: claimed before anything
+      // still in `wake`.
+      if (w.wake.head) given_up.append(w.wake.head, w.wake.tail);
+      w.wake = given_up;
     }
     P::unlock(b.lock);
 

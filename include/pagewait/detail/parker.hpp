@@ -24,8 +24,6 @@ enum unpark_token : std::uint32_t {
   token_retry = 2,      // the bit was cleared; exclusive waiter: race for it
   token_handoff = 3,    // the lock was handed to you: you own it, the bit never cleared
   token_abandoned = 4,  // your deadline or stop was honoured by the release that held you
-  token_requeue = 5,    // your bucket was reset (core::reset) and you are in no queue: start the
-                        // wait again; nothing was granted, and the bit may be set or clear
 };
 inline constexpr std::uint32_t token_mask = 7;
 // Set by a stop request's callback; never by a releaser.

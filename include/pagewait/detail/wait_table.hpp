@@ -158,6 +158,9 @@ struct release_record {
   link<P, waiter_node<P>> first_exclusive;
   link<P, waiter_node<P>> first_wants_handoff;
   bool other_bit_arrived = false;
+  // The size of the word in bytes (a bucket holds words of both widths): a reset sets the word's
+  // waiters bit again when it moves the joined waiters to the queue (core::reset).
+  std::uint8_t width = 0;
 
   // Takes n out of the joined list (bucket lock held).
   void unjoin(waiter_node<P>* n) noexcept { unlink_node<P>(joined_head, joined_tail, n); }
