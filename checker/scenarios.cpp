@@ -774,7 +774,7 @@ void add_resetter(runtime& r, obj o, int times) {
       if constexpr (R == release_protocol::atomic_clear)
         C::reset(C::bucket_of(&rt().template word<std::uint32_t>(o)));
       else
-        std::abort();  // reset_entry gives the other protocols no cell
+        (void)o, std::abort();  // reset_entry gives the other protocols no cell
     }
   });
 }
