@@ -58,7 +58,20 @@ std::uint32_t native_parker::park(const deadline& dl, const std::stop_token* sto
   return park_on<false>(word, dl, stop);
 }
 std::uint32_t shm_parker::park(const deadline& dl, const std::stop_token* stop) noexcept {
-  return park_on<true>(word, dl, stop);
+  // In slices of recovery_poll: between them, with no token, the domain may recover dead
+  // processes' waits (recover_poll). A token that arrives meanwhile is seen by the next slice's
+  // first load; a stop request is kept in the word (interrupted_flag) and seen there too.
+  for (;;) {
+    const deadline poll = deadline::after(recovery_poll);
+    const bool polling = dl.is_never() || poll.at < dl.at;
+    const std::uint32_t t = park_on<true>(word, polling ? poll : dl, stop);
+    if (t != token_none || (stop && stop->stop_requested())) return t;
+    recover_poll(this);
+    // At the caller's deadline: a waiter that only ever waits for less than a poll (a loop of
+    // short timed locks) recovers too, once before it gives up. What the recovery passed on may
+    // have come to this very waiter meanwhile.
+    if (!polling) return word.value.load(std::memory_order_acquire) & token_mask;
+  }
 }
 
 namespace {

@@ -4,13 +4,18 @@
 #include "pagewait/shm.hpp"
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <array>
 #include <bit>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <new>
 #include <stdexcept>
@@ -40,6 +45,13 @@ struct header {
   std::atomic<std::uint32_t> state;
   std::uint32_t buckets, slots, release_reserve;
   std::uint64_t buckets_off, slots_off, stats_off, user_off, size;
+  // The PID namespace of the process that created the domain (the inode of /proc/self/ns/pid, 0
+  // if unknown): a slot names its process by pid, which means another process in another
+  // namespace, so every process must be in this one (attach refuses others).
+  std::uint64_t pid_ns;
+  // When a recovery last began (steady clock, ns): the parked waiters' polls recover at most once
+  // per shm_parker::recovery_poll between them (recover_poll).
+  std::atomic<std::int64_t> recovered_at_ns;
 };
 
 // The domain's statistics, at stats_off: the switch and the domain-wide counts, then one
@@ -67,7 +79,9 @@ std::uint32_t abi_fingerprint() noexcept {
         std::uint64_t(token_cleared), std::uint64_t(token_retry), std::uint64_t(token_handoff),
         std::uint64_t(token_abandoned), std::uint64_t(sleeping_flag), std::uint64_t(interrupted_flag),
         std::uint64_t(node_kind::exclusive), std::uint64_t(node_kind::bookmark),
-        std::uint64_t(node_state::claimed), std::uint64_t(rel<int>::null)}) {
+        std::uint64_t(node_state::claimed), std::uint64_t(node_state::idle), std::uint64_t(rel<int>::null),
+        std::uint64_t(slot_wait), std::uint64_t(slot_release), slot_owner::recovering,
+        slot_owner::gen_shift}) {
     h ^= v;
     h *= 1099511628211ull;
   }
@@ -197,6 +211,32 @@ shm_domain_state& domain_of(const void* word) noexcept {
 std::atomic<std::uint32_t> hint_epoch{1};
 [[maybe_unused]] const bool hint_fork_handler =
     pthread_atfork(nullptr, nullptr, [] { hint_epoch.fetch_add(1, std::memory_order_relaxed); }) == 0;
+// This thread's process and thread ids, as a slot's owner names them: read once per thread
+// (getpid and gettid are system calls), again after a fork (the child's thread has new ones; a
+// child made by a raw clone() that bypasses the fork handlers must not use a domain its parent
+// attached: SHARED.md).
+std::atomic<std::uint32_t> ids_epoch{1};
+[[maybe_unused]] const bool ids_fork_handler =
+    pthread_atfork(nullptr, nullptr, [] { ids_epoch.fetch_add(1, std::memory_order_relaxed); }) == 0;
+struct thread_ids {
+  std::uint32_t pid, tid;
+};
+thread_ids self_ids() noexcept {
+  thread_local thread_ids ids{0, 0};
+  thread_local std::uint32_t read_in = 0;
+  if (const std::uint32_t e = ids_epoch.load(std::memory_order_relaxed); read_in != e) {
+    read_in = e;
+    ids = {std::uint32_t(getpid()), std::uint32_t(gettid())};
+  }
+  return ids;
+}
+
+// The PID namespace this process is in (0 if /proc does not say).
+std::uint64_t pid_namespace() noexcept {
+  struct stat st {};
+  return ::stat("/proc/self/ns/pid", &st) == 0 ? std::uint64_t(st.st_ino) : 0;
+}
+
 std::uint32_t slot_hint() noexcept {
   static std::atomic<std::uint32_t> next{0};
   thread_local std::uint32_t h = 0, drawn_in = 0;
@@ -222,10 +262,12 @@ shm_slot& shm_take_slot(const void* word, bool for_release) {
   const std::uint32_t reserve = d.opts.release_reserve;
   // Acquire: the previous holder's last use of the slot (its node's destruction, its parker's
   // last read) happens-before ours. Pairs with shm_give_slot's release store.
-  const auto take = [](shm_slot& s) {
-    std::uint32_t free = 0;
-    return s.owner.load(std::memory_order_relaxed) == 0 &&
-           s.owner.compare_exchange_strong(free, 1, std::memory_order_acquire, std::memory_order_relaxed);
+  const thread_ids me = self_ids();
+  const auto take = [me](shm_slot& s) {
+    std::uint64_t v = s.owner.load(std::memory_order_relaxed);
+    return slot_owner::free(v) &&
+           s.owner.compare_exchange_strong(v, slot_owner::make(slot_owner::gen(v) + 1, me.pid, me.tid),
+                                           std::memory_order_acquire, std::memory_order_relaxed);
   };
   for (;;) {
     const std::uint32_t h = slot_hint();
@@ -255,7 +297,136 @@ shm_parker& shm_policy::current_parker() noexcept {
   std::abort();
 }
 
-void shm_give_slot(shm_slot& s) noexcept { s.owner.store(0, std::memory_order_release); }
+void shm_give_slot(shm_slot& s) noexcept {
+  // Free, keeping the generation (only the holder writes `owner` while it holds the slot).
+  s.owner.store(slot_owner::make(slot_owner::gen(s.owner.load(std::memory_order_relaxed)), 0, 0),
+                std::memory_order_release);
+}
+
+bool shm_policy::try_lock_for_recovery(bucket_lock& l) noexcept {
+  // About a millisecond or more: a live holder keeps a bucket lock for at most chunk_visits
+  // node visits, so only a holder that died (or is descheduled that long) makes this give up.
+  for (int i = 0; i < 1000; ++i) {
+    if (l.try_lock()) {
+      shm_hold_start_ns = stats_on_for(&l) ? stat_now_ns() : 0;
+      return true;
+    }
+    std::this_thread::yield();
+  }
+  return false;
+}
+
+namespace {
+
+// Whether /proc shows this system's processes (it may be missing, or another's, in a container).
+bool proc_readable() noexcept {
+  static const bool ok = ::access("/proc/self/task", R_OK) == 0;
+  return ok;
+}
+
+// Whether thread `tid` of process `pid` has stopped running: it is gone (its process died, or it
+// was torn down by another thread's exec), or it is a zombie (a dead process's leader, until its
+// parent reaps it). A thread this cannot see counts as running: the cost of a wrong "running" is
+// a slot kept, of a wrong "gone" a live waiter's wait finished under it. Per thread, not per
+// process: a process whose main thread has exited while others wait lives on (its leader is a
+// zombie), and its waiters are alive.
+bool thread_gone(std::uint32_t pid, std::uint32_t tid) noexcept {
+  if (::syscall(SYS_tgkill, pid_t(pid), pid_t(tid), 0) != 0) return errno == ESRCH;
+  if (!proc_readable()) return false;
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%u/task/%u/stat", pid, tid);
+  std::FILE* f = std::fopen(path, "re");
+  if (!f) return errno == ENOENT;  // it was there a moment ago (tgkill), and /proc works
+  char buf[512];
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  // "tid (comm) S ...": the state follows the last ')' (comm may hold anything, ')' too).
+  const char* p = std::strrchr(buf, ')');
+  return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+// Finishes the operation of a slot whose process died; true if the slot can be freed. The caller
+// has taken it over (the recovering flag is set in `owner`).
+bool recover_slot(shm_slot& s, shm::recovery_report& r) {
+  switch (s.use.load(std::memory_order_acquire)) {  // pairs with the scope's release store
+    case slot_unused:
+      return true;  // taken, but nothing built in it yet, or already torn down
+    case slot_release:
+      // A release killed mid-walk: its place holders may be in a queue and its record in a
+      // bucket, and its bit is still set. Not recovered yet (SHARED.md, "When a process dies").
+      ++r.releases_left;
+      return false;
+    default:
+      break;
+  }
+  waiter_node<shm_policy>& n = s.area.wait.node;
+  if (!n.word.get()) return true;  // built, never keyed: the wait had not begun
+  // Acquire: pairs with the release's unpark (fetch_or, release), as a park's load does.
+  const std::uint32_t t = s.parker.word.value.load(std::memory_order_acquire) & token_mask;
+  const bool done = n.width == sizeof(std::uint64_t) ? shm_core<std::uint64_t>::finish_dead_wait(n, t)
+                                                     : shm_core<std::uint32_t>::finish_dead_wait(n, t);
+  if (!done) {
+    ++r.waits_pending;
+    return false;
+  }
+  ++r.waits_finished;
+  if (t == token_handoff) ++r.locks_passed_on;
+  s.use.store(slot_unused, std::memory_order_relaxed);
+  std::destroy_at(&n);
+  return true;
+}
+
+shm::recovery_report recover_domain(shm_domain_state& d) {
+  shm::recovery_report r;
+  const thread_ids me = self_ids();
+  std::exception_ptr first_error;
+  for (std::uint32_t i = 0; i < d.opts.slots; ++i) {
+    shm_slot& s = d.slots[i];
+    std::uint64_t v = s.owner.load(std::memory_order_relaxed);
+    const std::uint32_t pid = slot_owner::pid(v);
+    if (pid == 0 || (v & slot_owner::recovering) || (pid == me.pid && slot_owner::tid(v) == me.tid) ||
+        !thread_gone(pid, slot_owner::tid(v)))
+      continue;
+    // One recoverer per slot, and only for the owner it judged: a slot freed and taken again since
+    // the load has another generation, and the CAS fails. Acquire: the dead owner's writes to the
+    // slot, made before it died, are seen (its death ordered them long before).
+    if (!s.owner.compare_exchange_strong(v, v | slot_owner::recovering, std::memory_order_acquire,
+                                         std::memory_order_relaxed))
+      continue;
+    ++r.dead_slots;
+    bool freed = false;
+    try {
+      freed = recover_slot(s, r);
+    } catch (...) {
+      if (!first_error) first_error = std::current_exception();  // the other slots still get theirs
+    }
+    // Freed: the release store orders the recovery's last use of the slot before its next taker's
+    // acquire (as shm_give_slot's). Else back to the dead owner, for a later recovery.
+    s.owner.store(freed ? slot_owner::make(slot_owner::gen(v), 0, 0) : v, std::memory_order_release);
+  }
+  if (first_error) std::rethrow_exception(first_error);
+  return r;
+}
+
+}  // namespace
+
+void shm_parker::recover_poll(const void* p) noexcept {
+  shm_domain_state* d = find(p);
+  if (!d) return;
+  auto& at = reinterpret_cast<header*>(d->base)->recovered_at_ns;
+  const std::int64_t now = stats_impl::now_ns();
+  std::int64_t last = at.load(std::memory_order_relaxed);
+  const std::int64_t period = std::chrono::duration_cast<std::chrono::nanoseconds>(recovery_poll).count();
+  if (now - last < period || !at.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  try {
+    recover_domain(*d);
+  } catch (...) {
+    // A release made for a dead waiter found its bit clear: the word was changed by somebody
+    // that does not own it. recover() reports that to its caller; a parked waiter has nobody to
+    // tell, and must go on waiting.
+  }
+}
 
 // ---- statistics: the hooks the core and the parkers call (slow paths only) ----
 // Each looks only at the domain holding the address it was given: the caller's operation keeps
@@ -389,6 +560,8 @@ domain domain::create(void* base, std::size_t size, const options& o) {
   h->stats_off = l.stats_off;
   h->user_off = l.user_off;
   h->size = size;
+  h->pid_ns = detail::pid_namespace();
+  new (&h->recovered_at_ns) std::atomic<std::int64_t>(0);
   h->magic = detail::magic;
   st->store(detail::state_ready, std::memory_order_release);
   return domain(d);
@@ -420,6 +593,11 @@ domain domain::attach(void* base, std::size_t size) {
   if (state != detail::state_ready) detail::fail(errc::not_ready, "the domain is still being created");
   if (c.size > size)
     detail::fail(errc::too_small, "the domain is %llu bytes, the mapping here only %llu", c.size, size);
+  if (const std::uint64_t ns = detail::pid_namespace(); ns && c.pid_ns && ns != c.pid_ns)
+    detail::fail(errc::pid_namespace,
+                 "the domain was created in another PID namespace (%llu, this process is in %llu): its "
+                 "slots name processes by pid, which would name others here",
+                 c.pid_ns, ns);
   options o;
   o.buckets = c.buckets;
   o.slots = c.slots;
@@ -477,6 +655,11 @@ void domain::reset_stats() noexcept {
   s_->stats->wake_calls.store(0, std::memory_order_relaxed);
   s_->stats->sleeps.store(0, std::memory_order_relaxed);
   for (std::size_t i = 0; i < s_->table.size(); ++i) detail::stats_impl::zero(s_->counters[i]);
+}
+
+recovery_report domain::recover() {
+  if (!s_) return {};
+  return detail::recover_domain(*s_);
 }
 
 std::size_t domain::bucket_of(const void* word) const {

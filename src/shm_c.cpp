@@ -42,6 +42,7 @@ static_assert(-static_cast<int>(errc::slots_exhausted) == PW_ENOSLOTS);
 static_assert(-static_cast<int>(errc::unsupported) == PW_EUNSUPPORTED);
 static_assert(-static_cast<int>(errc::overlaps) == PW_EOVERLAPS);
 static_assert(-static_cast<int>(errc::too_many) == PW_ETOOMANY);
+static_assert(-static_cast<int>(errc::pid_namespace) == PW_EPIDNS);
 
 // Runs f and maps what it throws. usage_error (a release of a bit that is not set) is a
 // logic_error, and invalid_argument (a bad bit) is one too: the more specific first.
@@ -222,6 +223,8 @@ const char* pw_strerror(int status) {
       return "the memory overlaps a domain this process has attached";
     case PW_ETOOMANY:
       return "this process has too many domains attached";
+    case PW_EPIDNS:
+      return "the domain was created in another PID namespace";
     case PW_EINVAL:
       return "invalid argument: a null pointer, or not exactly one bit, or the waiters bit";
     case PW_ENOTSET:
@@ -233,6 +236,21 @@ const char* pw_strerror(int status) {
     default:
       return "unknown pagewait status";
   }
+}
+
+int pw_domain_recover(pw_domain* d, pw_recovery_report* out) {
+  if (!d) return PW_EINVAL;
+  return guarded([&] {
+    const pagewait::shm::recovery_report r = d->d.recover();
+    if (out) {
+      out->dead_slots = r.dead_slots;
+      out->waits_finished = r.waits_finished;
+      out->locks_passed_on = r.locks_passed_on;
+      out->waits_pending = r.waits_pending;
+      out->releases_left = r.releases_left;
+    }
+    return PW_OK;
+  });
 }
 
 int pw_try_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, try_lock(bit)); }

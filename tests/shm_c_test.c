@@ -123,6 +123,13 @@ static void small_domains(void) {
   *state = 1u; /* "formatting" */
   CHECK_RC(pw_domain_attach(area, one, &d), PW_ENOTREADY);
   *state = ready;
+  /* The creator's PID namespace, at 72 (0 where /proc does not tell it: no check then). */
+  uint64_t* ns = (uint64_t*)(area + 72);
+  if (*ns) {
+    *ns += 1;
+    CHECK_RC(pw_domain_attach(area, one, &d), PW_EPIDNS);
+    *ns -= 1;
+  }
   CHECK_RC(pw_domain_attach(area, one, &d), PW_OK);
 
   /* Slots: a thread's wait holds the only wait slot; another wait that must sleep is refused,
@@ -140,6 +147,27 @@ static void small_domains(void) {
   CHECK_RC(pw_clear_bit_and_wake32(d, a, WRITEBACK), PW_OK);
   pthread_join(t, NULL);
   CHECK_RC(h.rc, PW_OK);
+
+  /* A process killed while it waits holds its slot until a recovery frees it. */
+  pw_recovery_report rep;
+  memset(&rep, 0xff, sizeof rep);
+  CHECK_RC(pw_domain_recover(d, &rep), PW_OK);
+  CHECK(rep.dead_slots == 0 && rep.waits_finished == 0 && rep.releases_left == 0);
+  CHECK_RC(pw_domain_recover(NULL, &rep), PW_EINVAL);
+  *a = WRITEBACK;
+  const pid_t victim = fork();
+  if (victim == 0) _exit(pw_wait_bit_clear32(d, a, WRITEBACK) == PW_OK ? 0 : 1); /* killed first */
+  for (int i = 0; i < 20000 && !(load32(a) & 0x80000000u); ++i) sleep_ms(1);
+  sleep_ms(20);
+  kill(victim, SIGKILL);
+  int status = 0;
+  waitpid(victim, &status, 0);
+  CHECK(WIFSIGNALED(status));
+  CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 1000000LL), PW_ENOSLOTS);
+  CHECK_RC(pw_domain_recover(d, &rep), PW_OK);
+  CHECK(rep.dead_slots == 1 && rep.waits_finished == 1 && rep.locks_passed_on == 0);
+  CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 1000000LL), PW_TIMEDOUT); /* a slot again */
+  CHECK_RC(pw_clear_bit_and_wake32(d, a, WRITEBACK), PW_OK);
   pw_domain_detach(d);
 
   /* At most 64 domains attached in one process (the test's other one included). */

@@ -51,6 +51,7 @@ enum pw_status {
   PW_EUNSUPPORTED = -10, /* this build has no shared futexes */
   PW_EOVERLAPS = -11,    /* create/attach: the memory overlaps a domain this process attached */
   PW_ETOOMANY = -12,     /* create/attach: this process has 64 domains attached already */
+  PW_EPIDNS = -13,       /* attach: the domain was created in another PID namespace */
 
   PW_EINVAL = -20,  /* a null pointer, or a bit that is not exactly one bit or is the waiters bit */
   PW_ENOTSET = -21, /* unlock or clear of a bit that is not set */
@@ -85,6 +86,22 @@ void pw_domain_detach(pw_domain* d);
 
 void* pw_domain_user_area(const pw_domain* d);
 size_t pw_domain_user_size(const pw_domain* d);
+
+/* What pw_domain_recover did (pagewait::shm::recovery_report; docs/SHARED.md, "When a process
+ * dies"). */
+typedef struct pw_recovery_report {
+  size_t dead_slots;      /* slots whose thread had died (its process was killed) */
+  size_t waits_finished;  /* dead waits taken out of the table, their slots freed */
+  size_t locks_passed_on; /* of them: locks handed to a dead waiter, released for it */
+  size_t waits_pending;   /* dead waits left for a later call (a release holds the node, or its
+                           * bucket lock stayed busy) */
+  size_t releases_left;   /* releases killed in progress: not recovered */
+} pw_recovery_report;
+
+/* Finishes the waits of processes that died while they waited (sleeping waiters do it on their
+ * own every 100 ms, and timed waits when they give up). out: NULL, or where the report goes. PW_OK, PW_EINVAL (d is NULL), PW_ENOTSET (a
+ * lock handed to a dead waiter was found clear: changed by somebody not holding it). */
+int pw_domain_recover(pw_domain* d, pw_recovery_report* out);
 
 /* A short description of a status, never NULL. */
 const char* pw_strerror(int status);

@@ -56,6 +56,9 @@ extern template struct pagewait::detail::core<pagewait::detail::shm_policy,
 
 namespace pagewait::shm {
 
+// How often a parked waiter of a domain wakes to recover the waits of dead processes.
+inline constexpr std::chrono::milliseconds recovery_poll = detail::shm_parker::recovery_poll;
+
 enum class errc {
   bad_magic = 1,    // attach: the memory was never formatted by create (or was overwritten)
   layout_version,   // attach: formatted by a pagewait with another layout
@@ -69,6 +72,7 @@ enum class errc {
   unsupported,      // this build has no shared futexes (not Linux, or PAGEWAIT_PORTABLE_PARKING)
   overlaps,         // create/attach: the memory overlaps a domain this process has attached
   too_many,         // create/attach: this process has 64 domains attached already
+  pid_namespace,    // attach: the domain was created in another PID namespace
 };
 
 // What went wrong, and which errc. Thrown before the word (or the memory, for create/attach)
@@ -80,6 +84,19 @@ class domain_error : public std::runtime_error {
 
  private:
   errc code_;
+};
+
+// What domain::recover() did: the slots it found held by threads that no longer run (their
+// processes died), and what became of each. docs/SHARED.md, "When a process dies", says what is
+// recovered and what is not.
+struct recovery_report {
+  std::size_t dead_slots = 0;       // slots whose thread had died (each counted below once)
+  std::size_t waits_finished = 0;   // dead waits taken out of the table, their slots freed
+  std::size_t locks_passed_on = 0;  // of them: locks handed to a dead waiter, released for it
+  // Dead waits left for a later call: a release still holds the node, or its bucket lock stayed
+  // busy for a millisecond.
+  std::size_t waits_pending = 0;
+  std::size_t releases_left = 0;  // releases killed in progress: not recovered (their bits stay set)
 };
 
 struct options {
@@ -96,8 +113,9 @@ struct options {
 
 class domain {
  public:
-  // 2: the statistics area; 3: a bucket's reset epoch and a record's word width (core::reset)
-  static constexpr std::uint32_t layout_version = 3;
+  // 2: the statistics area; 3: a bucket's reset epoch and a record's word width (core::reset);
+  // 4: slots name their process, a node its word's width, the header its PID namespace (recover)
+  static constexpr std::uint32_t layout_version = 4;
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
   // as create does, and std::invalid_argument if the total does not fit in a size_t.
@@ -110,8 +128,8 @@ class domain {
   static domain create(void* base, std::size_t size, const options& o = {});
   // Attaches this process to the domain that create formatted at [base, base + size) (mapped here
   // at any address). Throws domain_error (bad_magic, layout_version, abi_mismatch, not_ready,
-  // too_small, misaligned, unsupported, overlaps, too_many), or std::invalid_argument for a null
-  // base; writes nothing.
+  // too_small, misaligned, unsupported, overlaps, too_many, pid_namespace), or
+  // std::invalid_argument for a null base; writes nothing.
   static domain attach(void* base, std::size_t size);
 
   domain(domain&& o) noexcept : s_(o.s_), user_(o.user_), end_(o.end_) {
@@ -145,6 +163,18 @@ class domain {
   bool stats_enabled() const noexcept;
   stats_snapshot get_stats() const;
   void reset_stats() noexcept;
+  // ---- processes that die (docs/SHARED.md, "When a process dies") ----
+  // Finishes the waits of processes that were killed while they waited: a dead waiter leaves the
+  // queue, and a lock handed to it (or a wake-up to race for one) is passed on as it would have
+  // been, so that the living do not wait for it. Every waiter of the domain does this on its own
+  // while it sleeps, every shm::recovery_poll, and when its timed wait gives up (at most once per
+  // period for the domain); a program that learns of a death sooner (waitpid), or whose threads
+  // never sleep in a wait, calls it. A lock a process returned with stays
+  // held when it dies; a release killed mid-walk is reported, not recovered. May be called by
+  // any thread of any attached process, at any time. Rethrows what a release made for a dead
+  // waiter threw (usage_error: its bit was clear, changed by somebody not holding it).
+  recovery_report recover();
+
   // The bucket of the domain's table that `word`'s waiters use (the same in every process).
   // Throws domain_error(word_outside) if the word is not in the user area.
   std::size_t bucket_of(const void* word) const;

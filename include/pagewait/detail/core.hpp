@@ -193,10 +193,11 @@ struct core {
       // The waiters bit stays set although we may have been the last waiter: the next release
       // clears it [I4].
       b.unlink(&n);
-      // Out of the queue for good. An asynchronous waiter may be cancelled from two threads at
-      // once (a stop request racing its own cancel): the second withdraw must find it not
-      // queued, or it would unlink it again from a queue it is no longer in.
-      n.state.set(node_state::claimed);
+      // Out of the queue for good, and nobody will deliver to it. An asynchronous waiter may be
+      // cancelled from two threads at once (a stop request racing its own cancel): the second
+      // withdraw must find it not queued, or it would unlink it again from a queue it is no
+      // longer in.
+      n.state.set(node_state::idle);
       P::unlock(b.lock);
       return true;
     }
@@ -283,6 +284,7 @@ struct core {
     node& n = scope.node();
     n.word.set(&word);
     n.bit = bit;
+    n.width = sizeof(W);
     n.kind = node_kind::exclusive;
     n.parker.set(&scope.parker());
     const fairness_settings f = P::fairness();
@@ -295,6 +297,10 @@ struct core {
           return true;  // [I5] owned without the bit ever being clear
         case token_retry:
           if (race_after_retry(word, bit, n)) return true;
+          // The release is done with the node (it read nothing of it after the token), which is
+          // in no list until it queues again: idle, so that a recoverer finding this waiter dead
+          // before then does not wait for a delivery that will never come (finish_dead_wait).
+          n.state.set(node_state::idle);
           break;
         default:
           return false;  // deadline or stop, nothing granted
@@ -356,6 +362,7 @@ struct core {
     node& n = scope.node();
     n.word.set(&word);
     n.bit = bit;
+    n.width = sizeof(W);
     n.kind = node_kind::shared;
     n.parker.set(&scope.parker());
     n.parker.get()->prepare();
@@ -397,6 +404,7 @@ struct core {
                             bool exclusive = false) {
     n.word.set(&word);
     n.bit = bit;
+    n.width = sizeof(W);
     n.kind = exclusive ? node_kind::exclusive : node_kind::shared;
     n.parker.set(nullptr);
     n.async = sink;
@@ -610,6 +618,73 @@ struct core {
       P::fetch_or(*static_cast<std::atomic<std::uint64_t>*>(p), waiters_bit<std::uint64_t>, mo_relaxed);
     else
       P::fetch_or(*static_cast<std::atomic<std::uint32_t>*>(p), waiters_bit<std::uint32_t>, mo_relaxed);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // A dead waiter (resettable policies; CONTRACT §3.12). A wait domain's waiters are threads of
+  // processes that may be killed while they wait. The node of a dead waiter stays where it was,
+  // in its slot; its recoverer, a live thread that found the slot's process gone, calls this with
+  // the token its parker holds (`delivered`, token_none if none), then frees the slot if it
+  // returns true. What the dead waiter would have done with what it was granted is done for it,
+  // so that nothing meant for the living is lost with it:
+  //   - handed the lock (token_handoff): it never ran the caller's code under it (the slot is
+  //     given back before the lock call returns), so the lock is released for it, as at once by
+  //     a thread that took it and did not use it; otherwise every waiter of the word waits for
+  //     good [I2];
+  //   - woken to race (token_retry): the race is run for it, and a lock it wins is released at
+  //     once; a retry is the only wake-up the other lock waiters get for that clear [I2];
+  //   - cleared, abandoned: nothing is owed;
+  //   - nothing delivered: a queued node leaves the queue (the waiters bit stays: [I4] allows a
+  //     stale one); an idle node is in no list; a claimed node belongs to a release that will
+  //     deliver to it: it is marked `abandoned` (never queued again) and left for a later call.
+  // A lock the dead waiter had taken and returned with stays held: it may have run the caller's
+  // code, and only the caller knows what that left (SHARED.md). The word is alive: a lock wait
+  // keeps it so (as for race_async), and a domain's memory stays mapped. The bucket lock is
+  // taken as the policy lets a recoverer take it (try_lock_for_recovery: a bucket whose lock a
+  // dead process holds is not waited for; before a release for the dead waiter, only as a probe,
+  // since the release takes it itself), else as any operation takes it; returns false, to be
+  // called again, if it could not be taken.
+  static bool finish_dead_wait(node& n, std::uint32_t delivered) requires resettable<P> &&
+      (R == release_protocol::atomic_clear) {
+    const bool passes_on =
+        delivered == token_handoff || (delivered == token_retry && n.kind == node_kind::exclusive);
+    if (delivered != token_none && !passes_on) return true;  // cleared, abandoned: nothing owed
+    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(n.word.get()));
+    const W bit = W(n.bit);
+    bucket_t& b = bucket_of(&word);
+    if constexpr (requires { P::try_lock_for_recovery(b.lock); }) {
+      if (!P::try_lock_for_recovery(b.lock)) return false;
+    } else {
+      P::lock(b.lock);
+    }
+    if (passes_on) {
+      // The hold was a probe: the release below takes the lock as every release does, and would
+      // wait for ever on a bucket whose lock a dead process holds.
+      P::unlock(b.lock);
+      // A retry the dead waiter raced for already (won: it holds the lock, and this fails; lost:
+      // the winner's unlock serves the queue, or this takes the lock the winner has released).
+      if (delivered == token_retry && !try_lock(word, bit)) return true;
+      if constexpr (requires { P::dead_release_begin(&word, std::uint64_t(bit)); })
+        P::dead_release_begin(&word, std::uint64_t(bit));
+      release(word, bit, release_kind::unlock);
+      if constexpr (requires { P::dead_release_end(); }) P::dead_release_end();
+      return true;
+    }
+    const node_state st = n.state.get();
+    if (st == node_state::claimed) {
+      // A release holds it (dequeued, or joined to its record): it will deliver the token, which
+      // a later call acts on. Not queued again meanwhile: a re-queue after a hand-off gives it
+      // token_abandoned instead, as for a waiter whose deadline passed.
+      n.abandoned.set(true);
+      P::unlock(b.lock);
+      return false;
+    }
+    if (st == node_state::queued) {
+      b.unlink(&n);
+      n.state.set(node_state::idle);
+    }
+    P::unlock(b.lock);
+    return true;
   }
 
   // One node of the walk whose key is (word, bit). `cleared_first`: the old protocols, which

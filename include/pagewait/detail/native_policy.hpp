@@ -56,6 +56,10 @@ class basic_word_lock {
     if (w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed)) return;
     lock_slow();
   }
+  bool try_lock() noexcept {
+    std::uint32_t c = 0;
+    return w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed);
+  }
   void unlock() noexcept {
     if (w_.value.exchange(0, std::memory_order_release) == 2) {
       if constexpr (Shared)

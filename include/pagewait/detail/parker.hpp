@@ -9,6 +9,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <stop_token>
 
@@ -95,6 +96,13 @@ struct alignas(64) shm_parker {
   // parker at `p`, counted in the domain that holds it if that domain is counting.
   static void count_wake(const void* p) noexcept;
   static void count_sleep(const void* p) noexcept;
+  // A parked waiter of a domain wakes every `recovery_poll` (with no token it parks again) and
+  // lets the domain that holds the parker at `p` finish the waits of processes that died
+  // (shm::domain::recover, src/shm.cpp), which that domain does at most once per period, whoever
+  // asks. A dead waiter may have been handed a lock meant to pass on to this very waiter: nobody
+  // else would ever wake it.
+  static constexpr std::chrono::milliseconds recovery_poll{100};
+  static void recover_poll(const void* p) noexcept;
 };
 
 }  // namespace pagewait::detail

@@ -9,7 +9,9 @@
 //     length of the wait or the release (a thread's stack is not in the mapping);
 //   - the parker a node names is its slot's, parking on a shared futex (shm_parker);
 //   - the bucket lock is a futex lock on a shared futex (shm_word_lock);
-//   - the table is the domain's, found from the word's address (table_for).
+//   - the table is the domain's, found from the word's address (table_for);
+//   - a slot names the process that holds it, so that a live process can finish the wait of one
+//     that was killed (core::finish_dead_wait; shm::domain::recover).
 // The word operations, fairness, chunk bound and spin are the native policy's. The policy is
 // stateless; a slow operation finds its domain in the process's registry of attached domains.
 #pragma once
@@ -71,6 +73,10 @@ struct shm_policy : native_policy {
     if (shm_hold_start_ns) stat_hold_end(&l);
     l.unlock();
   }
+  // How a recoverer takes a bucket lock (core::finish_dead_wait): it tries for a while (yielding)
+  // and gives up, so that a bucket whose lock a killed process holds (which nothing recovers yet:
+  // SHARED.md) does not hang the thread that recovers, often a waiter of another bucket.
+  static bool try_lock_for_recovery(bucket_lock& l) noexcept;
   // Counted always (a thread-local increment); the release scope zeroes it when a walk begins.
   static void visit(const void*) noexcept { ++shm_release_visits; }
 
@@ -149,12 +155,34 @@ struct shm_policy::table_ref {
   }
 };
 
-// A slot: what one slow operation on a domain needs in the mapping. Taken (`owner` 0 -> 1) by a
-// wait or a release for its length, given back at its end; the storage holds the wait's node, or
-// the release's end marker, bookmark and record, constructed when the scope opens and destroyed
-// when it closes, exactly as on a stack.
+// A slot: what one slow operation on a domain needs in the mapping. Taken by a wait or a release
+// for its length, given back at its end; the storage holds the wait's node, or the release's end
+// marker, bookmark and record, constructed when the scope opens and destroyed when it closes,
+// exactly as on a stack. `use` says which, once they are built and the parker is prepared (a
+// release store), so that a recoverer that finds the owner dead (shm::domain::recover) never
+// reads what a previous operation left in the slot: a stale token in the parker would have it
+// release a lock its holder still uses.
+//
+// `owner` names the thread that holds the slot: its process id and thread id (each below 2^22,
+// Linux's PID_MAX_LIMIT), a generation bumped by every take, so that a recoverer's compare-and-swap
+// fails on a slot freed and taken again since it read it (even by a thread whose ids are reused),
+// and a flag set while a recoverer finishes the operation of a dead owner. Free: pid 0.
+struct slot_owner {
+  static constexpr std::uint64_t id_mask = (std::uint64_t(1) << 22) - 1;
+  static constexpr std::uint64_t gen_shift = 44, gen_mask = (std::uint64_t(1) << 19) - 1;
+  static constexpr std::uint64_t recovering = std::uint64_t(1) << 63;
+  static std::uint32_t pid(std::uint64_t v) noexcept { return std::uint32_t(v & id_mask); }
+  static std::uint32_t tid(std::uint64_t v) noexcept { return std::uint32_t((v >> 22) & id_mask); }
+  static std::uint64_t gen(std::uint64_t v) noexcept { return (v >> gen_shift) & gen_mask; }
+  static std::uint64_t make(std::uint64_t gen, std::uint32_t pid, std::uint32_t tid) noexcept {
+    return ((gen & gen_mask) << gen_shift) | ((std::uint64_t(tid) & id_mask) << 22) | (pid & id_mask);
+  }
+  static bool free(std::uint64_t v) noexcept { return pid(v) == 0 && !(v & recovering); }
+};
+enum slot_use : std::uint8_t { slot_unused = 0, slot_wait = 1, slot_release = 2 };
 struct alignas(64) shm_slot {
-  std::atomic<std::uint32_t> owner{0};
+  std::atomic<std::uint64_t> owner{0};
+  std::atomic<std::uint8_t> use{slot_unused};
   shm_parker parker;  // its own cache line (alignas(64))
   union storage {
     struct wait_area {
@@ -180,11 +208,15 @@ template <class P>
 struct shm_wait_scope {
   shm_slot& s;
   explicit shm_wait_scope(const void* word) : s(shm_take_slot(word, false)) {
-    new (&s.area.wait) decltype(s.area.wait);
+    new (&s.area.wait) decltype(s.area.wait);           // idle, no key: nothing to finish yet
+    s.parker.prepare();                                 // no token of the slot's previous wait
+    s.use.store(slot_wait, std::memory_order_release);  // after the node and the prepare
   }
   shm_wait_scope(const shm_wait_scope&) = delete;
   shm_wait_scope& operator=(const shm_wait_scope&) = delete;
   ~shm_wait_scope() {
+    // The wait has returned: whatever it holds now (a lock) is its caller's, never finished for it.
+    s.use.store(slot_unused, std::memory_order_relaxed);
     std::destroy_at(&s.area.wait.node);
     shm_give_slot(s);
   }
@@ -197,11 +229,13 @@ struct shm_release_scope {
   shm_slot& s;
   explicit shm_release_scope(const void* word) : s(shm_take_slot(word, true)) {
     new (&s.area.release) decltype(s.area.release);
+    s.use.store(slot_release, std::memory_order_release);
     shm_policy::shm_release_visits = 0;  // a walk begins: its visits count from here
   }
   shm_release_scope(const shm_release_scope&) = delete;
   shm_release_scope& operator=(const shm_release_scope&) = delete;
   ~shm_release_scope() {
+    s.use.store(slot_unused, std::memory_order_relaxed);
     std::destroy_at(&s.area.release.rec);
     std::destroy_at(&s.area.release.mark);
     std::destroy_at(&s.area.release.end);

@@ -73,6 +73,11 @@ enum class node_state : std::uint8_t {
   queued,   // linked in the bucket queue; a timed-out waiter may unlink itself
   claimed,  // taken by a release (dequeued, or joined a release in progress): the releaser
             // will unpark it, and the waiter must wait for that unpark whatever its deadline
+  idle,     // in no list, and no release will unpark it: not visible yet, withdrawn by its own
+            // waiter, or back with its waiter after a token it has taken. What a recoverer
+            // needs to tell apart from `claimed` (core::finish_dead_wait): a node that nobody
+            // will deliver to, whose waiter died, is finished at once; a claimed one only once
+            // its release has delivered.
 };
 
 template <class P>
@@ -84,7 +89,7 @@ struct waiter_node {
   // `next` of a node it claimed before unparking it (never after: the node may be gone).
   cell<waiter_node*> next{nullptr};
   cell<waiter_node*> prev{nullptr};
-  cell<node_state> state{node_state::queued};
+  cell<node_state> state{node_state::idle};
   // The token the releaser decided under the bucket lock; delivered by unpark after it.
   cell<std::uint32_t> token{0};
   // Set by the node's own thread, under the bucket lock, when its deadline or stop came while
@@ -96,6 +101,9 @@ struct waiter_node {
   word_key<P> word;
   std::uint64_t bit = 0;
   node_kind kind = node_kind::shared;
+  // The size of the word in bytes, set with the key by a wait (a bucket holds words of both
+  // widths): a recoverer finishing the wait of a dead waiter acts on the word through it.
+  std::uint8_t width = 0;
 
   // Fairness, exclusive waiters only: the waiter asks for a direct hand-off once it has lost
   // too many races; the releaser also hands off once `handoff_at` has passed.

@@ -1,0 +1,502 @@
+// tests/shm_recovery_test.cpp — a wait domain whose processes are killed while they wait
+// (pagewait/shm.hpp, domain::recover; docs/SHARED.md, "When a process dies"). Each test forks a
+// victim that attaches through its own mapping and queues on a word, kills it with SIGKILL while
+// it is parked, and checks that what the victim was given, or would have been, reaches the
+// living: a lock handed to the dead is passed on, a wake-up to race for it is raced for, a dead
+// waiter's slot is freed. Both ways: a parked waiter's own poll, and recover() called at once.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "pagewait/pagewait.hpp"
+#include "pagewait/shm.hpp"
+
+using namespace std::chrono_literals;
+namespace shm = pagewait::shm;
+using W = std::uint32_t;
+constexpr W LOCK = 1u << 0, IO = 1u << 1;
+constexpr W WB = pagewait::waiters_bit<W>;
+constexpr std::size_t kSize = 1 << 20;
+
+namespace {
+
+struct shared_file {  // a memfd, mapped as often as asked (each mapping at its own address)
+  int fd = -1;
+  std::size_t size;
+  std::vector<std::pair<void*, std::size_t>> maps;
+  explicit shared_file(std::size_t n) : size(n) {
+    fd = memfd_create("pagewait-recovery-test", 0);
+    if (fd < 0 || ftruncate(fd, off_t(n)) != 0) throw std::runtime_error("memfd");
+  }
+  void* map() {
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p == MAP_FAILED) throw std::runtime_error("mmap");
+    maps.emplace_back(p, size);
+    return p;
+  }
+  shared_file(const shared_file&) = delete;
+  shared_file& operator=(const shared_file&) = delete;
+  ~shared_file() {
+    for (auto& [p, n] : maps) munmap(p, n);
+    close(fd);
+  }
+};
+
+template <class T>
+T& at(const shm::domain& d, std::size_t offset) {
+  return *reinterpret_cast<T*>(static_cast<char*>(d.user_area()) + offset);
+}
+
+// The victim: a child that attaches through a mapping of its own, sets its fairness, and runs
+// `wait` on the word at `offset` (which it is killed in). Offsets 0..63 of the user area are the
+// test's: [0] counts victims that reached their wait.
+template <class F>
+pid_t victim(shared_file& f, std::size_t offset, pagewait::fairness_settings fair, F wait) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    pagewait::set_fairness(fair);
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    at<std::atomic<W>>(c, 0).fetch_add(1);
+    wait(c, at<std::atomic<W>>(c, offset));
+    _exit(3);  // never reached: the test kills it while it waits
+  }
+  return pid;
+}
+
+// Polls until `pred` holds (5 s at most).
+template <class F>
+bool eventually(F pred) {
+  for (int i = 0; i < 5000; ++i) {
+    if (pred()) return true;
+    std::this_thread::sleep_for(1ms);
+  }
+  return pred();
+}
+
+// Kills a victim that is parked: its node is queued (the waiters bit is set, and the victim has
+// had time to go to sleep), then reaps it, so that it is gone, not a zombie.
+void kill_parked(pid_t pid, const std::atomic<W>& w) {
+  ASSERT_TRUE(eventually([&] { return (w.load() & WB) != 0; })) << "the victim never queued";
+  std::this_thread::sleep_for(30ms);
+  ASSERT_EQ(kill(pid, SIGKILL), 0);
+  int st = 0;
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "the victim was not killed while it waited";
+}
+
+constexpr pagewait::fairness_settings earns_at_once{0, 0ns};  // every queued lock waiter earns a hand-off
+constexpr pagewait::fairness_settings never_earns{1000000, std::chrono::hours(1)};
+
+}  // namespace
+
+// A lock handed to a waiter that was killed while it waited is released for it by recover(),
+// called by a program that learned of the death (waitpid); the report says so, and the word is as
+// if the dead waiter had taken the lock and released it at once.
+TEST(ShmRecovery, RecoverPassesOnALockHandedToTheDead) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  const pid_t pid =
+      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
+  kill_parked(pid, w);
+  d.unlock_bit(w, LOCK);  // hands off to the dead victim (it has earned it): the bit stays set
+  EXPECT_EQ(w.load(), LOCK) << "the unlock did not hand the lock to the queued victim";
+  const shm::recovery_report r = d.recover();
+  EXPECT_EQ(r.dead_slots, 1u);
+  EXPECT_EQ(r.waits_finished, 1u);
+  EXPECT_EQ(r.locks_passed_on, 1u);
+  EXPECT_EQ(r.waits_pending, 0u);
+  EXPECT_EQ(r.releases_left, 0u);
+  EXPECT_EQ(w.load(), 0u) << "the lock handed to the dead was not released for it";
+  EXPECT_TRUE(d.try_lock_bit(w, LOCK));
+  d.unlock_bit(w, LOCK);
+  const shm::recovery_report again = d.recover();  // nothing left to do
+  EXPECT_EQ(again.dead_slots, 0u);
+}
+
+// The same with a live waiter queued behind the dead one, and nobody calling recover(): the live
+// waiter's own poll finds the dead one and passes the lock on, to itself, long before its deadline.
+TEST(ShmRecovery, AParkedWaiterPassesOnALockHandedToTheDead) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  const pid_t pid =
+      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
+  kill_parked(pid, w);
+  std::atomic<int> got{0};
+  std::chrono::steady_clock::duration took{};
+  std::thread live([&] {
+    const auto t0 = std::chrono::steady_clock::now();
+    if (d.try_lock_bit_for(w, LOCK, 30s)) {
+      took = std::chrono::steady_clock::now() - t0;
+      got = 1;
+      d.unlock_bit(w, LOCK);
+    } else {
+      got = 2;
+    }
+  });
+  std::this_thread::sleep_for(50ms);  // queued behind the dead victim
+  d.unlock_bit(w, LOCK);              // to the dead victim, first in the queue
+  live.join();
+  EXPECT_EQ(got.load(), 1) << "the live waiter never got the lock handed to the dead one";
+  EXPECT_LT(took, 10s) << "it got the lock only at its deadline";
+  EXPECT_EQ(w.load() & LOCK, 0u);
+  EXPECT_EQ(d.recover().dead_slots, 0u) << "the poll left the dead slot behind";
+}
+
+// A lock waiter woken to race for the bit (a clear, no hand-off earned) that is dead never races:
+// the other lock waiters stay queued with the bit clear. The recovery races for it, and passes
+// the lock it wins on at once, to the live waiter queued behind.
+TEST(ShmRecovery, AWakeUpToRaceGivenToTheDeadIsRacedFor) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 64);
+  pagewait::set_fairness(never_earns);  // this process's waiters never earn a hand-off either
+  d.lock_bit(w, LOCK);
+  const pid_t pid =
+      victim(f, 64, never_earns, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
+  kill_parked(pid, w);
+  std::atomic<int> got{0};
+  std::thread live([&] {
+    got = d.try_lock_bit_for(w, LOCK, 30s) ? 1 : 2;
+    if (got == 1) d.unlock_bit(w, LOCK);
+  });
+  std::this_thread::sleep_for(50ms);
+  d.unlock_bit(w, LOCK);  // clears, wakes the dead victim to race; the live one stays queued
+  live.join();
+  pagewait::set_fairness({});
+  EXPECT_EQ(got.load(), 1) << "the live lock waiter was left queued behind a dead one's wake-up";
+  EXPECT_EQ(w.load() & LOCK, 0u);
+}
+
+// Dead waiters hold slots until they are recovered: with every wait slot taken by the dead, a
+// wait that must sleep is refused (slots_exhausted); recover() frees them, and a live wait, which
+// recover() never touches, then works.
+TEST(ShmRecovery, DeadWaitersSlotsAreFreedLiveOnesKept) {
+  shared_file f(kSize);
+  shm::options o;
+  o.slots = 3;
+  o.release_reserve = 1;  // two slots for waits
+  shm::domain d = shm::domain::create(f.map(), kSize, o);
+  auto& w = at<std::atomic<W>>(d, 64);
+  w.store(IO);
+  const auto waits = [](shm::domain& c, std::atomic<W>& cw) { c.wait_bit_clear(cw, IO); };
+  const pid_t a = victim(f, 64, {}, waits);
+  const pid_t b = victim(f, 64, {}, waits);
+  ASSERT_TRUE(eventually([&] { return at<std::atomic<W>>(d, 0).load() == 2; }));
+  kill_parked(a, w);
+  kill_parked(b, w);
+  EXPECT_THROW(d.wait_bit_clear_for(w, IO, 1ms), shm::domain_error)
+      << "a dead waiter's slot was free already";
+  // A live waiter of this process (whose slot recover() must leave alone) once a slot is free.
+  const shm::recovery_report r = d.recover();
+  EXPECT_EQ(r.dead_slots, 2u);
+  EXPECT_EQ(r.waits_finished, 2u);
+  EXPECT_EQ(r.locks_passed_on, 0u);
+  // The dead waiters have left the queue: a release of another bit of the word walks it, finds
+  // no waiter, and clears the waiters bit (a dead node still queued would keep it).
+  EXPECT_EQ(w.load(), IO | WB);
+  d.lock_bit(w, LOCK);
+  d.unlock_bit(w, LOCK);
+  EXPECT_EQ(w.load(), IO) << "a dead waiter's node was still queued";
+  std::atomic<int> done{0};
+  std::thread live([&] { done = d.wait_bit_clear_for(w, IO, 30s) ? 1 : 2; });
+  std::this_thread::sleep_for(50ms);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(d.recover().dead_slots, 0u) << "a live waiter was taken for dead";
+  EXPECT_EQ(done.load(), 0);
+  d.clear_bit_and_wake(w, IO);
+  live.join();
+  EXPECT_EQ(done.load(), 1) << "the live waiter did not see the clear";
+  EXPECT_EQ(w.load(), 0u);
+}
+
+// Liveness is per thread: a process whose main thread has exited while another of its threads
+// waits is alive (its leader shows as a zombie), and so is a waiter in any other live process.
+// recover() from this process must leave both waits alone; they then end as usual.
+TEST(ShmRecovery, LiveWaitersOfOtherProcessesAreNeverTakenForDead) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& a = at<std::atomic<W>>(d, 64);
+  auto& b = at<std::atomic<W>>(d, 128);
+  a.store(IO);
+  d.lock_bit(b, LOCK);
+  // A child waits on `a` from its main thread; another child's main thread exits, leaving a
+  // thread that waits for the lock of `b`. Each reports at [8]/[16] how its wait ended.
+  const pid_t plain = fork();
+  if (plain == 0) {
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    at<std::atomic<W>>(c, 8).store(c.wait_bit_clear_for(at<std::atomic<W>>(c, 64), IO, 30s) ? 1 : 2);
+    _exit(0);
+  }
+  const pid_t headless = fork();
+  if (headless == 0) {
+    static shm::domain* c = nullptr;
+    c = new shm::domain(shm::domain::attach(f.map(), kSize));
+    std::thread([] {
+      auto& w = at<std::atomic<W>>(*c, 128);
+      const bool got = c->try_lock_bit_for(w, LOCK, 30s);
+      if (got) c->unlock_bit(w, LOCK);
+      at<std::atomic<W>>(*c, 16).store(got ? 1 : 2);
+      _exit(0);
+    }).detach();
+    syscall(SYS_exit, 0);  // the main thread alone: the process lives on in the other
+  }
+  ASSERT_TRUE(eventually([&] { return (a.load() & WB) && (b.load() & WB); }));
+  std::this_thread::sleep_for(50ms);
+  for (int i = 0; i < 20; ++i) {
+    const shm::recovery_report r = d.recover();
+    EXPECT_EQ(r.dead_slots, 0u) << "a live waiter of another process was taken for dead";
+  }
+  d.clear_bit_and_wake(a, IO);
+  d.unlock_bit(b, LOCK);
+  int st = 0;
+  waitpid(plain, &st, 0);
+  waitpid(headless, &st, 0);
+  EXPECT_EQ(at<std::atomic<W>>(d, 8).load(), 1u) << "the plain child's wait did not see the clear";
+  EXPECT_EQ(at<std::atomic<W>>(d, 16).load(), 1u) << "the headless child's lock wait did not get the lock";
+  EXPECT_EQ(b.load() & LOCK, 0u);
+}
+
+// A lock handed to the dead reaches a living waiter that only ever waits for less than a poll (a
+// loop of short timed locks): each wait that times out recovers once before it gives up.
+TEST(ShmRecovery, ShortTimedWaitsRecoverAtTheirDeadline) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  const pid_t pid =
+      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
+  kill_parked(pid, w);
+  std::atomic<int> tries{0};
+  std::atomic<bool> got{false};
+  std::thread live([&] {
+    for (int i = 0; i < 200 && !got; ++i) {
+      ++tries;
+      if (d.try_lock_bit_for(w, LOCK, 20ms)) {
+        got = true;
+        d.unlock_bit(w, LOCK);
+      }
+    }
+  });
+  std::this_thread::sleep_for(30ms);
+  d.unlock_bit(w, LOCK);  // to the dead victim
+  live.join();
+  EXPECT_TRUE(got.load()) << "never got the lock in " << tries.load() << " waits of 20 ms";
+  EXPECT_LT(tries.load(), 20) << "the lock reached the living only after many short waits";
+}
+
+// A process of another PID namespace could not tell the domain's processes apart: its attach is
+// refused, and the memory is left as it was.
+TEST(ShmRecovery, AttachRefusesAnotherPidNamespace) {
+  struct stat st {};
+  if (::stat("/proc/self/ns/pid", &st) != 0) GTEST_SKIP() << "no /proc/self/ns/pid here";
+  shared_file f(kSize);
+  char* a = static_cast<char*>(f.map());
+  { shm::domain d = shm::domain::create(a, kSize); }
+  // The header: ... size (8 bytes at 64), the creator's PID namespace (8 at 72).
+  std::uint64_t ns = 0;
+  std::memcpy(&ns, a + 72, 8);
+  ASSERT_EQ(ns, std::uint64_t(st.st_ino));
+  const std::uint64_t other = ns + 1;
+  std::memcpy(a + 72, &other, 8);
+  try {
+    shm::domain::attach(f.map(), kSize);
+    ADD_FAILURE() << "attached from another PID namespace";
+  } catch (const shm::domain_error& e) {
+    EXPECT_EQ(e.code(), shm::errc::pid_namespace);
+  }
+  std::memcpy(a + 72, &ns, 8);
+  shm::domain d = shm::domain::attach(f.map(), kSize);
+  EXPECT_EQ(d.recover().dead_slots, 0u);
+}
+
+namespace {
+
+// The futex a stopped process is blocked on, if it is blocked in a futex wait (else nullptr):
+// /proc/<pid>/syscall is "nr uaddr op ..." for a process in a system call.
+const void* futex_waited_on(pid_t pid) {
+  char path[64];
+  std::snprintf(path, sizeof path, "/proc/%d/syscall", int(pid));
+  std::FILE* f = std::fopen(path, "re");
+  if (!f) return nullptr;
+  long nr = -1;
+  unsigned long long addr = 0, op = 0;
+  const int got = std::fscanf(f, "%ld %llx %llx", &nr, &addr, &op);
+  std::fclose(f);
+  const unsigned long long cmd = op & 0x7f;  // without FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME
+  if (got != 3 || nr != 202 || (cmd != 0 && cmd != 9)) return nullptr;  // SYS_futex, WAIT or WAIT_BITSET
+  return reinterpret_cast<const void*>(addr);
+}
+
+// Whether `pid` is stopped (state T).
+bool stopped(pid_t pid) {
+  char path[64], buf[512];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
+  std::FILE* f = std::fopen(path, "re");
+  if (!f) return false;
+  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+  std::fclose(f);
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');
+  return p && p[1] == ' ' && p[2] == 'T';
+}
+
+}  // namespace
+
+// Processes lock and unlock four words (untimed: a lost wake-up hangs one), wait for event bits
+// that another process sets and clears, and count their critical sections. One after another,
+// processes are killed while they are parked in a wait — stopped first, and killed only if they
+// are blocked on a parker of the domain's slots (queued, or claimed by a release; then they hold
+// no bit: they never wait while holding one) — under whatever hand-offs and wake-ups were on their
+// way to them. The others must go on and stop when told, with every count exact: no lost
+// wake-up, no lock handed to the dead and lost, no two owners; nothing left queued.
+TEST(ShmRecovery, ProcessesKilledWhileParkedNeverStopTheOthers) {
+  constexpr int workers = 6, victims = 3, nwords = 4;
+  shared_file f(kSize);
+  shm::options o;
+  o.buckets = 2;  // words share buckets: a recovery meets others' nodes
+  o.slots = 32;
+  shm::domain d = shm::domain::create(f.map(), kSize, o);
+  // The user area: [0] stop, [8 + 8 i] worker i's completed critical sections, [128 + 64 w] word
+  // w and its counter (guarded by its lock bit).
+  auto& stop = at<std::atomic<W>>(d, 0);
+  const auto done_of = [&](int i) -> std::atomic<std::uint64_t>& {
+    return at<std::atomic<std::uint64_t>>(d, 8 + 8 * std::size_t(i));
+  };
+  const auto word_of = [&](int w) -> std::atomic<W>& {
+    return at<std::atomic<W>>(d, 128 + 64 * std::size_t(w));
+  };
+  const auto count_of = [&](int w) -> std::uint64_t& {
+    return at<std::uint64_t>(d, 136 + 64 * std::size_t(w));
+  };
+  std::vector<pid_t> pids;
+  for (int i = 0; i <= workers; ++i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      std::uint64_t x = 0x9E3779B97F4A7C15ull * std::uint64_t(i + 1);
+      const auto next = [&x] { return (x = x * 6364136223846793005ull + 1442695040888963407ull) >> 33; };
+      int code = 0;
+      try {
+        if (i == workers) {  // the event process: sets and clears each word's IO bit in turn
+          while (!stop.load()) {
+            auto& w = word_of(int(next() % nwords));
+            if (w.fetch_or(IO) & IO) continue;
+            std::this_thread::sleep_for(std::chrono::microseconds(200 + next() % 800));
+            d.clear_bit_and_wake(w, IO);
+          }
+        } else {
+          for (std::uint64_t n = 0; !stop.load(); ++n) {
+            const int k = int(next() % nwords);
+            auto& w = word_of(k);
+            if (n % 4 == 3) {
+              if (!d.wait_bit_clear_for(w, IO, 60s)) code = 4;
+              continue;
+            }
+            d.lock_bit(w, LOCK);
+            const std::uint64_t c = count_of(k);
+            for (int s = 0, m = int(next() % 64); s < m; ++s) asm volatile("" ::: "memory");
+            count_of(k) = c + 1;
+            d.unlock_bit(w, LOCK);
+            done_of(i).fetch_add(1);
+          }
+        }
+      } catch (...) {
+        code = 5;
+      }
+      _exit(code);
+    }
+    pids.push_back(pid);
+  }
+  // Where each slot's parker sleeps (the children inherited this mapping: same addresses).
+  std::vector<const void*> parkers;
+  const pagewait::detail::shm_slot* slots = nullptr;
+  {
+    const char* base = static_cast<const char*>(f.maps[0].first);
+    std::uint64_t slots_off = 0;
+    std::memcpy(&slots_off, base + 40, 8);  // the header's slots_off
+    slots = reinterpret_cast<const pagewait::detail::shm_slot*>(base + slots_off);
+    for (std::uint32_t s = 0; s < o.slots; ++s) parkers.push_back(&slots[s].parker.word.value);
+  }
+  std::vector<bool> dead(pids.size(), false);
+  int killed = 0, tries = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  while (killed < victims && std::chrono::steady_clock::now() - t0 < 20s) {
+    std::this_thread::sleep_for(30ms);
+    const int v = (tries++) % workers;  // never the event process
+    if (dead[std::size_t(v)]) continue;
+    const pid_t pid = pids[std::size_t(v)];
+    ASSERT_EQ(kill(pid, SIGSTOP), 0);
+    while (!stopped(pid)) std::this_thread::yield();
+    const void* on = futex_waited_on(pid);
+    const auto p = std::find(parkers.begin(), parkers.end(), on);
+    // The first victims die in lock waits (a hand-off or a wake-up to race may be on its way to
+    // them), the last in any wait. The stopped victim's node does not change under us.
+    const bool locking = p != parkers.end() && slots[p - parkers.begin()].area.wait.node.kind ==
+                                                   pagewait::detail::node_kind::exclusive;
+    if (on && p != parkers.end() && (locking || killed == victims - 1)) {
+      ASSERT_EQ(kill(pid, SIGKILL), 0);
+      ASSERT_EQ(waitpid(pid, nullptr, 0), pid);
+      dead[std::size_t(v)] = true;
+      ++killed;
+      std::this_thread::sleep_for(200ms);  // the others go on without it (and poll it away)
+    } else {
+      ASSERT_EQ(kill(pid, SIGCONT), 0);
+    }
+  }
+  EXPECT_EQ(killed, victims) << "no worker was found parked often enough (in " << tries << " tries)";
+  // The survivors must still make progress.
+  std::uint64_t before = 0, after = 0;
+  for (int i = 0; i < workers; ++i) before += done_of(i).load();
+  std::this_thread::sleep_for(300ms);
+  for (int i = 0; i < workers; ++i) after += done_of(i).load();
+  EXPECT_GT(after, before) << "the living stopped locking after the deaths";
+  stop.store(1);
+  const auto give_up = std::chrono::steady_clock::now() + 30s;
+  for (std::size_t i = 0; i < pids.size(); ++i) {
+    if (dead[i]) continue;
+    int st = 0;
+    pid_t got = 0;
+    while ((got = waitpid(pids[i], &st, WNOHANG)) == 0 && std::chrono::steady_clock::now() < give_up)
+      std::this_thread::sleep_for(1ms);
+    if (got == 0) {
+      kill(pids[i], SIGKILL);
+      waitpid(pids[i], &st, 0);
+      ADD_FAILURE() << "process " << i << " never stopped: a wait of it was never ended";
+      continue;
+    }
+    EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "process " << i << " status " << st;
+  }
+  d.recover();  // the deaths no parked waiter polled away
+  std::uint64_t sections = 0, counted = 0;
+  for (int i = 0; i < workers; ++i) sections += done_of(i).load();
+  for (int w = 0; w < nwords; ++w) {
+    counted += count_of(w);
+    EXPECT_EQ(word_of(w).load() & (LOCK | IO), 0u) << "word " << w;
+    if (!d.try_lock_bit_for(word_of(w), LOCK, 5s)) {
+      ADD_FAILURE() << "word " << w << ": its lock was lost (handed to the dead, never passed on)";
+      continue;
+    }
+    d.unlock_bit(word_of(w), LOCK);
+    EXPECT_EQ(word_of(w).load(), 0u) << "word " << w << ": a waiter of the dead still queued";
+  }
+  EXPECT_EQ(counted, sections) << "critical sections lost or doubled (two owners)";
+  const shm::recovery_report r = d.recover();
+  EXPECT_EQ(r.dead_slots, 0u) << "a dead process's slot still taken";
+}
