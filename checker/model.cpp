@@ -45,6 +45,7 @@ void runtime::reset() {
     s.calls_ended = 0;
   }
   joined_ever_n_ = 0;
+  victim = -1;
   sinks_.clear();
   for (thread& t : threads_) fiber_pool_.push_back(std::move(t.fib));
   threads_.clear();
@@ -154,6 +155,12 @@ bool runtime::enabled(const thread& t) const {
       for (const thread& o : threads_)
         if (&o != &t && !o.finished) return false;
       return true;
+    case pending::kill: {
+      const thread& v = threads_[std::size_t(victim)];
+      return v.finished || (v.in_wait_scope && !v.held);
+    }
+    case pending::gone:
+      return threads_[std::size_t(victim)].finished;
   }
   return false;
 }
@@ -423,6 +430,77 @@ void runtime::snapshot_release_nodes() {
   if (n > scratch_nodes_.size()) t.rel_nodes_n = max_nodes + 1;  // too many to check: skip
 }
 
+void runtime::kill_victim() {
+  stop(pending::kill);
+  thread& v = threads_[std::size_t(victim)];
+  step_record r;
+  r.op = "kill";
+  if (v.finished) {
+    r.note = "the victim has returned: nothing to kill";
+  } else {
+    v.finished = v.dead = true;  // never resumed: its fiber stays where it stopped
+    r.note = v.name.c_str();
+  }
+  tick();
+  record(r);
+}
+
+bool runtime::victim_gone() {
+  stop(pending::gone);
+  const thread& v = threads_[std::size_t(victim)];
+  if (v.dead) join(v.vc);
+  tick();
+  step_record r;
+  r.op = v.dead ? "finds the victim dead" : "finds the victim returned";
+  record(r);
+  return v.dead;
+}
+
+std::uint32_t runtime::read_token(model_parker& p) {
+  stop(pending::run);
+  const std::uint32_t t = p.token & detail::token_mask;
+  if (t) join(p.vc);
+  tick();
+  step_record r;
+  r.op = "reads the dead waiter's parker";
+  r.n = t;
+  record(r);
+  return t;
+}
+
+void runtime::await_token(model_parker& p) {
+  stop(pending::park, &p, false);
+  join(p.vc);
+  tick();
+  step_record r;
+  r.op = "a token came for the dead waiter";
+  record(r);
+}
+
+void runtime::dead_release_begin(const void* word, std::uint64_t bit) {
+  const int si = slot_of(word);
+  slot& s = slots_[std::size_t(si)];
+  const obj o{si, s.gen};
+  set_target(o);
+  const int pos = __builtin_ctzll(bit);
+  if (!(read_word(s) & bit)) {
+    msg_ = "a recoverer releases, for a dead waiter, a lock bit that is clear (CONTRACT 3.12)";
+    fail();
+  }
+  if (s.owner[std::size_t(pos)] >= 0) {
+    msg_ = "two owners: a recoverer releases, for a dead waiter, the lock bit " +
+           threads_[std::size_t(s.owner[std::size_t(pos)])].name + " holds (CONTRACT 3.5, 3.12)";
+    fail();
+  }
+  begin_last_touch_check(o, bit);
+  begin_release(o, bit, true, true);
+}
+
+void runtime::dead_release_end() {
+  end_release();
+  end_last_touch_check();
+}
+
 void runtime::walk_restarted() {
   thread& t = me();
   if (!t.held) {
@@ -481,9 +559,12 @@ void runtime::check_queue() {
     const node_info& x = scratch_nodes_[i];
     if (x.bookmark) continue;
     thread& t = threads_[std::size_t(x.thread)];
-    if (x.queued == x.state_claimed) {
+    if (x.queued ? !x.state_queued : !x.state_claimed) {
       msg_ = t.name + "'s node is " + (x.queued ? "queued" : "joined to a release") + " in state " +
-             (x.state_claimed ? "claimed" : "queued") + ": " +
+             (x.state_claimed  ? "claimed"
+              : x.state_queued ? "queued"
+                               : "idle") +
+             ": " +
              (x.queued ? "at its deadline it would wait for a release that will never come for it"
                        : "a release could not tell it from a queued one") +
              " (CONTRACT 3.2)";
@@ -1070,7 +1151,10 @@ runtime::handoff_due runtime::earned_waiter(obj o, std::uint64_t bit) {
 }
 
 void runtime::check_handoff(const handoff_due& d, obj o, std::uint64_t bit) {
-  if (d.thread < 0) return;
+  // A waiter that died is owed nothing: its recoverer may take its node out of the queue at any
+  // moment, as a timed waiter may leave at its deadline (a hand-off the walk made to it is
+  // checked at its unpark, and passed on by the recoverer's own unlock, checked here too).
+  if (d.thread < 0 || threads_[std::size_t(d.thread)].dead) return;
   const slot& s = slots_[std::size_t(o.slot)];
   for (std::size_t i = d.clears; i < s.clears.size(); ++i)
     if (s.clears[i].bit == bit && s.clears[i].thread == cur_) {

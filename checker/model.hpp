@@ -61,7 +61,9 @@ enum class pending : std::uint8_t {
   park,       // enabled once a token arrived; a timed park is always enabled (it may time out)
   alloc,      // take a freed object slot: enabled once the slot is free (memory reuse)
   bit_clear,  // a user step that needs the bit clear first (starting writeback): enabled then
-  quiescent   // the quiescence probe: enabled once every other thread has returned
+  quiescent,  // the quiescence probe: enabled once every other thread has returned
+  kill,       // the killer: enabled while the victim may die (see kill_victim), or has returned
+  gone        // the recoverer: enabled once the victim has died or returned
 };
 
 struct model_lock {
@@ -131,6 +133,7 @@ struct node_info {
   bool exclusive = false;
   bool queued = false;         // in a bucket queue (else in a release's joined list)
   bool state_claimed = false;  // the node's `state` field says claimed
+  bool state_queued = false;   // ... says queued (neither: idle, in no list)
 };
 inline constexpr std::size_t max_nodes = 32;  // nodes of one execution's table at once, bookmarks too
 
@@ -201,6 +204,28 @@ class runtime {
   model_parker& current_parker() { return threads_[std::size_t(cur_)].parker; }
   // A violation found by a policy's own checks (the offset-shaped policy's domain rules).
   [[noreturn]] void violate(const char* what);
+
+  // ---- deaths (issue 12: a process killed while it waits; docs/CHECKER.md, "Deaths") ----
+  // A scenario names one thread its victim. The killer thread's one step kills it, at any point
+  // the search chooses while the victim's wait scope is open (from the moment its node and
+  // parker are set up in its slot until its wait returns) and it holds no bucket lock, or does
+  // nothing if the victim has returned: a killed thread never runs again, its node stays in its
+  // slot. The recoverer then finishes its wait (core::finish_dead_wait), as a live process does.
+  int victim = -1;
+  void kill_victim();
+  // The recoverer: blocks until the victim has died (true) or returned (false). Its death is seen
+  // as a process's death is, through the kernel: what the victim did happens-before what follows.
+  bool victim_gone();
+  // The recoverer: reads a dead waiter's parker (a step; acquire, as a park's load), and blocks
+  // until a token is there.
+  std::uint32_t read_token(model_parker& p);
+  void await_token(model_parker& p);
+  // The policy's wait scope opens (after the node and the parker are set up) and closes.
+  void wait_scope_open(bool open) { me().in_wait_scope = open; }
+  // A release made for a dead waiter (core::finish_dead_wait; P::dead_release_begin/end): the
+  // lock handed to it, or won for it in its race, is released by the recoverer, as an unlock.
+  void dead_release_begin(const void* word, std::uint64_t bit);
+  void dead_release_end();
   // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
   void async_queue(model_async_sink& s, std::uint32_t token);
   // deliver reached an asynchronous node with the release's token: what the release granted is
@@ -329,6 +354,8 @@ class runtime {
     std::function<void()> body;
     std::unique_ptr<fiber> fib;
     bool finished = false;
+    bool dead = false;           // killed (kill_victim): finished, never resumed
+    bool in_wait_scope = false;  // its wait scope is open (the victim may die now)
     pending what = pending::start;
     const void* on = nullptr;
     std::uint64_t bit = 0;
@@ -531,6 +558,8 @@ struct basic_model_policy {
   // check reads a plain field and adds no step: every other cell explores what it did before.
   static constexpr bool resettable = true;
   static void walk_restarted() { rt().walk_restarted(); }
+  static void dead_release_begin(const void* w, std::uint64_t bit) { rt().dead_release_begin(w, bit); }
+  static void dead_release_end() { rt().dead_release_end(); }
 
   template <class W>
   static W load(const std::atomic<W>& w, std::memory_order mo) {
@@ -693,10 +722,15 @@ struct domain_wait_scope {
     s.waiting = true;
     s.parker.thread = rt().current();
     n = new (s.wait) node_t;
+    // As shm_wait_scope: no token of this slot's previous wait is left for a recoverer to act on
+    // (the thread's own parker; a release delivers to it only while a node of it is visible).
+    s.parker.token = 0;
+    rt().wait_scope_open(true);
   }
   domain_wait_scope(const domain_wait_scope&) = delete;
   domain_wait_scope& operator=(const domain_wait_scope&) = delete;
   ~domain_wait_scope() {
+    rt().wait_scope_open(false);
     n->~node_t();
     s.waiting = false;
   }
@@ -791,6 +825,7 @@ struct table_view_for final : table_view {
         i.exclusive = n->kind == detail::node_kind::exclusive;
         i.queued = queued;
         i.state_claimed = n->state.peek() == detail::node_state::claimed;
+        i.state_queued = n->state.peek() == detail::node_state::queued;
       }
       ++k;
     });

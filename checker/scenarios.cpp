@@ -842,6 +842,129 @@ struct reset_timeout {
   }
 };
 
+// The death rows (issue 12: a process killed while it waits; docs/CHECKER.md, "Deaths"). One
+// thread is the victim: the killer kills it at any step of its wait (its node and parker set up
+// in its slot, no bucket lock held), and the recoverer then finishes its wait for it
+// (core::finish_dead_wait), as a live process does once it finds the victim's process gone:
+// again each time it finds a release holding the node, until a token has come. Every check of the
+// other rows applies to the living: no lost wake-up (each returns, none waits on what was meant
+// for the dead), one owner (a lock released for the dead is held by nobody else), woken means
+// cleared, the hand-off rules for every unlock (the recoverer's too), the last touch, an idle
+// table at the end (the dead node out of every list). Offsets column only: a waiter dies only in
+// a domain.
+template <class P, release_protocol R>
+void add_killer_and_recoverer(runtime& r, int victim) {
+  r.victim = victim;
+  r.add_thread("X killer", [] { rt().kill_victim(); });
+  r.add_thread("Y recoverer", [victim] {
+    if constexpr (P::offsets && R == release_protocol::atomic_clear) {
+      using C = detail::core<P, R, std::uint32_t>;
+      using node = detail::waiter_node<P>;
+      runtime& q = rt();
+      if (!q.victim_gone()) return;
+      auto& slot = P::domain().slots[std::size_t(victim)];
+      node* n = std::launder(reinterpret_cast<node*>(slot.wait));
+      if (n->word.get()) {
+        if (n->width != sizeof(std::uint32_t)) std::abort();  // the rows' words are 32-bit
+        while (!C::finish_dead_wait(*n, q.read_token(slot.parker))) q.await_token(slot.parker);
+      }
+      n->~node();  // as the domain frees the slot: a later touch of the node is caught
+      slot.waiting = false;
+    } else {
+      (void)victim, std::abort();  // death_entry gives the other columns no cell
+    }
+  });
+}
+
+// dead-lock-handoff: every lock waiter earns a hand-off at once; the victim locks twice (its
+// second wait must not leave its first wait's token for the recoverer), among a holder and a
+// locker: a lock handed to the dead is released for it and reaches the living.
+struct dead_lock_handoff {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {0, std::chrono::nanoseconds(0)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 holder", U::locker(a, LCK));
+    const int v = r.add_thread("V victim", U::locker(a, LCK, 2));
+    r.add_thread("T2 locker", U::locker(a, LCK));
+    add_killer_and_recoverer<P, R>(r, v);
+  }
+};
+
+// dead-lock-retry: no lock waiter ever earns a hand-off: unlocks clear and wake the first lock
+// waiter to race. Woken so and dead, the victim never races: the recoverer races for it and
+// releases what it wins, else the living lock waiter stays queued over a clear bit.
+struct dead_lock_retry {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1000, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 holder", U::locker(a, LCK));
+    const int v = r.add_thread("V victim", U::locker(a, LCK));
+    r.add_thread("T2 locker", U::locker(a, LCK));
+    add_killer_and_recoverer<P, R>(r, v);
+  }
+};
+
+// dead-waiter-walk: chunk of 1, so that the end of writeback walks in several holds; the victim
+// waits for the bit with another waiter and dies queued, claimed by the walk (the recoverer must
+// wait for the token and never free the node under the walk), or joined to it.
+struct dead_waiter_walk {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    const obj a = r.new_object("page", WBK, false, 1);
+    const int v = r.add_thread("V victim", [a] { U::wait(a, WBK); });
+    r.add_thread("T1 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T2 writeback", [a] { U::end_writeback(a, WBK); });
+    add_killer_and_recoverer<P, R>(r, v);
+  }
+};
+
+// dead-lock-barged: never earned; the holder locks again at once after its unlock (a barger), so
+// the victim, woken to race, may lose and die before it queues again: nothing will be delivered
+// to it then, and its recoverer must not wait for a token (the node is idle, not claimed).
+struct dead_lock_barged {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1000, std::chrono::hours(1)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 barger", U::locker(a, LCK, 2));
+    const int v = r.add_thread("V victim", U::locker(a, LCK));
+    add_killer_and_recoverer<P, R>(r, v);
+  }
+};
+
+// dead-reader-handoff: chunk of 1, hand-offs always earned; the victim waits for the lock bit to
+// clear (a reader) ahead of a lock waiter: an unlock's walk claims it in one hold and hands off
+// past it in a later one, then queues it again. Dead meanwhile, it must not be queued again (its
+// recoverer waits for a token): it gets token_abandoned.
+struct dead_reader_handoff {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    r.fair = {0, std::chrono::nanoseconds(0)};
+    const obj a = r.new_object("page", 0, false, 1);
+    r.add_thread("T1 holder", U::locker(a, LCK));
+    const int v = r.add_thread("V reader", [a] { U::wait(a, LCK); });
+    r.add_thread("T2 locker", U::locker(a, LCK));
+    add_killer_and_recoverer<P, R>(r, v);
+  }
+};
+
 template <class P, release_protocol R, class W>
 void probe_word(obj o) {
   using U = user<P, R, W>;
@@ -902,6 +1025,15 @@ scenario reset_entry(const char* name, const char* summary, unsigned bound) {
   for (std::size_t i = 0; i < std::size(all_release_protocols); ++i)
     if (all_release_protocols[i] != release_protocol::atomic_clear) s.setup[i] = nullptr;
   s.broken_walk_setup = nullptr;
+  return s;
+}
+
+// A death row: the offsets column only (a waiter dies only in a wait domain, and the recoverer
+// finds its node in the domain's slots).
+template <class S>
+scenario death_entry(const char* name, const char* summary, unsigned bound) {
+  scenario s = reset_entry<S>(name, summary, bound);
+  for (setup_fn& f : s.setup) f = nullptr;
   return s;
 }
 
@@ -1103,6 +1235,16 @@ const std::vector<scenario>& scenarios() {
                                  "chunk of 1, hand-off always earned: a reset cuts hand-off walks short", 2),
       reset_entry<reset_timeout>("reset-timeout",
                                  "a timed waiter and a timed locker, deadlines racing two resets", 2),
+      death_entry<dead_lock_handoff>(
+          "dead-lock-handoff", "a lock waiter dies; hand-offs always earned: one may go to the dead", 2),
+      death_entry<dead_lock_retry>("dead-lock-retry",
+                                   "a lock waiter dies; never earned: the dead may be woken to race", 2),
+      death_entry<dead_lock_barged>(
+          "dead-lock-barged", "a lock waiter dies after losing a race to a barger, before it queues", 3),
+      death_entry<dead_reader_handoff>("dead-reader-handoff",
+                                       "chunk of 1: a reader dies claimed by a walk that then hands off", 2),
+      death_entry<dead_waiter_walk>("dead-waiter-walk",
+                                    "chunk of 1: a waiter dies queued, claimed or joined in a walk", 2),
   };
   return all;
 }

@@ -209,10 +209,11 @@ class Job:
         return self.build / "pagewait"
 
 
-# A row: atomic-clear's cell, then the offset-shaped policy's (docs/CHECKER.md), which must pass
-# with the same schedule count, or "n/a" for an asynchronous scenario.
-ROW = re.compile(r"^(?P<scenario>[a-z0-9-]+)\s+(?P<k>\d+) \| (?P<verdict>FAIL|pass\*?)\s+(?P<schedules>\d+)\s+"
-                 r"(?P<seconds>[\d.]+)s\s*(?P<bad>!?)\s*"
+# A row: atomic-clear's cell ("n/a" for a death row, which has the offsets cell only), then the
+# offset-shaped policy's (docs/CHECKER.md), which must pass with the same schedule count where both
+# run, or "n/a" for an asynchronous scenario.
+ROW = re.compile(r"^(?P<scenario>[a-z0-9-]+)\s+(?P<k>\d+) \| (?:(?P<verdict>FAIL|pass\*?)\s+(?P<schedules>\d+)\s+"
+                 r"(?P<seconds>[\d.]+)s\s*(?P<bad>!?)|n/a \(domain only\))\s*"
                  r"(?:\| (?:(?P<overdict>FAIL|pass\*?)\s+\d+\s+[\d.]+s\s*(?P<obad>!?)|n/a \(asynchronous\))\s*)?$")
 # A row cut short by a crash or a timeout: the scenario and K, then maybe some cells, then maybe
 # the dying program's stderr on the same line.
@@ -227,8 +228,9 @@ def parse_table(out: str) -> dict:
     for line in out.splitlines():
         m = ROW.match(line)
         if m:
-            rows[m["scenario"]] = {"verdict": m["verdict"], "schedules": int(m["schedules"]),
-                                   "seconds": float(m["seconds"]), "expected": not m["bad"]}
+            rows[m["scenario"]] = {"verdict": m["verdict"] or m["overdict"],
+                                   "schedules": int(m["schedules"] or 0),
+                                   "seconds": float(m["seconds"] or 0), "expected": not m["bad"]}
             if m["bad"]:
                 bad.append(m["scenario"])
             if m["obad"]:
