@@ -25,6 +25,7 @@
 
 #include "pagewait/pagewait.hpp"
 #include "pagewait/shm.hpp"
+#include "shm_test_util.hpp"
 
 using namespace std::chrono_literals;
 namespace shm = pagewait::shm;
@@ -35,32 +36,8 @@ constexpr std::size_t kSize = 1 << 20;
 
 namespace {
 
-struct shared_file {  // a memfd, mapped as often as asked (each mapping at its own address)
-  int fd = -1;
-  std::size_t size;
-  std::vector<std::pair<void*, std::size_t>> maps;
-  explicit shared_file(std::size_t n) : size(n) {
-    fd = memfd_create("pagewait-recovery-test", 0);
-    if (fd < 0 || ftruncate(fd, off_t(n)) != 0) throw std::runtime_error("memfd");
-  }
-  void* map() {
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap");
-    maps.emplace_back(p, size);
-    return p;
-  }
-  shared_file(const shared_file&) = delete;
-  shared_file& operator=(const shared_file&) = delete;
-  ~shared_file() {
-    for (auto& [p, n] : maps) munmap(p, n);
-    close(fd);
-  }
-};
-
-template <class T>
-T& at(const shm::domain& d, std::size_t offset) {
-  return *reinterpret_cast<T*>(static_cast<char*>(d.user_area()) + offset);
-}
+using pwtest::at;
+using pwtest::shared_file;
 
 // The victim: a child that attaches through a mapping of its own, sets its fairness, and runs
 // `wait` on the word at `offset` (which it is killed in). Offsets 0..63 of the user area are the
@@ -102,6 +79,15 @@ void kill_parked(pid_t pid, const std::atomic<W>& w) {
 constexpr pagewait::fairness_settings earns_at_once{0, 0ns};  // every queued lock waiter earns a hand-off
 constexpr pagewait::fairness_settings never_earns{1000000, std::chrono::hours(1)};
 
+// The word at 64, whose lock this process holds, with a victim (of fairness `fair`) that queued
+// for it killed while parked.
+std::atomic<W>& locked_with_a_dead_waiter(shared_file& f, shm::domain& d, pagewait::fairness_settings fair) {
+  auto& w = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  kill_parked(victim(f, 64, fair, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); }), w);
+  return w;
+}
+
 }  // namespace
 
 // A lock handed to a waiter that was killed while it waited is released for it by recover(),
@@ -110,11 +96,7 @@ constexpr pagewait::fairness_settings never_earns{1000000, std::chrono::hours(1)
 TEST(ShmRecovery, RecoverPassesOnALockHandedToTheDead) {
   shared_file f(kSize);
   shm::domain d = shm::domain::create(f.map(), kSize);
-  auto& w = at<std::atomic<W>>(d, 64);
-  d.lock_bit(w, LOCK);
-  const pid_t pid =
-      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
-  kill_parked(pid, w);
+  auto& w = locked_with_a_dead_waiter(f, d, earns_at_once);
   d.unlock_bit(w, LOCK);  // hands off to the dead victim (it has earned it): the bit stays set
   EXPECT_EQ(w.load(), LOCK) << "the unlock did not hand the lock to the queued victim";
   const shm::recovery_report r = d.recover();
@@ -135,11 +117,7 @@ TEST(ShmRecovery, RecoverPassesOnALockHandedToTheDead) {
 TEST(ShmRecovery, AParkedWaiterPassesOnALockHandedToTheDead) {
   shared_file f(kSize);
   shm::domain d = shm::domain::create(f.map(), kSize);
-  auto& w = at<std::atomic<W>>(d, 64);
-  d.lock_bit(w, LOCK);
-  const pid_t pid =
-      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
-  kill_parked(pid, w);
+  auto& w = locked_with_a_dead_waiter(f, d, earns_at_once);
   std::atomic<int> got{0};
   std::chrono::steady_clock::duration took{};
   std::thread live([&] {
@@ -167,12 +145,8 @@ TEST(ShmRecovery, AParkedWaiterPassesOnALockHandedToTheDead) {
 TEST(ShmRecovery, AWakeUpToRaceGivenToTheDeadIsRacedFor) {
   shared_file f(kSize);
   shm::domain d = shm::domain::create(f.map(), kSize);
-  auto& w = at<std::atomic<W>>(d, 64);
   pagewait::set_fairness(never_earns);  // this process's waiters never earn a hand-off either
-  d.lock_bit(w, LOCK);
-  const pid_t pid =
-      victim(f, 64, never_earns, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
-  kill_parked(pid, w);
+  auto& w = locked_with_a_dead_waiter(f, d, never_earns);
   std::atomic<int> got{0};
   std::thread live([&] {
     got = d.try_lock_bit_for(w, LOCK, 30s) ? 1 : 2;
@@ -279,11 +253,7 @@ TEST(ShmRecovery, LiveWaitersOfOtherProcessesAreNeverTakenForDead) {
 TEST(ShmRecovery, ShortTimedWaitsRecoverAtTheirDeadline) {
   shared_file f(kSize);
   shm::domain d = shm::domain::create(f.map(), kSize);
-  auto& w = at<std::atomic<W>>(d, 64);
-  d.lock_bit(w, LOCK);
-  const pid_t pid =
-      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
-  kill_parked(pid, w);
+  auto& w = locked_with_a_dead_waiter(f, d, earns_at_once);
   std::atomic<int> tries{0};
   std::atomic<bool> got{false};
   std::thread live([&] {

@@ -23,6 +23,7 @@
 
 #include "pagewait/pagewait.hpp"
 #include "pagewait/stats.hpp"
+#include "shm_test_util.hpp"
 
 using namespace std::chrono_literals;
 namespace shm = pagewait::shm;
@@ -32,33 +33,8 @@ constexpr W WB = pagewait::waiters_bit<W>;
 
 namespace {
 
-// A memfd of `size` bytes; map() maps it again, at an address of the kernel's choosing.
-struct shared_file {  // not copyable: it owns the descriptor and the mappings
-  int fd = -1;
-  std::size_t size;
-  std::vector<std::pair<void*, std::size_t>> maps;
-  explicit shared_file(std::size_t n) : size(n) {
-    fd = memfd_create("pagewait-shm-test", 0);
-    if (fd < 0 || ftruncate(fd, off_t(n)) != 0) throw std::runtime_error("memfd");
-  }
-  void* map() {
-    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) throw std::runtime_error("mmap");
-    maps.emplace_back(p, size);
-    return p;
-  }
-  shared_file(const shared_file&) = delete;
-  shared_file& operator=(const shared_file&) = delete;
-  ~shared_file() {
-    for (auto& [p, n] : maps) munmap(p, n);
-    close(fd);
-  }
-};
-
-template <class T>
-T& at(const shm::domain& d, std::size_t offset) {
-  return *reinterpret_cast<T*>(static_cast<char*>(d.user_area()) + offset);
-}
+using pwtest::at;
+using pwtest::shared_file;
 
 shm::errc code_of(auto&& f) {
   try {
