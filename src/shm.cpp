@@ -12,6 +12,7 @@
 #include <array>
 #include <bit>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -677,6 +678,50 @@ void domain::throw_outside(const void* word, std::size_t size, const domain* d) 
 }
 
 }  // namespace shm
+
+detail::shm_parked_wait detail::shm_parked(const shm::domain& d, int pid) {
+  shm_parked_wait w;
+  if (!d.s_) return w;
+  char path[64], buf[512];
+  // Stopped: state T in /proc/<pid>/stat (after the last ')', as in thread_gone).
+  bool stopped = false;
+  for (int i = 0; i < 10000 && !stopped; ++i) {
+    std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    std::FILE* f = std::fopen(path, "re");
+    if (!f) return w;
+    const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
+    std::fclose(f);
+    buf[n] = 0;
+    const char* p = std::strrchr(buf, ')');
+    stopped = p && p[1] == ' ' && p[2] == 'T';
+    if (!stopped) std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  if (!stopped) return w;
+  // "nr uaddr op ...": SYS_futex, FUTEX_WAIT or FUTEX_WAIT_BITSET (without the private and
+  // realtime flags), on the futex word at uaddr.
+  std::snprintf(path, sizeof path, "/proc/%d/syscall", pid);
+  std::FILE* f = std::fopen(path, "re");
+  if (!f) return w;
+  long nr = -1;
+  unsigned long long addr = 0, op = 0;
+  const int got = std::fscanf(f, "%ld %llx %llx", &nr, &addr, &op);
+  std::fclose(f);
+  if (got != 3 || nr != SYS_futex || ((op & 0x7f) != 0 && (op & 0x7f) != 9)) return w;
+  for (std::uint32_t i = 0; i < d.s_->opts.slots; ++i) {
+    shm_slot& s = d.s_->slots[i];
+    if (reinterpret_cast<unsigned long long>(&s.parker.word.value) != addr) continue;
+    if (slot_owner::free(s.owner.load(std::memory_order_acquire)) ||
+        s.use.load(std::memory_order_acquire) != slot_wait)
+      return w;
+    const waiter_node<shm_policy>& n = s.area.wait.node;  // the stopped process changes nothing
+    w.parked = true;
+    w.exclusive = n.kind == node_kind::exclusive;
+    w.word = n.word.get();
+    w.bit = n.bit;
+    return w;
+  }
+  return w;
+}
 
 std::size_t detail::shm_reset_bucket(const shm::domain& d, std::size_t i) {
   if (!d.s_ || i >= d.s_->table.size()) throw std::out_of_range("pagewait::shm: no such bucket");

@@ -297,39 +297,6 @@ TEST(ShmRecovery, AttachRefusesAnotherPidNamespace) {
   EXPECT_EQ(d.recover().dead_slots, 0u);
 }
 
-namespace {
-
-// The futex a stopped process is blocked on, if it is blocked in a futex wait (else nullptr):
-// /proc/<pid>/syscall is "nr uaddr op ..." for a process in a system call.
-const void* futex_waited_on(pid_t pid) {
-  char path[64];
-  std::snprintf(path, sizeof path, "/proc/%d/syscall", int(pid));
-  std::FILE* f = std::fopen(path, "re");
-  if (!f) return nullptr;
-  long nr = -1;
-  unsigned long long addr = 0, op = 0;
-  const int got = std::fscanf(f, "%ld %llx %llx", &nr, &addr, &op);
-  std::fclose(f);
-  const unsigned long long cmd = op & 0x7f;  // without FUTEX_PRIVATE_FLAG, FUTEX_CLOCK_REALTIME
-  if (got != 3 || nr != 202 || (cmd != 0 && cmd != 9)) return nullptr;  // SYS_futex, WAIT or WAIT_BITSET
-  return reinterpret_cast<const void*>(addr);
-}
-
-// Whether `pid` is stopped (state T).
-bool stopped(pid_t pid) {
-  char path[64], buf[512];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", int(pid));
-  std::FILE* f = std::fopen(path, "re");
-  if (!f) return false;
-  const std::size_t n = std::fread(buf, 1, sizeof buf - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* p = std::strrchr(buf, ')');
-  return p && p[1] == ' ' && p[2] == 'T';
-}
-
-}  // namespace
-
 // Processes lock and unlock four words (untimed: a lost wake-up hangs one), wait for event bits
 // that another process sets and clears, and count their critical sections. One after another,
 // processes are killed while they are parked in a wait — stopped first, and killed only if they
@@ -394,16 +361,6 @@ TEST(ShmRecovery, ProcessesKilledWhileParkedNeverStopTheOthers) {
     }
     pids.push_back(pid);
   }
-  // Where each slot's parker sleeps (the children inherited this mapping: same addresses).
-  std::vector<const void*> parkers;
-  const pagewait::detail::shm_slot* slots = nullptr;
-  {
-    const char* base = static_cast<const char*>(f.maps[0].first);
-    std::uint64_t slots_off = 0;
-    std::memcpy(&slots_off, base + 40, 8);  // the header's slots_off
-    slots = reinterpret_cast<const pagewait::detail::shm_slot*>(base + slots_off);
-    for (std::uint32_t s = 0; s < o.slots; ++s) parkers.push_back(&slots[s].parker.word.value);
-  }
   std::vector<bool> dead(pids.size(), false);
   int killed = 0, tries = 0;
   const auto t0 = std::chrono::steady_clock::now();
@@ -413,14 +370,11 @@ TEST(ShmRecovery, ProcessesKilledWhileParkedNeverStopTheOthers) {
     if (dead[std::size_t(v)]) continue;
     const pid_t pid = pids[std::size_t(v)];
     ASSERT_EQ(kill(pid, SIGSTOP), 0);
-    while (!stopped(pid)) std::this_thread::yield();
-    const void* on = futex_waited_on(pid);
-    const auto p = std::find(parkers.begin(), parkers.end(), on);
-    // The first victims die in lock waits (a hand-off or a wake-up to race may be on its way to
-    // them), the last in any wait. The stopped victim's node does not change under us.
-    const bool locking = p != parkers.end() && slots[p - parkers.begin()].area.wait.node.kind ==
-                                                   pagewait::detail::node_kind::exclusive;
-    if (on && p != parkers.end() && (locking || killed == victims - 1)) {
+    // Parked on a slot's parker (the children inherited this mapping: same addresses). The first
+    // victims die in lock waits (a hand-off or a wake-up to race may be on its way to them), the
+    // last in any wait.
+    const pagewait::detail::shm_parked_wait p = pagewait::detail::shm_parked(d, pid);
+    if (p.parked && (p.exclusive || killed == victims - 1)) {
       ASSERT_EQ(kill(pid, SIGKILL), 0);
       ASSERT_EQ(waitpid(pid, nullptr, 0), pid);
       dead[std::size_t(v)] = true;

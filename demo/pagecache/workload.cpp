@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <new>
 #include <stdexcept>
@@ -272,7 +273,12 @@ class workload {
   // the children share the pool, the control block and `reports` (one per child) through the
   // domain's mapping, and the page file through the inherited descriptor. A child that fails, or
   // does not stop in time, fails the run (`failure`); it never hangs the demo.
-  run_result run_processes(process_report* reports) {
+  // `parked_in_page_lock(pid, word)`: whether a stopped child is parked waiting for the lock of
+  // the page whose flags are `word` (kill_one); `recover(r)`: the domain's recovery, run after the
+  // kill, its report into r.
+  run_result run_processes(process_report* reports,
+                           const std::function<bool(pid_t, const void*)>& parked_in_page_lock,
+                           const std::function<void(run_result&)>& recover) {
     run_result r = with_roles();
     r.processes = r.writers + r.readers + r.writeback_threads + r.truncators;
     // The children must stay waitable until we reap them: with SIGCHLD ignored (a caller's
@@ -325,6 +331,43 @@ class workload {
     ctl_.go.store(true, std::memory_order_release);
     const auto limit = std::chrono::duration_cast<clock_type::duration>(cfg_.duration);
     auto last_progress = start;
+    if (cfg_.kill_one) {
+      // Halfway through, this process holds the lock of a page that is in the cache, so that the
+      // processes that come for it wait (and sleep); one that is found parked in that wait is
+      // killed (stopped first, then looked at: whatever its role, it then holds a reference to
+      // the page and nothing else). The unlock then hands the lock to the dead waiter if it is
+      // first in the queue and has waited long enough to have earned it; the recovery passes it
+      // on. At most a fifth of the run, and the others are let go at once after each look.
+      std::this_thread::sleep_until(start + limit / 2);
+      wait_counters wc;
+      frame* held = nullptr;
+      for (unsigned k = 0; k < pool_.frames() && !held && !stopping(); ++k) {
+        frame* f = &pool_.frame_at((ctl_.hint.load(std::memory_order_relaxed) + k) % pool_.frames());
+        if (!f->mapped) continue;
+        cache_.lock_page(f, wc);
+        if (f->mapped)
+          held = f;
+        else
+          cache_.unlock_page(f);
+      }
+      if (held) {
+        const auto give_up = clock_type::now() + limit / 5;
+        for (std::size_t i = 0; r.killed < 0 && clock_type::now() < give_up; i = (i + 1) % pids.size()) {
+          if (i == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+          if (kill(pids[i], SIGSTOP) != 0) continue;
+          if (parked_in_page_lock(pids[i], &held->flags)) {
+            kill(pids[i], SIGKILL);
+            waitpid(pids[i], nullptr, 0);
+            done[i] = true;
+            r.killed = static_cast<int>(i);
+          } else {
+            kill(pids[i], SIGCONT);
+          }
+        }
+        cache_.unlock_page(held);
+        if (r.killed >= 0) recover(r);
+      }
+    }
     while (clock_type::now() - start < limit) {
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
       const auto now = clock_type::now();
@@ -340,7 +383,7 @@ class workload {
     // Each child stops within its current page op. One still running long after that is stuck
     // (a wait nobody ends, a lock its holder never gave back): killed, and the run fails.
     const auto give_up_at = clock_type::now() + std::chrono::seconds(10) + 4 * cfg_.wait_timeout;
-    for (std::size_t left = pids.size(); left > 0;) {
+    for (auto left = static_cast<std::size_t>(std::count(done.begin(), done.end(), false)); left > 0;) {
       for (std::size_t i = 0; i < pids.size(); ++i) {
         if (done[i]) continue;
         int status = 0;
@@ -734,7 +777,20 @@ run_result run_in_processes(const run_config& cfg, int fd) {
   shm_page_cache cache(pool, d, cfg.wait_timeout);
   workload<shm_page_cache> w(cfg, cache, *ctl, last_version);
   d.enable_stats();  // in the mapping: every child counts
-  run_result r = w.run_processes(reports);
+  // A stopped child parked on a slot of the domain, waiting for the lock of the page whose flags
+  // are `word` (not for the page index's lock, nor for writeback, which is waited for holding the
+  // page lock).
+  const auto parked_in_page_lock = [&](pid_t pid, const void* word) {
+    const detail::shm_parked_wait p = detail::shm_parked(d, pid);
+    return p.parked && p.exclusive && p.bit == PG_LOCKED && p.word == word;
+  };
+  const auto recover = [&](run_result& res) {
+    const shm::recovery_report rep = d.recover();
+    res.recovered_dead_slots = rep.dead_slots;
+    res.recovered_waits = rep.waits_finished;
+    res.recovered_locks_passed_on = rep.locks_passed_on;
+  };
+  run_result r = w.run_processes(reports, parked_in_page_lock, recover);
   const stats_snapshot s = d.get_stats();
   r.domain_contention = s.total;
   r.domain_wake_syscalls = s.wake_syscalls;
@@ -788,6 +844,8 @@ void run_result::add(const run_result& o) {
 run_result run_demo(const run_config& cfg) {
   if (cfg.frames == 0 || cfg.file_pages < cfg.frames)
     throw std::invalid_argument("demo: need 0 < frames <= file pages");
+  if (cfg.kill_one && !cfg.processes)
+    throw std::invalid_argument("demo: kill_one kills one of the processes: it needs processes");
   if (cfg.processes) {
     if (cfg.protocol != release_protocol::atomic_clear)
       throw std::invalid_argument(

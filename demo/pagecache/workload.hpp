@@ -58,6 +58,10 @@ struct run_config {
   // atomic-clear only, no asynchronous readers, no touch detector. The caller must have no other
   // thread running (the roles are forked from it).
   bool processes = false;
+  // Process mode: halfway through, kill one process with SIGKILL while it waits for a page lock
+  // (stopped first, and killed only if it is parked in that wait: whatever its role, it then holds
+  // a reference to the page and nothing else); the others must finish with the data check passing.
+  bool kill_one = false;
   // Called about every 50 ms from the controlling thread with the fraction of time elapsed.
   std::function<void(double)> progress;
 };
@@ -70,6 +74,11 @@ struct run_result {
   // Process mode: what went wrong with a child (failed, killed by a signal, did not stop); the run
   // then fails (data_ok false). Empty when every child ended as it should.
   std::string failure;
+  // Process mode with kill_one: the process killed (its index; -1: none was found parked in a page
+  // lock wait), and what the parent's domain::recover() found right after (a parked waiter's own
+  // poll may have recovered it already).
+  int killed = -1;
+  std::uint64_t recovered_dead_slots = 0, recovered_waits = 0, recovered_locks_passed_on = 0;
   // Process mode: the wait domain's own statistics over the run (shm::domain::get_stats), summed
   // over every process; in thread mode the command reads pagewait/stats.hpp's instead.
   contention_stats domain_contention;

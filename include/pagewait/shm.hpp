@@ -47,6 +47,19 @@ using shm_core = core<shm_policy, release_protocol::atomic_clear, W>;
 // process alive it only delays releases. Returns how many waiters the bucket held.
 // Throws std::out_of_range for a bucket the table has not.
 std::size_t shm_reset_bucket(const shm::domain& d, std::size_t i);
+// For a supervisor that looks at a process it has stopped with SIGSTOP (tests, `pagewait demo
+// --processes --kill`): waits (up to a second) until /proc shows `pid` stopped, then says whether
+// it is blocked in a futex wait on the parker of one of the domain's slots holding a wait, and if
+// so that wait's word and bit. The process must map the domain at the same address as this handle
+// (a forked child). A process parked so is inside that wait: it holds nothing the wait would give
+// it (its other locks are its own business).
+struct shm_parked_wait {
+  bool parked = false;
+  bool exclusive = false;  // a lock wait (else a wait for the bit to clear)
+  const void* word = nullptr;
+  std::uint64_t bit = 0;
+};
+shm_parked_wait shm_parked(const shm::domain& d, int pid);
 }  // namespace pagewait::detail
 // The slow paths, compiled once in the library.
 extern template struct pagewait::detail::core<pagewait::detail::shm_policy,
@@ -266,6 +279,7 @@ class domain {
 
  private:
   friend std::size_t detail::shm_reset_bucket(const domain& d, std::size_t i);
+  friend detail::shm_parked_wait detail::shm_parked(const domain& d, int pid);
   explicit domain(detail::shm_domain_state* s) noexcept;
   [[noreturn]] static void throw_outside(const void* word, std::size_t size, const domain* d);
   // The word lies in the user area, whole and aligned; the bit is one bit, not the waiters bit.
