@@ -66,7 +66,7 @@ std::uint32_t shm_parker::park(const deadline& dl, const std::stop_token* stop) 
     const bool polling = dl.is_never() || poll.at < dl.at;
     const std::uint32_t t = park_on<true>(word, polling ? poll : dl, stop);
     if (t != token_none || (stop && stop->stop_requested())) return t;
-    recover_poll(this);
+    recover_poll(this, !polling);
     // At the caller's deadline: a waiter that only ever waits for less than a poll (a loop of
     // short timed locks) recovers too, once before it gives up. What the recovery passed on may
     // have come to this very waiter meanwhile.

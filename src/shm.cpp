@@ -122,6 +122,7 @@ struct shm_domain_state {
   shm_slot* slots;
   domain_stats* stats;
   bucket_counters* counters;                 // one per bucket, after *stats
+  std::uint64_t pid_ns = 0;                  // the header's, checked at attach (0: unknown)
   shm_domain_state* retired_next = nullptr;  // the registry's list of detached states
   shm_domain_state(char* b, std::size_t size, const shm::options& o, const layout& l, bool construct)
       : base(b),
@@ -219,23 +220,30 @@ std::atomic<std::uint32_t> hint_epoch{1};
 std::atomic<std::uint32_t> ids_epoch{1};
 [[maybe_unused]] const bool ids_fork_handler =
     pthread_atfork(nullptr, nullptr, [] { ids_epoch.fetch_add(1, std::memory_order_relaxed); }) == 0;
-struct thread_ids {
-  std::uint32_t pid, tid;
-};
-thread_ids self_ids() noexcept {
-  thread_local thread_ids ids{0, 0};
-  thread_local std::uint32_t read_in = 0;
-  if (const std::uint32_t e = ids_epoch.load(std::memory_order_relaxed); read_in != e) {
-    read_in = e;
-    ids = {std::uint32_t(getpid()), std::uint32_t(gettid())};
-  }
-  return ids;
-}
-
 // The PID namespace this process is in (0 if /proc does not say).
 std::uint64_t pid_namespace() noexcept {
   struct stat st {};
   return ::stat("/proc/self/ns/pid", &st) == 0 ? std::uint64_t(st.st_ino) : 0;
+}
+
+struct thread_ids {
+  std::uint32_t pid, tid;
+  // The PID namespace the ids belong to. A process's own namespace never changes, but a child
+  // forked after its parent entered another one (unshare, setns) is in that one, with the
+  // handles of the domains its parent attached.
+  std::uint64_t ns;
+  // Whether this process's ids name it in domain d's namespace (the one its slots use). When
+  // either namespace is unknown, they are taken to (attach checked what it could).
+  bool native_to(const shm_domain_state& d) const noexcept { return !ns || !d.pid_ns || ns == d.pid_ns; }
+};
+thread_ids self_ids() noexcept {
+  thread_local thread_ids ids{0, 0, 0};
+  thread_local std::uint32_t read_in = 0;
+  if (const std::uint32_t e = ids_epoch.load(std::memory_order_relaxed); read_in != e) {
+    read_in = e;
+    ids = {std::uint32_t(getpid()), std::uint32_t(gettid()), pid_namespace()};
+  }
+  return ids;
 }
 
 std::uint32_t slot_hint() noexcept {
@@ -264,10 +272,15 @@ shm_slot& shm_take_slot(const void* word, bool for_release) {
   // Acquire: the previous holder's last use of the slot (its node's destruction, its parker's
   // last read) happens-before ours. Pairs with shm_give_slot's release store.
   const thread_ids me = self_ids();
-  const auto take = [me](shm_slot& s) {
+  // A thread of a process outside the domain's PID namespace (forked after its parent entered
+  // another) names its slots with thread id 0, "liveness unknown": its ids would name other
+  // processes to the domain's, which would take its live waits for dead. Such slots are never
+  // recovered (a death there is not seen), never wrongly finished.
+  const std::uint32_t tid = me.native_to(d) ? me.tid : 0;
+  const auto take = [&me, tid](shm_slot& s) {
     std::uint64_t v = s.owner.load(std::memory_order_relaxed);
     return slot_owner::free(v) &&
-           s.owner.compare_exchange_strong(v, slot_owner::make(slot_owner::gen(v) + 1, me.pid, me.tid),
+           s.owner.compare_exchange_strong(v, slot_owner::make(slot_owner::gen(v) + 1, me.pid, tid),
                                            std::memory_order_acquire, std::memory_order_relaxed);
   };
   for (;;) {
@@ -304,10 +317,25 @@ void shm_give_slot(shm_slot& s) noexcept {
                 std::memory_order_release);
 }
 
+// How many times this thread's recovery tries a busy bucket lock before it leaves that wait for
+// later (try_lock_for_recovery); a recovery at a timed wait's deadline lowers it while it runs.
+namespace {
+constexpr int recovery_tries_default = 1000;
+thread_local int recovery_tries = recovery_tries_default;
+struct recovery_patience {
+  int saved;
+  explicit recovery_patience(int tries) noexcept : saved(recovery_tries) { recovery_tries = tries; }
+  ~recovery_patience() { recovery_tries = saved; }
+  recovery_patience(const recovery_patience&) = delete;
+  recovery_patience& operator=(const recovery_patience&) = delete;
+};
+}  // namespace
+
 bool shm_policy::try_lock_for_recovery(bucket_lock& l) noexcept {
-  // About a millisecond or more: a live holder keeps a bucket lock for at most chunk_visits
-  // node visits, so only a holder that died (or is descheduled that long) makes this give up.
-  for (int i = 0; i < 1000; ++i) {
+  // By default about a millisecond or more: a live holder keeps a bucket lock for at most
+  // chunk_visits node visits, so only a holder that died (or is descheduled that long) makes this
+  // give up. A recovery at a timed wait's deadline tries once (recover_poll).
+  for (int i = 0; i < recovery_tries; ++i) {
     if (l.try_lock()) {
       shm_hold_start_ns = stats_on_for(&l) ? stat_now_ns() : 0;
       return true;
@@ -333,7 +361,10 @@ bool proc_readable() noexcept {
 // zombie), and its waiters are alive.
 bool thread_gone(std::uint32_t pid, std::uint32_t tid) noexcept {
   if (::syscall(SYS_tgkill, pid_t(pid), pid_t(tid), 0) != 0) return errno == ESRCH;
-  if (!proc_readable()) return false;
+  // Only a process's leader stays a zombie until it is reaped; any other thread is released as
+  // it exits (a moment in which it counts as running: the next look sees it gone). So the /proc
+  // read, ten times a tgkill's cost, is made for leaders only.
+  if (tid != pid || !proc_readable()) return false;
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%u/task/%u/stat", pid, tid);
   std::FILE* f = std::fopen(path, "re");
@@ -381,13 +412,21 @@ bool recover_slot(shm_slot& s, shm::recovery_report& r) {
 shm::recovery_report recover_domain(shm_domain_state& d) {
   shm::recovery_report r;
   const thread_ids me = self_ids();
+  // Outside the domain's PID namespace, the slots' ids name other processes, or none: every live
+  // waiter would look dead.
+  if (!me.native_to(d))
+    fail(shm::errc::pid_namespace,
+         "this process is in another PID namespace (%llu) than the domain (%llu): it cannot tell whose "
+         "processes died (it was forked after its parent entered a new one)",
+         me.ns, d.pid_ns);
   std::exception_ptr first_error;
   for (std::uint32_t i = 0; i < d.opts.slots; ++i) {
     shm_slot& s = d.slots[i];
     std::uint64_t v = s.owner.load(std::memory_order_relaxed);
-    const std::uint32_t pid = slot_owner::pid(v);
-    if (pid == 0 || (v & slot_owner::recovering) || (pid == me.pid && slot_owner::tid(v) == me.tid) ||
-        !thread_gone(pid, slot_owner::tid(v)))
+    const std::uint32_t pid = slot_owner::pid(v), tid = slot_owner::tid(v);
+    // tid 0: taken by a process outside the namespace (shm_take_slot), whose liveness is unknown.
+    if (pid == 0 || tid == 0 || (v & slot_owner::recovering) || (pid == me.pid && tid == me.tid) ||
+        !thread_gone(pid, tid))
       continue;
     // One recoverer per slot, and only for the owner it judged: a slot freed and taken again since
     // the load has another generation, and the CAS fails. Acquire: the dead owner's writes to the
@@ -412,14 +451,22 @@ shm::recovery_report recover_domain(shm_domain_state& d) {
 
 }  // namespace
 
-void shm_parker::recover_poll(const void* p) noexcept {
+void shm_parker::recover_poll(const void* p, bool at_deadline) noexcept {
   shm_domain_state* d = find(p);
-  if (!d) return;
+  if (!d || !self_ids().native_to(*d)) return;  // it could not tell the dead (recover_domain)
   auto& at = reinterpret_cast<header*>(d->base)->recovered_at_ns;
   const std::int64_t now = stats_impl::now_ns();
   std::int64_t last = at.load(std::memory_order_relaxed);
   const std::int64_t period = std::chrono::duration_cast<std::chrono::nanoseconds>(recovery_poll).count();
-  if (now - last < period || !at.compare_exchange_strong(last, now, std::memory_order_relaxed)) return;
+  // The steady clocks of two processes may differ (a time namespace offsets a process's): a
+  // `last` ahead of our now counts as long ago, so that one process's future stamp never stops
+  // the others' polls (each may then poll at its own pace: more polls, never none).
+  if ((now >= last && now - last < period) ||
+      !at.compare_exchange_strong(last, now, std::memory_order_relaxed))
+    return;
+  // At a timed wait's deadline the caller is due back: a bucket lock that is busy is not waited
+  // for (its wait is left for a later poll), so the recovery costs the scan and what it finishes.
+  const recovery_patience patience(at_deadline ? 1 : recovery_tries_default);
   try {
     recover_domain(*d);
   } catch (...) {
@@ -535,6 +582,7 @@ domain domain::create(void* base, std::size_t size, const options& o) {
   // memory) leaves the memory as it was. Nothing can look the domain up before create returns:
   // no word of it has been handed out.
   auto* d = new detail::shm_domain_state(b, size, oo, l, false);
+  d->pid_ns = detail::pid_namespace();
   try {
     detail::enroll(d);
   } catch (...) {
@@ -611,6 +659,7 @@ domain domain::attach(void* base, std::size_t size) {
   if (h->state.load(std::memory_order_acquire) != detail::state_ready || h->magic != detail::magic)
     detail::fail(errc::not_ready, "the domain is being created again");
   auto* d = new detail::shm_domain_state(b, std::size_t(c.size), o, l, false);
+  d->pid_ns = c.pid_ns;
   try {
     detail::enroll(d);
   } catch (...) {

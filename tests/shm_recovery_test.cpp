@@ -5,6 +5,7 @@
 // living: a lock handed to the dead is passed on, a wake-up to race for it is raced for, a dead
 // waiter's slot is freed. Both ways: a parked waiter's own poll, and recover() called at once.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <stdexcept>
 #include <thread>
 #include <utility>
@@ -270,6 +272,92 @@ TEST(ShmRecovery, ShortTimedWaitsRecoverAtTheirDeadline) {
   live.join();
   EXPECT_TRUE(got.load()) << "never got the lock in " << tries.load() << " waits of 20 ms";
   EXPECT_LT(tries.load(), 20) << "the lock reached the living only after many short waits";
+}
+
+// The polls are rate-limited by a stamp in the domain's header (when a recovery last began, on
+// the steady clock of whoever began it). A process whose clock is ahead (a time namespace with an
+// offset) writes a stamp from the others' future; that must not stop their polls: here the stamp
+// is put far ahead by hand, and a parked waiter's poll must still pass on a lock handed to the
+// dead, long before its deadline.
+TEST(ShmRecovery, AStampFromAnotherClocksFutureDoesNotStopThePolls) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = locked_with_a_dead_waiter(f, d, earns_at_once);
+  // The header: ... the creator's PID namespace (8 bytes at 72), the stamp (8 at 80).
+  auto& stamp = *reinterpret_cast<std::atomic<std::int64_t>*>(static_cast<char*>(f.maps[0].first) + 80);
+  stamp.store(std::numeric_limits<std::int64_t>::max() / 2);
+  std::atomic<int> got{0};
+  std::thread live([&] {
+    got = d.try_lock_bit_for(w, LOCK, 5s) ? 1 : 2;
+    if (got == 1) d.unlock_bit(w, LOCK);
+  });
+  std::this_thread::sleep_for(50ms);
+  d.unlock_bit(w, LOCK);  // to the dead victim
+  live.join();
+  EXPECT_EQ(got.load(), 1) << "a stamp ahead of this clock stopped every poll";
+  EXPECT_LT(stamp.load(), std::numeric_limits<std::int64_t>::max() / 2);
+}
+
+// A child forked after its parent entered a new PID namespace is in that namespace, with the
+// parent's domain handles: its ids name other processes to the domain's processes, and theirs name
+// nobody (or others) to it. Its recover() is refused (pid_namespace) — it would take every live
+// waiter for dead —, its waits work, and their slots are never judged by the others (a death
+// there goes unseen, never a live wait finished).
+TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& ev = at<std::atomic<W>>(d, 64);
+  auto& lk = at<std::atomic<W>>(d, 128);
+  auto& skipped = at<std::atomic<W>>(d, 8);   // 1: no new PID namespace could be made here
+  auto& refused = at<std::atomic<W>>(d, 16);  // 1: recover() refused with pid_namespace, 2: not
+  auto& locked = at<std::atomic<W>>(d, 24);   // 1: the grandchild got the lock, 2: timed out
+  ev.store(IO);
+  d.lock_bit(lk, LOCK);
+  std::atomic<int> live_done{0};
+  std::thread live([&] { live_done = d.wait_bit_clear_for(ev, IO, 30s) ? 1 : 2; });
+  EXPECT_TRUE(eventually([&] { return (ev.load() & WB) != 0; }));
+  const pid_t child = fork();
+  if (child == 0) {
+    if (unshare(CLONE_NEWPID) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0) {
+      skipped.store(1);
+      _exit(0);
+    }
+    const pid_t grandchild = fork();  // the first process of the new namespace
+    if (grandchild == 0) {
+      try {
+        d.recover();
+        refused.store(2);
+      } catch (const shm::domain_error& e) {
+        refused.store(e.code() == shm::errc::pid_namespace ? 1 : 2);
+      }
+      // From a second thread: its ids in this namespace, (1, 2), name no thread of the other
+      // namespace's pid 1 (tgkill finds none), so a judge there would take it for dead.
+      std::thread([&] {
+        locked.store(d.try_lock_bit_for(lk, LOCK, 30s) ? 1 : 2);
+        if (locked.load() == 1) d.unlock_bit(lk, LOCK);
+      }).join();
+      _exit(0);
+    }
+    int st = 0;
+    _exit(grandchild > 0 && waitpid(grandchild, &st, 0) == grandchild && WIFEXITED(st) ? 0 : 1);
+  }
+  EXPECT_TRUE(eventually([&] { return skipped.load() != 0 || (refused.load() != 0 && (lk.load() & WB)); }));
+  if (skipped.load() == 0) {
+    std::this_thread::sleep_for(50ms);  // the grandchild is parked, on a slot of its own
+    for (int i = 0; i < 20; ++i)
+      EXPECT_EQ(d.recover().dead_slots, 0u) << "a live waiter of another namespace was judged";
+  }
+  EXPECT_EQ(live_done.load(), 0) << "this process's live wait was finished for it";
+  d.clear_bit_and_wake(ev, IO);
+  d.unlock_bit(lk, LOCK);
+  live.join();
+  int st = 0;
+  ASSERT_EQ(waitpid(child, &st, 0), child);
+  EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+  EXPECT_EQ(live_done.load(), 1) << "this process's wait did not see the clear";
+  if (skipped.load() != 0) GTEST_SKIP() << "no new PID namespace can be made here";
+  EXPECT_EQ(refused.load(), 1u) << "a process of another namespace recovered the domain";
+  EXPECT_EQ(locked.load(), 1u) << "the grandchild's wait did not get the lock";
 }
 
 // A process of another PID namespace could not tell the domain's processes apart: its attach is

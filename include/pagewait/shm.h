@@ -51,7 +51,8 @@ enum pw_status {
   PW_EUNSUPPORTED = -10, /* this build has no shared futexes */
   PW_EOVERLAPS = -11,    /* create/attach: the memory overlaps a domain this process attached */
   PW_ETOOMANY = -12,     /* create/attach: this process has 64 domains attached already */
-  PW_EPIDNS = -13,       /* attach: the domain was created in another PID namespace */
+  PW_EPIDNS = -13,       /* attach: the domain was created in another PID namespace; recover: this
+                            process was forked into another one after its parent attached */
 
   PW_EINVAL = -20,  /* a null pointer, or a bit that is not exactly one bit or is the waiters bit */
   PW_ENOTSET = -21, /* unlock or clear of a bit that is not set */
@@ -100,7 +101,8 @@ typedef struct pw_recovery_report {
 
 /* Finishes the waits of processes that died while they waited (sleeping waiters do it on their
  * own every 100 ms, and timed waits when they give up). out: NULL, or where the report goes. PW_OK, PW_EINVAL (d is NULL), PW_ENOTSET (a
- * lock handed to a dead waiter was found clear: changed by somebody not holding it). */
+ * lock handed to a dead waiter was found clear: changed by somebody not holding it), PW_EPIDNS (this
+ * process is in another PID namespace than the domain: it cannot tell who died). */
 int pw_domain_recover(pw_domain* d, pw_recovery_report* out);
 
 /* A short description of a status, never NULL. */

@@ -85,7 +85,8 @@ enum class errc {
   unsupported,      // this build has no shared futexes (not Linux, or PAGEWAIT_PORTABLE_PARKING)
   overlaps,         // create/attach: the memory overlaps a domain this process has attached
   too_many,         // create/attach: this process has 64 domains attached already
-  pid_namespace,    // attach: the domain was created in another PID namespace
+  pid_namespace,    // attach: the domain was created in another PID namespace; recover: this
+                    // process was forked into another one after its parent attached
 };
 
 // What went wrong, and which errc. Thrown before the word (or the memory, for create/attach)
@@ -185,7 +186,9 @@ class domain {
   // never sleep in a wait, calls it. A lock a process returned with stays
   // held when it dies; a release killed mid-walk is reported, not recovered. May be called by
   // any thread of any attached process, at any time. Rethrows what a release made for a dead
-  // waiter threw (usage_error: its bit was clear, changed by somebody not holding it).
+  // waiter threw (usage_error: its bit was clear, changed by somebody not holding it). Throws
+  // domain_error(pid_namespace) in a process forked into another PID namespace than the domain's
+  // (it cannot tell who died), before it looks at any slot.
   recovery_report recover();
 
   // The bucket of the domain's table that `word`'s waiters use (the same in every process).

@@ -101,8 +101,9 @@ struct alignas(64) shm_parker {
   // (shm::domain::recover, src/shm.cpp), which that domain does at most once per period, whoever
   // asks. A dead waiter may have been handed a lock meant to pass on to this very waiter: nobody
   // else would ever wake it.
+  // At a timed wait's deadline (`at_deadline`), the recovery waits for no busy bucket lock.
   static constexpr std::chrono::milliseconds recovery_poll{100};
-  static void recover_poll(const void* p) noexcept;
+  static void recover_poll(const void* p, bool at_deadline) noexcept;
 };
 
 }  // namespace pagewait::detail
