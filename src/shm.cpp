@@ -81,8 +81,8 @@ std::uint32_t abi_fingerprint() noexcept {
         std::uint64_t(token_abandoned), std::uint64_t(sleeping_flag), std::uint64_t(interrupted_flag),
         std::uint64_t(node_kind::exclusive), std::uint64_t(node_kind::bookmark),
         std::uint64_t(node_state::claimed), std::uint64_t(node_state::idle), std::uint64_t(rel<int>::null),
-        std::uint64_t(slot_wait), std::uint64_t(slot_release), slot_owner::recovering,
-        slot_owner::gen_shift}) {
+        std::uint64_t(slot_wait), std::uint64_t(slot_release), slot_owner::recovering, slot_owner::gen_shift,
+        std::uint64_t(shm_bucket_lock::contended), std::uint64_t(shm_bucket_lock::unknown_holder)}) {
     h ^= v;
     h *= 1099511628211ull;
   }
@@ -317,6 +317,39 @@ void shm_give_slot(shm_slot& s) noexcept {
                 std::memory_order_release);
 }
 
+std::uint32_t shm_bucket_lock::id_for(const void* lock) noexcept {
+  const thread_ids me = self_ids();
+  const shm_domain_state* d = find(lock);
+  return d && !me.native_to(*d) ? unknown_holder : me.tid;
+}
+
+void shm_bucket_lock::lock_slow() noexcept {
+  const std::uint32_t me = id_for(this);
+  // Spin a little: the lock is held for at most chunk_visits node visits.
+  for (int i = 0; i < 100; ++i) {
+    std::uint32_t c = w_.value.load(std::memory_order_relaxed);
+    if (c == 0 && w_.value.compare_exchange_weak(c, me, std::memory_order_acquire, std::memory_order_relaxed))
+      return;
+    native_policy::cpu_relax();
+  }
+  // Then sleep, with `contended` set so that the holder's unlock wakes one sleeper. A thread that
+  // takes the lock after sleeping keeps `contended` (others may still sleep): at worst one wake
+  // too many, as in a three-state futex mutex. The holder's id is never overwritten while held.
+  for (;;) {
+    std::uint32_t c = w_.value.load(std::memory_order_relaxed);
+    if (c == 0) {
+      if (w_.value.compare_exchange_weak(c, me | contended, std::memory_order_acquire,
+                                         std::memory_order_relaxed))
+        return;
+      continue;
+    }
+    if (!(c & contended) && !w_.value.compare_exchange_weak(c, c | contended, std::memory_order_relaxed,
+                                                            std::memory_order_relaxed))
+      continue;
+    w_.wait_shared(c | contended, deadline::never());
+  }
+}
+
 // How many times this thread's recovery tries a busy bucket lock before it leaves that wait for
 // later (try_lock_for_recovery); a recovery at a timed wait's deadline lowers it while it runs.
 namespace {
@@ -376,6 +409,16 @@ bool thread_gone(std::uint32_t pid, std::uint32_t tid) noexcept {
   // "tid (comm) S ...": the state follows the last ')' (comm may hold anything, ')' too).
   const char* p = std::strrchr(buf, ')');
   return p && p[1] == ' ' && (p[2] == 'Z' || p[2] == 'X');
+}
+
+// Whether the thread with id `tid` (a bucket lock names only the thread) has stopped running:
+// kill() with no signal finds any thread by its id, and a zombie is a dead process's leader.
+bool thread_id_gone(std::uint32_t tid) noexcept {
+  if (::kill(pid_t(tid), 0) != 0) return errno == ESRCH;
+  // Found. A thread that is not a process's leader is running (only leaders linger as zombies);
+  // a leader is judged as thread_gone judges it.
+  if (::syscall(SYS_tgkill, pid_t(tid), pid_t(tid), 0) != 0) return false;
+  return thread_gone(tid, tid);
 }
 
 // Finishes the operation of a slot whose process died; true if the slot can be freed. The caller
@@ -444,6 +487,13 @@ shm::recovery_report recover_domain(shm_domain_state& d) {
     // Freed: the release store orders the recovery's last use of the slot before its next taker's
     // acquire (as shm_give_slot's). Else back to the dead owner, for a later recovery.
     s.owner.store(freed ? slot_owner::make(slot_owner::gen(v), 0, 0) : v, std::memory_order_release);
+  }
+  // Bucket locks whose holder died (a relaxed look: a lock held by a thread that has stopped
+  // running cannot change until somebody takes it over, which nothing does yet).
+  for (std::size_t i = 0; i < d.table.size(); ++i) {
+    const std::uint32_t h = d.table.at(i).lock.holder();
+    if (h && h != shm_bucket_lock::unknown_holder && h != me.tid && thread_id_gone(h))
+      ++r.buckets_locked_by_dead;
   }
   if (first_error) std::rethrow_exception(first_error);
   return r;
@@ -770,6 +820,11 @@ detail::shm_parked_wait detail::shm_parked(const shm::domain& d, int pid) {
     return w;
   }
   return w;
+}
+
+detail::shm_bucket_lock& detail::shm_bucket_lock_of(const shm::domain& d, std::size_t i) {
+  if (!d.s_ || i >= d.s_->table.size()) throw std::out_of_range("pagewait::shm: no such bucket");
+  return d.s_->table.at(i).lock;
 }
 
 std::size_t detail::shm_reset_bucket(const shm::domain& d, std::size_t i) {

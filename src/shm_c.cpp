@@ -248,6 +248,7 @@ int pw_domain_recover(pw_domain* d, pw_recovery_report* out) {
       out->locks_passed_on = r.locks_passed_on;
       out->waits_pending = r.waits_pending;
       out->releases_left = r.releases_left;
+      out->buckets_locked_by_dead = r.buckets_locked_by_dead;
     }
     return PW_OK;
   });

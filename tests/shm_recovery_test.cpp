@@ -385,6 +385,64 @@ TEST(ShmRecovery, AttachRefusesAnotherPidNamespace) {
   EXPECT_EQ(d.recover().dead_slots, 0u);
 }
 
+// A bucket lock names the thread that holds it: recover() reports the locks whose holder has
+// died (buckets_locked_by_dead: not recovered, the domain must be created again) — one held by
+// a killed process's main thread not yet reaped (a zombie), one by another thread of a killed
+// process — and never one a live thread holds, in this process or another.
+TEST(ShmRecovery, BucketLocksHeldByTheDeadAreReported) {
+  shared_file f(kSize);
+  shm::options o;
+  o.buckets = 4;
+  shm::domain d = shm::domain::create(f.map(), kSize, o);
+  auto& ready = at<std::atomic<W>>(d, 0);
+  auto& mine = pagewait::detail::shm_bucket_lock_of(d, 0);
+  std::atomic<bool> held{false}, drop{false};
+  std::thread holder([&] {
+    mine.lock();
+    held = true;
+    while (!drop) std::this_thread::sleep_for(1ms);
+    mine.unlock();
+  });
+  // Child i holds the lock of bucket i + 1 until it is killed: from its main thread (i < 2), or
+  // from a second thread (i == 2).
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 3; ++i) {
+    const pid_t pid = fork();
+    if (pid == 0) {
+      static shm::domain* c = nullptr;
+      c = new shm::domain(shm::domain::attach(f.map(), kSize));
+      static std::size_t b = 0;
+      b = std::size_t(i) + 1;
+      const auto hold = [] {
+        pagewait::detail::shm_bucket_lock_of(*c, b).lock();
+        at<std::atomic<W>>(*c, 0).fetch_add(1);
+        for (;;) pause();
+      };
+      if (i < 2) hold();
+      std::thread(hold).join();
+    }
+    kids.push_back(pid);
+  }
+  EXPECT_TRUE(eventually([&] { return held && ready.load() == 3; }));
+  for (int i = 0; i < 5; ++i)
+    EXPECT_EQ(d.recover().buckets_locked_by_dead, 0u) << "a live holder was judged dead";
+  int st = 0;
+  kill(kids[1], SIGKILL);  // its main thread held bucket 2: a zombie until reaped below
+  kill(kids[2], SIGKILL);  // a second thread held bucket 3
+  ASSERT_EQ(waitpid(kids[2], &st, 0), kids[2]);
+  // Until the zombie shows as one.
+  EXPECT_TRUE(eventually([&] { return d.recover().buckets_locked_by_dead == 2; }))
+      << "found " << d.recover().buckets_locked_by_dead << " of the two dead holders";
+  ASSERT_EQ(waitpid(kids[1], &st, 0), kids[1]);
+  EXPECT_EQ(d.recover().buckets_locked_by_dead, 2u);
+  kill(kids[0], SIGKILL);  // the live one, now dead too
+  ASSERT_EQ(waitpid(kids[0], &st, 0), kids[0]);
+  EXPECT_EQ(d.recover().buckets_locked_by_dead, 3u);
+  drop = true;
+  holder.join();
+  EXPECT_EQ(d.recover().buckets_locked_by_dead, 3u);  // bucket 0's lock was given back
+}
+
 // Processes lock and unlock four words (untimed: a lost wake-up hangs one), wait for event bits
 // that another process sets and clears, and count their critical sections. One after another,
 // processes are killed while they are parked in a wait — stopped first, and killed only if they

@@ -97,6 +97,8 @@ typedef struct pw_recovery_report {
   size_t waits_pending;   /* dead waits left for a later call (a release holds the node, or its
                            * bucket lock stayed busy) */
   size_t releases_left;   /* releases killed in progress: not recovered */
+  size_t buckets_locked_by_dead; /* bucket locks a dead thread holds: not recovered (their words'
+                                    slow operations hang; create the domain again) */
 } pw_recovery_report;
 
 /* Finishes the waits of processes that died while they waited (sleeping waiters do it on their

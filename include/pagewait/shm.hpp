@@ -47,6 +47,9 @@ using shm_core = core<shm_policy, release_protocol::atomic_clear, W>;
 // process alive it only delays releases. Returns how many waiters the bucket held.
 // Throws std::out_of_range for a bucket the table has not.
 std::size_t shm_reset_bucket(const shm::domain& d, std::size_t i);
+// For tests: the lock of bucket i (to hold it, as a slow operation does, and die holding it).
+// Throws std::out_of_range for a bucket the table has not.
+shm_bucket_lock& shm_bucket_lock_of(const shm::domain& d, std::size_t i);
 // For a supervisor that looks at a process it has stopped with SIGSTOP (tests, `pagewait demo
 // --processes --kill`): waits (up to a second) until /proc shows `pid` stopped, then says whether
 // it is blocked in a futex wait on the parker of one of the domain's slots holding a wait, and if
@@ -111,6 +114,10 @@ struct recovery_report {
   // busy for a millisecond.
   std::size_t waits_pending = 0;
   std::size_t releases_left = 0;  // releases killed in progress: not recovered (their bits stay set)
+  // Buckets whose lock a thread that died holds: not recovered. Every slow operation on a word of
+  // such a bucket waits for ever (and recoveries of its waits stay pending): detach everywhere and
+  // create the domain again (docs/SHARED.md, "When a process dies").
+  std::size_t buckets_locked_by_dead = 0;
 };
 
 struct options {
@@ -128,8 +135,9 @@ struct options {
 class domain {
  public:
   // 2: the statistics area; 3: a bucket's reset epoch and a record's word width (core::reset);
-  // 4: slots name their process, a node its word's width, the header its PID namespace (recover)
-  static constexpr std::uint32_t layout_version = 4;
+  // 4: slots name their process, a node its word's width, the header its PID namespace (recover);
+  // 5: a bucket lock holds its holder's thread id
+  static constexpr std::uint32_t layout_version = 5;
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
   // as create does, and std::invalid_argument if the total does not fit in a size_t.
@@ -282,6 +290,7 @@ class domain {
 
  private:
   friend std::size_t detail::shm_reset_bucket(const domain& d, std::size_t i);
+  friend detail::shm_bucket_lock& detail::shm_bucket_lock_of(const domain& d, std::size_t i);
   friend detail::shm_parked_wait detail::shm_parked(const domain& d, int pid);
   explicit domain(detail::shm_domain_state* s) noexcept;
   [[noreturn]] static void throw_outside(const void* word, std::size_t size, const domain* d);

@@ -8,7 +8,7 @@
 //   - a waiter's node and a release's place holders live in a slot of the domain, taken for the
 //     length of the wait or the release (a thread's stack is not in the mapping);
 //   - the parker a node names is its slot's, parking on a shared futex (shm_parker);
-//   - the bucket lock is a futex lock on a shared futex (shm_word_lock);
+//   - the bucket lock is a futex lock on a shared futex that names its holder (shm_bucket_lock);
 //   - the table is the domain's, found from the word's address (table_for);
 //   - a slot names the process that holds it, so that a live process can finish the wait of one
 //     that was killed (core::finish_dead_wait; shm::domain::recover).
@@ -47,10 +47,42 @@ struct rel {
   }
 };
 
-// The bucket lock of a domain: word_lock's three states on a shared futex. Held for at most
-// chunk_visits node visits; a process that dies holding it is issue 12's recovery slice (the
-// lock is not robust yet: SHARED.md says what that means).
-using shm_word_lock = basic_word_lock<true>;
+// The bucket lock of a domain, on a shared futex: 0 when free, else its holder's thread id, with
+// `contended` set when a thread may sleep on it. The id goes in with the CAS that takes the lock,
+// so there is no moment at which a holder is not named, and a recoverer can tell a lock whose
+// holder died (shm::recovery_report::buckets_locked_by_dead). Held for at most chunk_visits
+// node visits. What is not done yet: taking such a lock over (the bucket would need a reset
+// rebuilt from the slots, since the dead holder may have left its lists half-changed).
+class shm_bucket_lock {
+ public:
+  static constexpr std::uint32_t contended = std::uint32_t(1) << 31;
+  // The id of a thread outside the domain's PID namespace (SHARED.md): never judged. Thread ids
+  // stay below 2^22 (PID_MAX_LIMIT), so none is this.
+  static constexpr std::uint32_t unknown_holder = (std::uint32_t(1) << 30) - 1;
+  void lock() noexcept {
+    std::uint32_t c = 0;
+    if (w_.value.compare_exchange_strong(c, id_for(this), std::memory_order_acquire,
+                                         std::memory_order_relaxed))
+      return;
+    lock_slow();
+  }
+  bool try_lock() noexcept {
+    std::uint32_t c = 0;
+    return w_.value.compare_exchange_strong(c, id_for(this), std::memory_order_acquire,
+                                            std::memory_order_relaxed);
+  }
+  void unlock() noexcept {
+    if (w_.value.exchange(0, std::memory_order_release) & contended) w_.wake_one_shared();
+  }
+  // The holder's thread id (0: free); relaxed, for a recoverer's look.
+  std::uint32_t holder() const noexcept { return w_.value.load(std::memory_order_relaxed) & ~contended; }
+  // The calling thread's id as a bucket lock of the domain holding `lock` names it (src/shm.cpp).
+  static std::uint32_t id_for(const void* lock) noexcept;
+
+ private:
+  void lock_slow() noexcept;  // src/shm.cpp
+  sleep_word w_;
+};
 
 struct shm_policy;
 struct shm_domain_state;
@@ -60,7 +92,7 @@ template <class P>
 struct shm_release_scope;
 
 struct shm_policy : native_policy {
-  using bucket_lock = shm_word_lock;
+  using bucket_lock = shm_bucket_lock;
   // A bucket may be reset (core::reset): recovery from a process that died inside it.
   static constexpr bool resettable = true;
   // Every hold starts its timing afresh (0: not timed), so a start left by a hold whose domain
