@@ -311,11 +311,11 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
   auto& skipped = at<std::atomic<W>>(d, 8);   // 1: no new PID namespace could be made here
   auto& refused = at<std::atomic<W>>(d, 16);  // 1: recover() refused with pid_namespace, 2: not
   auto& locked = at<std::atomic<W>>(d, 24);   // 1: the grandchild got the lock, 2: timed out
+  auto& go = at<std::atomic<W>>(d, 32);       // 1: this process's live waiter is queued
   ev.store(IO);
   d.lock_bit(lk, LOCK);
-  std::atomic<int> live_done{0};
-  std::thread live([&] { live_done = d.wait_bit_clear_for(ev, IO, 30s) ? 1 : 2; });
-  EXPECT_TRUE(eventually([&] { return (ev.load() & WB) != 0; }));
+  // Forked before this process starts a thread (TSan supports no thread started after a
+  // multi-threaded fork); the grandchild waits for `go`.
   const pid_t child = fork();
   if (child == 0) {
     if (unshare(CLONE_NEWPID) != 0 && unshare(CLONE_NEWUSER | CLONE_NEWPID) != 0) {
@@ -324,6 +324,7 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
     }
     const pid_t grandchild = fork();  // the first process of the new namespace
     if (grandchild == 0) {
+      while (go.load() == 0) std::this_thread::sleep_for(1ms);
       try {
         d.recover();
         refused.store(2);
@@ -341,6 +342,10 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
     int st = 0;
     _exit(grandchild > 0 && waitpid(grandchild, &st, 0) == grandchild && WIFEXITED(st) ? 0 : 1);
   }
+  std::atomic<int> live_done{0};
+  std::thread live([&] { live_done = d.wait_bit_clear_for(ev, IO, 30s) ? 1 : 2; });
+  EXPECT_TRUE(eventually([&] { return (ev.load() & WB) != 0; }));
+  go.store(1);
   EXPECT_TRUE(eventually([&] { return skipped.load() != 0 || (refused.load() != 0 && (lk.load() & WB)); }));
   if (skipped.load() == 0) {
     std::this_thread::sleep_for(50ms);  // the grandchild is parked, on a slot of its own
@@ -395,14 +400,6 @@ TEST(ShmRecovery, BucketLocksHeldByTheDeadAreReported) {
   o.buckets = 4;
   shm::domain d = shm::domain::create(f.map(), kSize, o);
   auto& ready = at<std::atomic<W>>(d, 0);
-  auto& mine = pagewait::detail::shm_bucket_lock_of(d, 0);
-  std::atomic<bool> held{false}, drop{false};
-  std::thread holder([&] {
-    mine.lock();
-    held = true;
-    while (!drop) std::this_thread::sleep_for(1ms);
-    mine.unlock();
-  });
   // Child i holds the lock of bucket i + 1 until it is killed: from its main thread (i < 2), or
   // from a second thread (i == 2).
   std::vector<pid_t> kids;
@@ -423,6 +420,16 @@ TEST(ShmRecovery, BucketLocksHeldByTheDeadAreReported) {
     }
     kids.push_back(pid);
   }
+  // This process's thread starts after the forks (TSan supports no thread started after a
+  // multi-threaded fork).
+  auto& mine = pagewait::detail::shm_bucket_lock_of(d, 0);
+  std::atomic<bool> held{false}, drop{false};
+  std::thread holder([&] {
+    mine.lock();
+    held = true;
+    while (!drop) std::this_thread::sleep_for(1ms);
+    mine.unlock();
+  });
   EXPECT_TRUE(eventually([&] { return held && ready.load() == 3; }));
   for (int i = 0; i < 5; ++i)
     EXPECT_EQ(d.recover().buckets_locked_by_dead, 0u) << "a live holder was judged dead";
