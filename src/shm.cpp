@@ -218,8 +218,15 @@ std::atomic<std::uint32_t> hint_epoch{1};
 // child made by a raw clone() that bypasses the fork handlers must not use a domain its parent
 // attached: SHARED.md).
 std::atomic<std::uint32_t> ids_epoch{1};
+// Set in a child whose parent it cannot see (getppid() is 0: the child is the first process of a
+// PID namespace its parent made), and inherited by the child's own children: every domain this
+// process holds was attached in another namespace. /proc may not say so (it can be hidden).
+std::atomic<bool> outside_parents_namespace{false};
 [[maybe_unused]] const bool ids_fork_handler =
-    pthread_atfork(nullptr, nullptr, [] { ids_epoch.fetch_add(1, std::memory_order_relaxed); }) == 0;
+    pthread_atfork(nullptr, nullptr, [] {
+      ids_epoch.fetch_add(1, std::memory_order_relaxed);
+      if (getppid() == 0) outside_parents_namespace.store(true, std::memory_order_relaxed);
+    }) == 0;
 // The PID namespace this process is in (0 if /proc does not say).
 std::uint64_t pid_namespace() noexcept {
   struct stat st {};
@@ -232,9 +239,13 @@ struct thread_ids {
   // forked after its parent entered another one (unshare, setns) is in that one, with the
   // handles of the domains its parent attached.
   std::uint64_t ns;
-  // Whether this process's ids name it in domain d's namespace (the one its slots use). When
-  // either namespace is unknown, they are taken to (attach checked what it could).
-  bool native_to(const shm_domain_state& d) const noexcept { return !ns || !d.pid_ns || ns == d.pid_ns; }
+  // Whether this process's ids name it in domain d's namespace (the one its slots use). Not when
+  // it was forked out of its parent's namespace, nor when it cannot tell its namespace and the
+  // domain's creator could (the safe side: its waits are then never recovered, never misjudged).
+  // When the domain's is unknown (its creator had no /proc), attach checked what it could.
+  bool native_to(const shm_domain_state& d) const noexcept {
+    return !outside_parents_namespace.load(std::memory_order_relaxed) && (!d.pid_ns || ns == d.pid_ns);
+  }
 };
 thread_ids self_ids() noexcept {
   thread_local thread_ids ids{0, 0, 0};
@@ -395,8 +406,9 @@ bool proc_readable() noexcept {
 bool thread_gone(std::uint32_t pid, std::uint32_t tid) noexcept {
   if (::syscall(SYS_tgkill, pid_t(pid), pid_t(tid), 0) != 0) return errno == ESRCH;
   // Only a process's leader stays a zombie until it is reaped; any other thread is released as
-  // it exits (a moment in which it counts as running: the next look sees it gone). So the /proc
-  // read, ten times a tgkill's cost, is made for leaders only.
+  // it exits (a moment in which it counts as running: the next look sees it gone), unless it is
+  // traced (then it stays a zombie until its tracer reaps it: recovered later, never wrongly).
+  // So the /proc read, ten times a tgkill's cost, is made for leaders only.
   if (tid != pid || !proc_readable()) return false;
   char path[64];
   std::snprintf(path, sizeof path, "/proc/%u/task/%u/stat", pid, tid);
@@ -452,15 +464,15 @@ bool recover_slot(shm_slot& s, shm::recovery_report& r) {
   return true;
 }
 
-shm::recovery_report recover_domain(shm_domain_state& d) {
+shm::recovery_report recover_domain(shm_domain_state& d, bool scan_buckets) {
   shm::recovery_report r;
   const thread_ids me = self_ids();
   // Outside the domain's PID namespace, the slots' ids name other processes, or none: every live
   // waiter would look dead.
   if (!me.native_to(d))
     fail(shm::errc::pid_namespace,
-         "this process is in another PID namespace (%llu) than the domain (%llu): it cannot tell whose "
-         "processes died (it was forked after its parent entered a new one)",
+         "this process is in another PID namespace (%llu; 0: unknown) than the domain (%llu), or cannot "
+         "tell: it cannot tell whose processes died (it was forked after its parent entered a new one)",
          me.ns, d.pid_ns);
   std::exception_ptr first_error;
   for (std::uint32_t i = 0; i < d.opts.slots; ++i) {
@@ -488,11 +500,14 @@ shm::recovery_report recover_domain(shm_domain_state& d) {
     // acquire (as shm_give_slot's). Else back to the dead owner, for a later recovery.
     s.owner.store(freed ? slot_owner::make(slot_owner::gen(v), 0, 0) : v, std::memory_order_release);
   }
-  // Bucket locks whose holder died (a relaxed look: a lock held by a thread that has stopped
-  // running cannot change until somebody takes it over, which nothing does yet).
-  for (std::size_t i = 0; i < d.table.size(); ++i) {
-    const std::uint32_t h = d.table.at(i).lock.holder();
-    if (h && h != shm_bucket_lock::unknown_holder && h != me.tid && thread_id_gone(h))
+  // Bucket locks whose holder died: only for a caller who gets the report (a poll throws it
+  // away). The holder is read again after it was judged gone: a live holder may have unlocked
+  // and exited between the first read and the judgement; a dead one's lock never changes
+  // (nothing takes it over yet), so a second read that names it again is the dead's.
+  for (std::size_t i = 0; i < d.table.size() && scan_buckets; ++i) {
+    const shm_bucket_lock& l = d.table.at(i).lock;
+    const std::uint32_t h = l.holder();
+    if (h && h != shm_bucket_lock::unknown_holder && h != me.tid && thread_id_gone(h) && l.holder() == h)
       ++r.buckets_locked_by_dead;
   }
   if (first_error) std::rethrow_exception(first_error);
@@ -518,7 +533,7 @@ void shm_parker::recover_poll(const void* p, bool at_deadline) noexcept {
   // for (its wait is left for a later poll), so the recovery costs the scan and what it finishes.
   const recovery_patience patience(at_deadline ? 1 : recovery_tries_default);
   try {
-    recover_domain(*d);
+    recover_domain(*d, false);
   } catch (...) {
     // A release made for a dead waiter found its bit clear: the word was changed by somebody
     // that does not own it. recover() reports that to its caller; a parked waiter has nobody to
@@ -759,7 +774,7 @@ void domain::reset_stats() noexcept {
 
 recovery_report domain::recover() {
   if (!s_) return {};
-  return detail::recover_domain(*s_);
+  return detail::recover_domain(*s_, true);
 }
 
 std::size_t domain::bucket_of(const void* word) const {
@@ -805,11 +820,16 @@ detail::shm_parked_wait detail::shm_parked(const shm::domain& d, int pid) {
   unsigned long long addr = 0, op = 0;
   const int got = std::fscanf(f, "%ld %llx %llx", &nr, &addr, &op);
   std::fclose(f);
-  if (got != 3 || nr != SYS_futex || ((op & 0x7f) != 0 && (op & 0x7f) != 9)) return w;
+  // A futex wait that a stop interrupted shows as restart_syscall (its arguments are the
+  // interrupted call's, as long as it is not resumed); the parker's wait has a timeout, so it
+  // is restarted that way.
+  const bool futex_wait = nr == SYS_futex && ((op & 0x7f) == 0 || (op & 0x7f) == 9);
+  if (got != 3 || !(futex_wait || nr == SYS_restart_syscall)) return w;
   for (std::uint32_t i = 0; i < d.s_->opts.slots; ++i) {
     shm_slot& s = d.s_->slots[i];
     if (reinterpret_cast<unsigned long long>(&s.parker.word.value) != addr) continue;
-    if (slot_owner::free(s.owner.load(std::memory_order_acquire)) ||
+    const std::uint64_t owner = s.owner.load(std::memory_order_acquire);
+    if (slot_owner::free(owner) || slot_owner::pid(owner) != std::uint32_t(pid) ||
         s.use.load(std::memory_order_acquire) != slot_wait)
       return w;
     const waiter_node<shm_policy>& n = s.area.wait.node;  // the stopped process changes nothing

@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -301,17 +302,27 @@ TEST(ShmRecovery, AStampFromAnotherClocksFutureDoesNotStopThePolls) {
 // A child forked after its parent entered a new PID namespace is in that namespace, with the
 // parent's domain handles: its ids name other processes to the domain's processes, and theirs name
 // nobody (or others) to it. Its recover() is refused (pid_namespace) — it would take every live
-// waiter for dead —, its waits work, and their slots are never judged by the others (a death
-// there goes unseen, never a live wait finished).
-TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
+// waiter for dead —, its waits work, and neither their slots nor the bucket locks it holds are
+// judged by the others (a death there goes unseen, never a live wait finished). The same when
+// it cannot read /proc (hide_proc: it unmounts it in a mount namespace of its own), where it
+// cannot tell its namespace from the domain's.
+namespace {
+
+void another_namespace_neither_judges_nor_is_judged(bool hide_proc) {
   shared_file f(kSize);
-  shm::domain d = shm::domain::create(f.map(), kSize);
+  shm::options o;
+  o.buckets = 8;
+  shm::domain d = shm::domain::create(f.map(), kSize, o);
   auto& ev = at<std::atomic<W>>(d, 64);
   auto& lk = at<std::atomic<W>>(d, 128);
   auto& skipped = at<std::atomic<W>>(d, 8);   // 1: no new PID namespace could be made here
   auto& refused = at<std::atomic<W>>(d, 16);  // 1: recover() refused with pid_namespace, 2: not
   auto& locked = at<std::atomic<W>>(d, 24);   // 1: the grandchild got the lock, 2: timed out
   auto& go = at<std::atomic<W>>(d, 32);       // 1: this process's live waiter is queued
+  auto& named = at<std::atomic<W>>(d, 40);    // how the grandchild's bucket lock names it
+  auto& let_go = at<std::atomic<W>>(d, 48);   // 1: the grandchild may unlock that bucket
+  std::size_t spare = 0;                      // a bucket neither word uses
+  while (spare == d.bucket_of(&ev) || spare == d.bucket_of(&lk)) ++spare;
   ev.store(IO);
   d.lock_bit(lk, LOCK);
   // Forked before this process starts a thread (TSan supports no thread started after a
@@ -324,6 +335,12 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
     }
     const pid_t grandchild = fork();  // the first process of the new namespace
     if (grandchild == 0) {
+      if (hide_proc &&
+          (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0 ||
+           umount2("/proc", MNT_DETACH) != 0)) {
+        skipped.store(1);
+        _exit(0);
+      }
       while (go.load() == 0) std::this_thread::sleep_for(1ms);
       try {
         d.recover();
@@ -334,6 +351,11 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
       // From a second thread: its ids in this namespace, (1, 2), name no thread of the other
       // namespace's pid 1 (tgkill finds none), so a judge there would take it for dead.
       std::thread([&] {
+        auto& l = pagewait::detail::shm_bucket_lock_of(d, spare);
+        l.lock();
+        named.store(l.holder());
+        while (let_go.load() == 0) std::this_thread::sleep_for(1ms);
+        l.unlock();
         locked.store(d.try_lock_bit_for(lk, LOCK, 30s) ? 1 : 2);
         if (locked.load() == 1) d.unlock_bit(lk, LOCK);
       }).join();
@@ -346,6 +368,14 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
   std::thread live([&] { live_done = d.wait_bit_clear_for(ev, IO, 30s) ? 1 : 2; });
   EXPECT_TRUE(eventually([&] { return (ev.load() & WB) != 0; }));
   go.store(1);
+  EXPECT_TRUE(eventually([&] { return skipped.load() != 0 || named.load() != 0; }));
+  if (skipped.load() == 0) {
+    EXPECT_EQ(named.load(), pagewait::detail::shm_bucket_lock::unknown_holder)
+        << "a bucket lock of another namespace's thread names it by an id that means nothing here";
+    for (int i = 0; i < 5; ++i)
+      EXPECT_EQ(d.recover().buckets_locked_by_dead, 0u) << "another namespace's bucket lock was judged";
+  }
+  let_go.store(1);
   EXPECT_TRUE(eventually([&] { return skipped.load() != 0 || (refused.load() != 0 && (lk.load() & WB)); }));
   if (skipped.load() == 0) {
     std::this_thread::sleep_for(50ms);  // the grandchild is parked, on a slot of its own
@@ -360,9 +390,19 @@ TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
   ASSERT_EQ(waitpid(child, &st, 0), child);
   EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0);
   EXPECT_EQ(live_done.load(), 1) << "this process's wait did not see the clear";
-  if (skipped.load() != 0) GTEST_SKIP() << "no new PID namespace can be made here";
+  if (skipped.load() != 0) GTEST_SKIP() << "no new PID (or mount) namespace can be made here";
   EXPECT_EQ(refused.load(), 1u) << "a process of another namespace recovered the domain";
   EXPECT_EQ(locked.load(), 1u) << "the grandchild's wait did not get the lock";
+}
+
+}  // namespace
+
+TEST(ShmRecovery, AChildInAnotherPidNamespaceNeitherJudgesNorIsJudged) {
+  another_namespace_neither_judges_nor_is_judged(false);
+}
+
+TEST(ShmRecovery, AChildInAnotherPidNamespaceWithoutProcNeitherJudgesNorIsJudged) {
+  another_namespace_neither_judges_nor_is_judged(true);
 }
 
 // A process of another PID namespace could not tell the domain's processes apart: its attach is

@@ -52,8 +52,9 @@ std::size_t shm_reset_bucket(const shm::domain& d, std::size_t i);
 shm_bucket_lock& shm_bucket_lock_of(const shm::domain& d, std::size_t i);
 // For a supervisor that looks at a process it has stopped with SIGSTOP (tests, `pagewait demo
 // --processes --kill`): waits (up to a second) until /proc shows `pid` stopped, then says whether
-// it is blocked in a futex wait on the parker of one of the domain's slots holding a wait, and if
-// so that wait's word and bit. The process must map the domain at the same address as this handle
+// it is blocked in a futex wait (or its restart after a stop) on the parker of one of the
+// domain's slots holding a wait of that process, and if so that wait's word and bit. It looks
+// at the process's main thread only. The process must map the domain at the same address as this handle
 // (a forked child). A process parked so is inside that wait: it holds nothing the wait would give
 // it (its other locks are its own business).
 struct shm_parked_wait {
