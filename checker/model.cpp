@@ -45,6 +45,7 @@ void runtime::reset() {
     s.calls_ended = 0;
   }
   joined_ever_n_ = 0;
+  designated_n_ = 0;
   victim = -1;
   sinks_.clear();
   for (thread& t : threads_) fiber_pool_.push_back(std::move(t.fib));
@@ -386,17 +387,24 @@ void runtime::end_word(int si, const char* op, std::memory_order mo, bool writes
 // [I4] While a waiter is queued for a word, the word's waiters bit is set. Checked whenever a
 // bucket lock is released (inside a hold the core may be between the two steps).
 void runtime::check_waiters_bit() {
-  scratch_words_.clear();  // runtime-owned: no heap memory on a fiber that may be abandoned
-  view_->queued_words(scratch_words_);
-  for (const void* w : scratch_words_) {
-    const int si = slot_of(w);
+  // runtime-owned: no heap memory on a fiber that may be abandoned
+  const std::size_t n =
+      std::min(view_->nodes(scratch_nodes_.data(), scratch_nodes_.size()), scratch_nodes_.size());
+  for (std::size_t k = 0; k < n; ++k) {
+    const node_info& q = scratch_nodes_[k];
+    if (q.bookmark || !q.queued) continue;
+    const int si = slot_of(q.word);
     if (si < 0 || !slots_[std::size_t(si)].live) continue;  // a DROP waiter's object may be gone
     const slot& s = slots_[std::size_t(si)];
-    if (!(read_word(s) & waiters_mask(s.wide))) {
-      msg_ =
-          "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (CONTRACT 3.4)";
-      fail();
-    }
+    if (read_word(s) & waiters_mask(s.wide)) continue;
+    // CONTRACT 3.4: a lock waiter of (word, bit) behind a designated waker of (word, bit), whose
+    // race sets the waiters bit again. Nobody else may be queued with it clear.
+    bool designated = false;
+    for (std::size_t i = 0; i < designated_n_; ++i)
+      designated |= q.exclusive && designated_[i].word == q.word && designated_[i].bit == q.bit;
+    if (designated) continue;
+    msg_ = "waiters bit clear on " + slot_name(si, s.gen) + " while a waiter is queued for it (CONTRACT 3.4)";
+    fail();
   }
 }
 
@@ -499,6 +507,23 @@ void runtime::dead_release_begin(const void* word, std::uint64_t bit) {
 void runtime::dead_release_end() {
   end_release();
   end_last_touch_check();
+}
+
+void runtime::designated(const void* word, std::uint64_t bit, const void* node, bool begin) {
+  std::size_t i = 0;
+  while (i < designated_n_ && designated_[i].node != node) ++i;
+  if (begin) {
+    if (i < designated_n_ || designated_n_ == designated_.size()) {
+      msg_ = "a node made a designated waker twice before its race";
+      fail();
+    }
+    designated_[designated_n_++] = {word, bit, node};
+  } else if (i < designated_n_) {
+    designated_[i] = designated_[--designated_n_];
+  }
+  step_record r;
+  r.op = begin ? "designated waker chosen" : "designated waker raced";
+  record(r);
 }
 
 void runtime::walk_restarted() {

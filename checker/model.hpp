@@ -300,6 +300,12 @@ class runtime {
   // core: a walk that found its bucket reset (core::reset) starts again, from the head of the
   // queue, where it has put back what it had claimed.
   void walk_restarted();
+  // core: the designated waker (CONTRACT 3.4). An unlock that woke `node`'s waiter to race made it
+  // the designated waker of (word, bit) and cleared the waiters bit, though lock waiters of
+  // (word, bit) stay queued: the [I4] check lets those (and only those) be queued with it clear
+  // until the waiter's race (`begin` false) sets it again. Keyed by node: a recoverer may finish
+  // the race of a waiter that died after making it.
+  void designated(const void* word, std::uint64_t bit, const void* node, bool begin);
   // [I1] directly, for a protocol that claims it without a pin (atomic-clear): between these
   // two calls, once the release's atomic step has cleared the bit (or a hand-off token has been
   // delivered), any further access to the word by the releaser is a violation, whether or not
@@ -454,6 +460,13 @@ class runtime {
   std::unique_ptr<table_view> view_;
   std::vector<step_record> trace_;
   std::vector<const void*> scratch_words_;
+  struct designation {
+    const void* word = nullptr;
+    std::uint64_t bit = 0;
+    const void* node = nullptr;
+  };
+  std::array<designation, max_nodes> designated_{};
+  std::size_t designated_n_ = 0;
   std::vector<int> scratch_threads_;
   std::array<node_info, max_nodes> scratch_nodes_{};
   std::array<const void*, max_nodes> joined_ever_{};  // nodes seen joined to a release
@@ -558,6 +571,12 @@ struct basic_model_policy {
   // check reads a plain field and adds no step: every other cell explores what it did before.
   static constexpr bool resettable = true;
   static void walk_restarted() { rt().walk_restarted(); }
+  static void designated_begin(const void* w, std::uint64_t bit, const void* n) {
+    rt().designated(w, bit, n, true);
+  }
+  static void designated_end(const void* w, std::uint64_t bit, const void* n) {
+    rt().designated(w, bit, n, false);
+  }
   static void dead_release_begin(const void* w, std::uint64_t bit) { rt().dead_release_begin(w, bit); }
   static void dead_release_end() { rt().dead_release_end(); }
 

@@ -476,6 +476,33 @@ struct timed_lock_lost_race {
   }
 };
 
+// designated-waker (CONTRACT 3.4): hand-offs never earned, so that every unlock with two lock
+// waiters queued wakes the first to race and may make it their designated waker, clearing the
+// waiters bit. The holder then ends writeback on another bit of the word, for which a reader
+// waits (queued before, during or after the window: with it queued no waker is designated); one
+// locker is timed, so that a waker may be one whose deadline passed. Every lock waiter must get
+// the lock or give up, and the reader must be woken by the clear.
+struct designated_waker {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1000, std::chrono::hours(1)};
+    const obj a = r.new_object("page", WBK, false, 1);
+    r.add_thread("T1 holder", [a] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+      U::end_writeback(a, WBK);
+    });
+    r.add_thread("T2 timed locker", [a] {
+      if (U::lock(a, LCK, 10ms)) U::unlock(a, LCK);
+    });
+    r.add_thread("T3 locker", U::locker(a, LCK));
+    r.add_thread("T4 reader", [a] { U::wait(a, WBK); });
+  }
+};
+
 // handoff-by-time: lock-handoff with the time bound only (max_lost_races 5, max_wait 0):
 // a queued locker has earned its hand-off the moment it queues (the model clock stands still),
 // by time and not by count.
@@ -1202,6 +1229,9 @@ const std::vector<scenario>& scenarios() {
       entry<timed_lock_lost_race>("timed-lock-lost-race",
                                   "a timed locker loses its race after its deadline passed: it gives up", 2),
       entry<handoff_by_time>("handoff-by-time", "hand-off earned by time only (max_wait 0)", 3),
+      entry<designated_waker>("designated-waker",
+                              "never earned: a designated waker, timed or not, and a reader of another bit",
+                              2),
       entry<requeue_two_holds>("requeue-two-holds",
                                "a re-queue of two readers over two holds, another bit released between", 2),
       entry<handoff_time_requeue>("handoff-time-requeue",

@@ -122,6 +122,17 @@ struct alignas(64) shard {
   std::mutex m;
   std::unordered_map<key, std::uint64_t, key_hash> owners;
   std::unordered_map<key, std::uint64_t, key_hash> releasing;
+  // Designated wakers in flight (native_policy::designated_begin), by (word, bit). A fixed
+  // table: its entries change under a bucket lock, where nothing is allocated or freed. Past its
+  // size, one count stands for any (word, bit) of the shard (the check is then looser, never
+  // wrong).
+  struct designation {
+    const void* word = nullptr;
+    std::uint64_t bit = 0;
+    unsigned count = 0;
+  };
+  designation designated[8];
+  unsigned designated_overflow = 0;
 };
 // 16: fork() holds them all across the fork, and ThreadSanitizer tracks at most 64 locks held by one
 // thread (its deadlock detector aborts beyond that).
@@ -241,6 +252,17 @@ int probe(const void* word, std::size_t size) noexcept {
   return 0;
 }
 
+// Whether a designated waker of (word, bit) has not raced yet: the lock waiters of (word, bit)
+// may then be queued with the waiters bit (and the bit) clear.
+bool designation_in_flight(const void* word, std::uint64_t bit) {
+  shard& s = shard_of(word);
+  std::lock_guard<std::mutex> g(s.m);
+  if (s.designated_overflow) return true;
+  for (const auto& d : s.designated)
+    if (d.count && d.word == word && d.bit == bit) return true;
+  return false;
+}
+
 // The queue check, bucket lock held, `v` the word's value. While any waiter of the word is
 // queued, its waiters bit is set (wait_table.hpp, [I4]). A queued wait_bit_clear waiter also
 // has its bit set: every release that clears the bit claims all of them in the hold in which it
@@ -248,13 +270,23 @@ int probe(const void* word, std::size_t size) noexcept {
 // first lock waiter to race and leaves the others queued, for the next unlock. So a lock bit
 // cleared by hand is found only through the waiters bit or a wait_bit_clear waiter (or as an
 // unlock of a bit nobody holds). The first bit found in breach is reported, with the number of
-// its waiters.
+// its waiters. Lock waiters behind a designated waker of their (word, bit) may see the waiters
+// bit clear too (CONTRACT §3.4), until its race sets it again: not a breach.
 template <class W>
 finding scan(bucket<native_policy>& b, const void* word, W v, const char* doing) {
   finding f;
+  const bool wb = (v & waiters_bit<W>) != 0;
   for (waiter_node<native_policy>* n = b.head.get(); n; n = n->next.get()) {
     if (n->kind == node_kind::bookmark || n->word.get() != word) continue;
-    const bool waiters = (v & waiters_bit<W>) != 0;
+    // CONTRACT §3.4: a lock waiter behind a designated waker of its (word, bit), whose race sets
+    // the waiters bit again. The race takes no bucket lock: one made after `v` was read leaves
+    // the table with the waiters bit set, so after the table the word is read again (nothing can
+    // clear that bit while this bucket lock is held; a designation begins only under it).
+    if (!wb && !f.any && n->kind == node_kind::exclusive &&
+        (designation_in_flight(word, n->bit) ||
+         (static_cast<const std::atomic<W>*>(word)->load(std::memory_order_relaxed) & waiters_bit<W>)))
+      continue;
+    const bool waiters = wb;
     const bool bit = n->kind == node_kind::exclusive || (v & W(n->bit)) != 0;
     if (f.any) {
       if (n->bit == f.bit) ++f.waiters;
@@ -332,6 +364,26 @@ void native_policy::checked_release_final(const std::atomic<W>& word, W bit) noe
   std::lock_guard<std::mutex> g(s.m);
   auto it = s.releasing.find(key_of(&word, bit));
   if (it != s.releasing.end() && it->second == checked_thread_id()) pending_node = s.releasing.extract(it);
+}
+
+void native_policy::checked_designated(const void* word, std::uint64_t bit, bool begin) noexcept {
+  shard& s = shard_of(word);
+  std::lock_guard<std::mutex> g(s.m);
+  shard::designation* free_entry = nullptr;
+  for (auto& d : s.designated) {
+    if (d.count && d.word == word && d.bit == bit) {
+      d.count += begin ? 1u : unsigned(-1);
+      return;
+    }
+    if (!d.count && !free_entry) free_entry = &d;
+  }
+  if (!begin) {
+    --s.designated_overflow;  // its begin found the table full
+  } else if (free_entry) {
+    *free_entry = {word, bit, 1};
+  } else {
+    ++s.designated_overflow;
+  }
 }
 
 void native_policy::checked_flush() noexcept {
@@ -504,7 +556,13 @@ void checked_at_fork(fork_phase ph) noexcept {
   for (std::size_t i = 0; i < shard_count; ++i) {
     // The child's one thread was forking, not releasing: every release in progress belonged to
     // a thread the child does not have. Held bits stay held by their owners (pagewait.hpp).
-    if (ph == fork_phase::child) all[i].releasing.clear();
+    // Nor racing: the designated wakers in flight were other threads, whose waits the child
+    // does not have either (nor their queues: the table starts empty).
+    if (ph == fork_phase::child) {
+      all[i].releasing.clear();
+      for (auto& d : all[i].designated) d = {};
+      all[i].designated_overflow = 0;
+    }
     all[i].m.unlock();
   }
 }

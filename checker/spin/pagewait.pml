@@ -48,10 +48,16 @@
  *                            or not: an earned hand-off lost behind a reader.
  *   -DBROKEN_NO_JOINER_HANDOFF  no hand-off to an earned joiner when the walk met no lock waiter
  *                            queued: with -DSTRICT_FAIR, a joiner is woken to race.
+ *   -DBROKEN_DESIG_NO_WB     a designated waker's race does not set WB again: lock waiters stay
+ *                            queued with WB clear (I4), and sleep for good.
+ *   -DBROKEN_DESIG_PAST_EARNED  a waker is designated past a queued lock waiter that has earned its
+ *                            hand-off: the fast unlocks before its race clear the bit (fair).
+ * -DNO_DESIGNATED: no designated waker (lock waiters queued behind the one woken keep WB set).
  * Reachability probes (the driver expects each to fire, to show the passing runs are not
  * vacuous): -DPROBE_SPAN, -DPROBE_JOIN, -DPROBE_HANDOFF, -DPROBE_REQUEUE, -DPROBE_FREE,
  * -DPROBE_OVERTAKE (a hand-off past a dequeued reader), -DPROBE_REQUEUE_BOTH (one re-queue of
- * dequeued readers and joined arrivals), -DPROBE_JOINER_HANDOFF (a hand-off to a joiner).
+ * dequeued readers and joined arrivals), -DPROBE_JOINER_HANDOFF (a hand-off to a joiner),
+ * -DPROBE_DESIG (an unlock makes the lock waiter it wakes the designated waker).
  *
  * Properties:
  *   - touch after free: every access to the word asserts !freed (CONTRACT I1);
@@ -206,8 +212,11 @@ bool rother[NT];
 byte csince;          /* bit p: B was cleared since thread p's queueing RMW saw it set */
 byte owners;          /* threads owning the lock bit */
 byte inq;             /* waiter nodes (not bookmarks) in the bucket queue */
+bool desig[NT];       /* thread p is its word's designated waker and has not raced yet */
+byte ndesig;          /* how many are (the I4 monitor lets WB be clear meanwhile, for lock waiters) */
+byte inqs;            /* shared waiter nodes in the bucket queue (never behind a designated waker) */
 bool reached_join, reached_span, reached_requeue, reached_handoff, reached_free;  /* probes */
-bool reached_overtake, reached_requeue_both, reached_joiner_handoff;
+bool reached_overtake, reached_requeue_both, reached_joiner_handoff, reached_desig;
 bool strict;          /* -DSTRICT_FAIR: max_lost_races 0, every lock waiter has earned a hand-off */
 
 /* Every access to the word, by anybody: the object must still exist [I1]. */
@@ -231,14 +240,15 @@ bool strict;          /* -DSTRICT_FAIR: max_lost_races 0, every lock waiter has 
 #define LOCALS \
   byte old, v, tk, n, cur, visits, wvisits, q0, wh, wt, rqh, rqt, requeue, r, j, t1, t2, pk; \
   byte ftarget, hto; \
-  bool ok, got, queued, decided, handoff, exwoken, keepw, spans, earned, done; byte step
+  bool ok, got, queued, decided, handoff, exwoken, keepw, spans, earned, done, moreex; byte step, raced
 
 /* Dead locals are zeroed when an operation ends, so that stale values do not split states. */
 #define RESET_LOCALS \
   atomic { old = 0; v = 0; tk = 0; n = 0; cur = 0; visits = 0; wvisits = 0; q0 = 0; wh = 0; \
            wt = 0; rqh = 0; rqt = 0; requeue = 0; r = 0; j = 0; t1 = 0; t2 = 0; pk = 0; \
            ftarget = 0; hto = 0; ok = 0; got = 0; queued = 0; decided = 0; handoff = 0; \
-           exwoken = 0; keepw = 0; spans = 0; earned = 0; done = 0; step = 0 }
+           exwoken = 0; keepw = 0; spans = 0; earned = 0; done = 0; step = 0; moreex = 0; \
+           raced = 0 }
 
 /* ---------------------------------------------------------------------------------------- */
 /* The bucket: FIFO queue and releases in progress (wait_table.hpp). Bucket lock held.      */
@@ -251,7 +261,7 @@ inline push_back(x) {
   fi;
   tail = x;
   if
-  :: nkind[x] != BOOKMARK -> inq++
+  :: nkind[x] != BOOKMARK -> inq++; inqs = inqs + (nkind[x] == SHARED -> 1 : 0)
   :: else -> skip
   fi
 }
@@ -282,7 +292,7 @@ inline unlink(x) {
   fi;
   nxt[x] = NIL; prv[x] = NIL;
   if
-  :: nkind[x] != BOOKMARK -> inq--
+  :: nkind[x] != BOOKMARK -> inq--; inqs = inqs - (nkind[x] == SHARED -> 1 : 0)
   :: else -> skip
   fi
 }
@@ -487,8 +497,27 @@ inline visit_match(x, kind) {
      fi;
      if
      :: done -> skip
-     :: !done && !exwoken -> claim(x, TRETRY); exwoken = true
+     :: !done && !exwoken -> claim(x, TRETRY); exwoken = true; raced = x
+#if ATOMIC_CLEAR && !defined(NO_DESIGNATED)
+     :: !done && exwoken ->
+        /* decided in the final step: a designated waker, or keepw; [I6] not past a waiter that
+           has earned its hand-off (it is first once `raced` is out) */
+        if
+        :: !moreex ->
+           earned_handoff(x);
+           if
+#ifndef BROKEN_DESIG_PAST_EARNED
+           :: earned -> keepw = true
+#endif
+           :: else -> skip
+           fi;
+           earned = false
+        :: else -> skip
+        fi;
+        moreex = true
+#else
      :: !done && exwoken -> keepw = true
+#endif
      fi
   fi
 #else
@@ -535,7 +564,7 @@ inline visit_match(x, kind) {
 }
 
 inline release_slow(kind) {
-  decided = false; handoff = false; exwoken = false; keepw = false;
+  decided = false; handoff = false; exwoken = false; keepw = false; moreex = false; raced = NIL;
   wh = NIL; wt = NIL; rqh = NIL; rqt = NIL; spans = false;
   atomic {
     rbit[me] = (ATOMIC_CLEAR -> B : 0);   /* the old protocols register with bit 0 */
@@ -672,6 +701,20 @@ inline release_slow(kind) {
   lock_bucket();
 #endif
 #if ATOMIC_CLEAR
+  /* [I4] The designated waker: lock waiters stay queued behind the one woken to race and nothing
+     else keeps WB; the clearing step clears it, and that waiter's race sets it again. Only for a
+     walk that ended in its first hold. (core.hpp, release_walk's final hold) */
+  atomic {
+    if
+    :: moreex && !keepw && !spans && !handoff ->
+#ifdef PROBE_DESIG
+       reached_desig = true; assert(!reached_desig);
+#endif
+       desig[(raced - 1) / 3] = true; ndesig++
+    :: moreex && !(!keepw && !spans && !handoff) -> keepw = true
+    :: else -> skip
+    fi
+  };
   if
   :: !handoff ->
      /* [I1][I2][I3] the clearing step: the release's last access to the word */
@@ -896,7 +939,17 @@ inline lock_slow() {
            assert(!strict);                      /* [I6] every unlock hands off when all earned */
            I3_CHECK;                             /* [I3] cleared after we queued */
            atomic {
-             TOUCH; old = word; word = word | B;
+             TOUCH; old = word;
+#ifndef BROKEN_DESIG_NO_WB
+             /* retry_rmw: a designated waker sets WB with the same RMW, won or lost [I4][I2] */
+             word = word | B | (desig[me] -> WB : 0);
+#else
+             word = word | B;   /* BROKEN: the designated waker does not set WB again */
+#endif
+             if
+             :: desig[me] -> desig[me] = false; ndesig--
+             :: else -> skip
+             fi;
              if
              :: !(old & B) -> got = true; OWN
              :: else -> skip                     /* lost the race: queue again */
@@ -1004,11 +1057,13 @@ proctype locker(byte me; byte iters) {
 }
 
 #ifndef NO_I4
-/* [I4] While any waiter node is queued in the bucket, the word's waiters bit is set. Blocks
-   forever when the invariant holds, hence the end label. */
+/* [I4] While any waiter node is queued in the bucket, the word's waiters bit is set, or (lock
+   waiters only) a designated waker has not raced yet. Blocks forever when the invariant holds,
+   hence the end label. */
 active proctype i4_monitor() {
 end:
-  atomic { (!freed && inq > 0 && !(word & WB)) -> assert(!(!freed && inq > 0 && !(word & WB))) }
+  atomic { (!freed && (inqs > 0 || (inq > 0 && ndesig == 0)) && !(word & WB)) ->
+           assert(!(!freed && (inqs > 0 || (inq > 0 && ndesig == 0)) && !(word & WB))) }
 }
 #endif
 

@@ -92,6 +92,19 @@ RUNS = [
      ["-DSCEN_LOCK", "-DNT=4", "-DITER=1", "-DBROKEN_LATE_UNREGISTER"], "fail:record",
      "a record removed after the unparks is still registered when the next owner's release registers "
      "(pan -E: the stale record also swallows arrivals, a lost wake-up that spin reports first otherwise)"),
+    # lock-designated: lock-handoff with two visits per hold, so that an unlock's walk over two
+    # queued lockers ends in its first hold and may make the one it wakes the designated waker.
+    ("lock-designated.atomic-clear", "atomic-clear", ["-DSCEN_LOCK", "-DNT=3", "-DITER=2", "-DCHUNK=2"],
+     "pass", "a designated waker: the unlock clears WB with a locker still queued; the waker's race sets it again"),
+    ("lock-designated.atomic-clear.probe-desig", "atomic-clear",
+     ["-DSCEN_LOCK", "-DNT=3", "-DITER=2", "-DCHUNK=2", "-DPROBE_DESIG"], "fail:probe:desig",
+     "non-vacuity: an unlock designates the locker it wakes"),
+    ("lock-designated.broken-desig-no-wb", "atomic-clear",
+     ["-DSCEN_LOCK", "-DNT=3", "-DITER=2", "-DCHUNK=2", "-DBROKEN_DESIG_NO_WB"], "fail:i4",
+     "a designated waker whose race leaves WB clear leaves a locker queued with nobody to wake it"),
+    ("lock-designated.broken-desig-past-earned", "atomic-clear",
+     ["-DSCEN_LOCK", "-DNT=3", "-DITER=2", "-DCHUNK=2", "-DBROKEN_DESIG_PAST_EARNED"], "fail:fair",
+     "designating past a locker that earned its hand-off: a fast unlock clears the bit under it"),
     # handoff-past-reader: a shared waiter on the lock bit queued ahead of a locker.
     ("handoff-past-reader.atomic-clear", "atomic-clear", ["-DSCEN_FAIR", "-DNT=4", "-DCHUNK=1"], "pass",
      "the first exclusive waiter decides: an earned hand-off is honoured past readers, who are re-queued "

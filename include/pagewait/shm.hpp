@@ -137,8 +137,8 @@ class domain {
  public:
   // 2: the statistics area; 3: a bucket's reset epoch and a record's word width (core::reset);
   // 4: slots name their process, a node its word's width, the header its PID namespace (recover);
-  // 5: a bucket lock holds its holder's thread id
-  static constexpr std::uint32_t layout_version = 5;
+  // 5: a bucket lock holds its holder's thread id; 6: a node's designated-waker flag
+  static constexpr std::uint32_t layout_version = 6;
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
   // as create does, and std::invalid_argument if the total does not fit in a size_t.

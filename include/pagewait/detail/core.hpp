@@ -344,10 +344,26 @@ struct core {
     return false;
   }
 
+  // The RMW of a race after token_retry; true if it took the bit. A designated waker [I4] sets
+  // the waiters bit in the same RMW, won or lost: the unlock that woke it cleared the waiters bit
+  // though lock waiters stayed queued behind it, and only this makes a release serve them [I2]
+  // (a winner's own unlock; after a loss, the holder's). A loss queues this waiter again, which
+  // sets it anyway. Acquire as in try_lock.
+  // The duty is cleared after the RMW, so that a recoverer finishing the wait of a waiter that
+  // died in between makes the RMW again (harmless: the waiters bit may be stale [I4]).
+  static bool retry_rmw(std::atomic<W>& word, W bit, node& n) {
+    if (!n.designated.get()) return try_lock(word, bit);
+    const bool won = !(P::fetch_or(word, W(bit | WB), mo_acquire) & bit);
+    if constexpr (requires { P::designated_end(&word, std::uint64_t(bit), &n); })
+      P::designated_end(&word, std::uint64_t(bit), &n);
+    n.designated.set(false);
+    return won;
+  }
+
   // After token_retry: the bit was cleared and we were woken to race for it. Returns true if we
   // took it. Losing to a thread that never queued is the bounded unfairness [I6]: count it.
   static bool race_after_retry(std::atomic<W>& word, W bit, node& n) {
-    if (try_lock(word, bit)) return true;
+    if (retry_rmw(word, bit, n)) return true;
     n.lost.set(n.lost.get() + 1);
     if (counting(&word)) P::stat_lost_race(&word);
     return false;
@@ -511,6 +527,10 @@ struct core {
     bool keep_waiters = false;     // a waiter for this word stays queued: keep the waiters bit
     node_list wake;                // claimed nodes, unparked in this order after the unlock
     node_list requeue;             // claimed nodes that go back to the queue (after a hand-off)
+    // unlock, atomic-clear: lock waiters of (word, bit) stay queued behind the one woken to race
+    // (`raced`). If nothing else keeps the waiters bit, `raced` becomes their designated waker.
+    bool more_exclusive = false;
+    node* raced = nullptr;
 
     void claim(bucket_t& b, node* n, std::uint32_t token) {
       b.unlink(n);
@@ -663,7 +683,8 @@ struct core {
       P::unlock(b.lock);
       // A retry the dead waiter raced for already (won: it holds the lock, and this fails; lost:
       // the winner's unlock serves the queue, or this takes the lock the winner has released).
-      if (delivered == token_retry && !try_lock(word, bit)) return true;
+      // A designated dead waiter that had not raced yet: the race sets the waiters bit [I4].
+      if (delivered == token_retry && !retry_rmw(word, bit, n)) return true;
       if constexpr (requires { P::dead_release_begin(&word, std::uint64_t(bit)); })
         P::dead_release_begin(&word, std::uint64_t(bit));
       release(word, bit, release_kind::unlock);
@@ -738,6 +759,13 @@ struct core {
     if (!w.exclusive_woken) {
       w.claim(b, n, token_retry);
       w.exclusive_woken = true;
+      w.raced = n;
+    } else if constexpr (!cleared_first) {
+      // Decided in the final hold: a designated waker, or keep_waiters. [I6] Not past a waiter
+      // that has earned its hand-off: this one is first in the queue once `raced` is out, and
+      // the next unlock must reach it, which only a set waiters bit makes sure of.
+      if (!w.more_exclusive && earned_handoff(n)) w.keep_waiters = true;
+      w.more_exclusive = true;
     } else {
       w.keep_waiters = true;
     }
@@ -877,6 +905,23 @@ struct core {
     if constexpr (checked_mode<P> && atomic_clear) P::checked_release_final(word, bit);
     node* requeue = w.requeue.head;
     if constexpr (atomic_clear) {
+      if (w.more_exclusive) {
+        // [I4] The designated waker. Lock waiters of (word, bit) stay queued behind the one woken
+        // to race, and nothing else waits on the word: the clearing step below clears the waiters
+        // bit anyway, so that the releases made before that waiter has run are single CASes that
+        // wake nobody (otherwise each of them walks and wakes one more waiter, which mostly loses
+        // to the running holder and sleeps again: a wake-up system call per lock transfer). The
+        // waiter's race sets the waiters bit again with the same RMW, won or lost (retry_rmw), and
+        // from then on the next release serves the queue [I2]. Only for a walk that ended in its
+        // first hold (no arrival joined it, no re-queue) and cleared: otherwise the waiters bit stays.
+        if (!w.keep_waiters && !spans && !w.handoff) {
+          w.raced->designated.set(true);
+          if constexpr (requires { P::designated_begin(&word, std::uint64_t(bit), w.raced); })
+            P::designated_begin(&word, std::uint64_t(bit), w.raced);
+        } else {
+          w.keep_waiters = true;
+        }
+      }
       if (!w.handoff) {
         if constexpr (selftest_clear_in_later_hold<P>) {
           // Deliberately broken, checker self-test only: a waiter that queues in this gap (the

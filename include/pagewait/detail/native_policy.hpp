@@ -196,6 +196,16 @@ struct native_policy {
   template <class W>
   static void checked_release_final(const std::atomic<W>& word, W bit) noexcept;
   static void checked_flush() noexcept;
+  // The designated waker (core.hpp, CONTRACT §3.4): while one of (word, bit) is in flight, the
+  // lock waiters of (word, bit) may be queued with the waiters bit clear, which the queue checks
+  // must not report. Counted only in checked builds; a call on the slow path otherwise, with no body.
+  static void designated_begin(const void* word, std::uint64_t bit, const void*) noexcept {
+    if constexpr (checked) checked_designated(word, bit, true);
+  }
+  static void designated_end(const void* word, std::uint64_t bit, const void*) noexcept {
+    if constexpr (checked) checked_designated(word, bit, false);
+  }
+  static void checked_designated(const void* word, std::uint64_t bit, bool begin) noexcept;
 };
 
 }  // namespace detail

@@ -109,6 +109,13 @@ struct waiter_node {
   // too many races; the releaser also hands off once `handoff_at` has passed.
   bool wants_handoff = false;
   std::chrono::steady_clock::time_point handoff_at{};
+  // The designated waker (CONTRACT §3.4): set by the unlock that woke this lock waiter to race
+  // (token_retry) and cleared the waiters bit although other lock waiters of the same bit stay
+  // queued. Until this waiter's race sets the waiters bit again, releases of the word are fast and
+  // wake nobody. Written under the bucket lock before the unpark, read by the waiter (or its
+  // recoverer) after the token, and cleared by that race (core::retry_rmw), which every path of
+  // a waiter woken with token_retry makes before it queues again.
+  cell<bool> designated{false};
   // The waiter's own bookkeeping across its re-queues: races lost in this wait, and whether it
   // has queued before (handoff_at is set at the first queueing). Touched only while the node is
   // not visible, by whoever runs the wait: its own thread, or, for an asynchronous lock waiter,
