@@ -158,7 +158,9 @@ bool runtime::enabled(const thread& t) const {
       return true;
     case pending::kill: {
       const thread& v = threads_[std::size_t(victim)];
-      return v.finished || (v.in_wait_scope && !v.held);
+      if (v.finished) return true;
+      if (!kill_anywhere) return v.in_wait_scope && !v.held;
+      return (v.in_wait_scope || v.in_release_scope) && !v.decided_window;
     }
     case pending::gone:
       return threads_[std::size_t(victim)].finished;
@@ -485,23 +487,53 @@ void runtime::await_token(model_parker& p) {
   record(r);
 }
 
-void runtime::dead_release_begin(const void* word, std::uint64_t bit) {
+void runtime::dead_release_begin(const void* word, std::uint64_t bit, bool unlock) {
   const int si = slot_of(word);
   slot& s = slots_[std::size_t(si)];
   const obj o{si, s.gen};
   set_target(o);
   const int pos = __builtin_ctzll(bit);
   if (!(read_word(s) & bit)) {
-    msg_ = "a recoverer releases, for a dead waiter, a lock bit that is clear (CONTRACT 3.12)";
+    msg_ = "a recoverer releases, for a dead thread, a bit that is clear (CONTRACT 3.12)";
     fail();
   }
   if (s.owner[std::size_t(pos)] >= 0) {
-    msg_ = "two owners: a recoverer releases, for a dead waiter, the lock bit " +
+    msg_ = "two owners: a recoverer releases, for a dead thread, the lock bit " +
            threads_[std::size_t(s.owner[std::size_t(pos)])].name + " holds (CONTRACT 3.5, 3.12)";
     fail();
   }
   begin_last_touch_check(o, bit);
-  begin_release(o, bit, true, true);
+  begin_release(o, bit, unlock, unlock);
+}
+
+void runtime::take_over(model_lock& l) {
+  stop(pending::run);
+  if (l.owner != victim || !threads_[std::size_t(victim)].dead) {
+    msg_ = "a bucket lock taken over from a thread that is not a dead holder of it (CONTRACT 3.12)";
+    fail();
+  }
+  threads_[std::size_t(victim)].held = nullptr;
+  l.owner = cur_;
+  l.visits = 0;
+  me().held = &l;
+  join(l.vc);
+  tick();
+  step_record r;
+  r.op = "bucket lock taken over from the dead";
+  record(r);
+}
+
+std::uint32_t runtime::read_parker(model_parker& p, const vclock& opened) {
+  stop(pending::run);
+  join(opened);
+  const std::uint32_t t = p.token & detail::token_mask;
+  join(t ? p.vc : p.prep_vc);
+  tick();
+  step_record r;
+  r.op = "rebuild reads a slot's parker";
+  r.n = t;
+  record(r);
+  return t;
 }
 
 void runtime::dead_release_end() {
@@ -713,6 +745,7 @@ void model_parker::unpark(std::uint32_t t) { rt().parker_unpark(*this, t); }
 void runtime::parker_prepare(model_parker& p) {
   stop(pending::run);
   p.token = 0;
+  p.prep_vc = me().vc;
   tick();
   step_record r;
   r.op = "parker prepare";

@@ -75,7 +75,8 @@ struct model_lock {
 struct model_parker {
   int thread = -1;
   std::uint32_t token = 0;
-  vclock vc{};  // the unparkers' clocks: park's acquire joins them
+  vclock vc{};       // the unparkers' clocks: park's acquire joins them
+  vclock prep_vc{};  // the preparer's clock (prepare is a release store, for a rebuild's look)
   void prepare();
   std::uint32_t park(const detail::deadline& dl, const std::stop_token* stop);
   void unpark(std::uint32_t token);
@@ -175,6 +176,10 @@ class runtime {
   obj new_object(const char* name, std::uint64_t value, bool wide, int refs);
   // `at_quiescence`: the thread starts only once every other thread has returned (the probe).
   int add_thread(std::string name, std::function<void()> body, bool at_quiescence = false);
+  // Setup: `thread` owns lock bit `bit` of `o` from the start (the word's value has it set).
+  void hold_at_start(obj o, std::uint64_t bit, int thread) {
+    slots_[std::size_t(o.slot)].owner[std::size_t(__builtin_ctzll(bit))] = thread;
+  }
   void set_table(std::unique_ptr<table_view> v) { view_ = std::move(v); }
 
   // ---- one execution ----
@@ -224,8 +229,23 @@ class runtime {
   void wait_scope_open(bool open) { me().in_wait_scope = open; }
   // A release made for a dead waiter (core::finish_dead_wait; P::dead_release_begin/end): the
   // lock handed to it, or won for it in its race, is released by the recoverer, as an unlock.
-  void dead_release_begin(const void* word, std::uint64_t bit);
+  void dead_release_begin(const void* word, std::uint64_t bit, bool unlock = true);
   void dead_release_end();
+  // A victim that may die holding a bucket lock (a scenario sets kill_anywhere): also while its
+  // release scope is open, and while it holds a bucket lock, except between its release's
+  // decision and its clearing step (`decided_window`), where a recoverer cannot tell whether the
+  // bit was cleared and leaves it set, as held by the dead (CONTRACT 3.12): not checked here.
+  bool kill_anywhere = false;
+  void release_scope_open(bool open) { me().in_release_scope = open; }
+  void release_decided(bool clears) { me().decided_window = clears; }
+  void release_cleared() { me().decided_window = false; }
+  // The recoverer takes over the bucket lock the dead victim holds (core::rebuild follows).
+  void take_over(model_lock& l);
+  // A rebuild's look at a slot (P::each_waiter): what its wait scope's opening published, then
+  // the parker's token, with the clock of whoever set it or cleared it (acquire). A step.
+  std::uint32_t read_parker(model_parker& p, const vclock& opened);
+  bool is_dead(int t) const { return threads_[std::size_t(t)].dead; }
+  const vclock& my_clock() { return me().vc; }
   // Asynchronous waiters' completions: queued on the delivering thread, run after its deliver.
   void async_queue(model_async_sink& s, std::uint32_t token);
   // deliver reached an asynchronous node with the release's token: what the release granted is
@@ -360,8 +380,10 @@ class runtime {
     std::function<void()> body;
     std::unique_ptr<fiber> fib;
     bool finished = false;
-    bool dead = false;           // killed (kill_victim): finished, never resumed
-    bool in_wait_scope = false;  // its wait scope is open (the victim may die now)
+    bool dead = false;              // killed (kill_victim): finished, never resumed
+    bool in_wait_scope = false;     // its wait scope is open (the victim may die now)
+    bool in_release_scope = false;  // its release scope is open (kill_anywhere: it may die now)
+    bool decided_window = false;    // its release has decided and not made its clearing step
     pending what = pending::start;
     const void* on = nullptr;
     std::uint64_t bit = 0;
@@ -577,8 +599,18 @@ struct basic_model_policy {
   static void designated_end(const void* w, std::uint64_t bit, const void* n) {
     rt().designated(w, bit, n, false);
   }
-  static void dead_release_begin(const void* w, std::uint64_t bit) { rt().dead_release_begin(w, bit); }
+  static void dead_release_begin(const void* w, std::uint64_t bit, bool unlock = true) {
+    rt().dead_release_begin(w, bit, unlock);
+  }
   static void dead_release_end() { rt().dead_release_end(); }
+  static void release_decided(bool clears) { rt().release_decided(clears); }
+  static void release_cleared() { rt().release_cleared(); }
+  // core::rebuild, offsets column only: the nodes of the domain's slots, and whether the thread
+  // whose slot holds a release record lives (model_domain below).
+  template <class F>
+  static void each_waiter(detail::bucket<basic_model_policy>& b, F&& f);
+  static detail::claimer_state release_owner(const detail::release_record<basic_model_policy>* r,
+                                             std::uint32_t tag);
 
   template <class W>
   static W load(const std::atomic<W>& w, std::memory_order mo) {
@@ -719,7 +751,9 @@ struct model_domain {
   using record = detail::release_record<P>;
   struct slot {
     bool waiting = false, releasing = false;
-    model_parker parker;  // the slot's parker, as a real domain's slot holds one
+    std::uint32_t releases = 0;  // releases begun in it (a record's tag)
+    vclock opened{};             // the clock of its wait scope's opening (a domain's `use` store, release)
+    model_parker parker;         // the slot's parker, as a real domain's slot holds one
     alignas(node) unsigned char wait[sizeof(node)];
     alignas(node) unsigned char end[sizeof(node)];
     alignas(node) unsigned char mark[sizeof(node)];
@@ -744,6 +778,7 @@ struct domain_wait_scope {
     // As shm_wait_scope: no token of this slot's previous wait is left for a recoverer to act on
     // (the thread's own parker; a release delivers to it only while a node of it is visible).
     s.parker.token = 0;
+    s.opened = rt().my_clock();
     rt().wait_scope_open(true);
   }
   domain_wait_scope(const domain_wait_scope&) = delete;
@@ -774,10 +809,13 @@ struct domain_release_scope {
     e = new (s.end) node;
     m = new (s.mark) node;
     r = new (s.rec) record;
+    r->tag = ++s.releases;
+    rt().release_scope_open(true);
   }
   domain_release_scope(const domain_release_scope&) = delete;
   domain_release_scope& operator=(const domain_release_scope&) = delete;
   ~domain_release_scope() {
+    rt().release_scope_open(false);
     r->~record();
     m->~node();
     e->~node();
@@ -787,6 +825,39 @@ struct domain_release_scope {
   node& mark() noexcept { return *m; }
   record& rec() noexcept { return *r; }
 };
+
+template <bool B, bool O>
+template <class F>
+void basic_model_policy<B, O>::each_waiter(detail::bucket<basic_model_policy>& b, F&& f) {
+  if constexpr (O) {
+    using node = detail::waiter_node<basic_model_policy>;
+    for (auto& s : domain().slots) {
+      if (!s.waiting) continue;
+      node* n = std::launder(reinterpret_cast<node*>(s.wait));
+      const std::uint32_t t = rt().read_parker(s.parker, s.opened);
+      if (!n->word.get() || &table().bucket_for(n->word.get()) != &b) continue;
+      // A delivered node's state is its waiter's to change (outside the lock): not read.
+      f(*n, t, t ? detail::node_state::idle : n->state.get(), rt().is_dead(s.parker.thread));
+    }
+  } else {
+    (void)b, (void)f;
+    std::abort();  // a rebuild finds nodes in a domain's slots: the offsets column only
+  }
+}
+
+template <bool B, bool O>
+detail::claimer_state basic_model_policy<B, O>::release_owner(
+    const detail::release_record<basic_model_policy>* r, std::uint32_t tag) {
+  if constexpr (O) {
+    for (std::size_t i = 0; i < domain().slots.size(); ++i) {
+      const auto& s = domain().slots[i];
+      if (static_cast<const void*>(s.rec) != r) continue;
+      if (!s.releasing || s.releases != tag) return detail::claimer_state::stale;
+      return rt().is_dead(int(i)) ? detail::claimer_state::dead : detail::claimer_state::alive;
+    }
+  }
+  std::abort();  // a record outside the domain's slots
+}
 
 // The table view for policy P: walks the bucket queues and release records raw (no checks).
 template <class P>

@@ -879,29 +879,190 @@ struct reset_timeout {
 // cleared, the hand-off rules for every unlock (the recoverer's too), the last touch, an idle
 // table at the end (the dead node out of every list). Offsets column only: a waiter dies only in
 // a domain.
+// The recoverer's finishing of the dead victim's wait, as a live process does it: the token its
+// parker holds, core::finish_dead_wait again each time a token comes while a release still held
+// the node, then the node destroyed as the domain frees the slot (a later touch of it is caught).
+template <class P, release_protocol R>
+void finish_victim_wait(int victim) {
+  using C = detail::core<P, R, std::uint32_t>;
+  using node = detail::waiter_node<P>;
+  runtime& q = rt();
+  auto& slot = P::domain().slots[std::size_t(victim)];
+  node* n = std::launder(reinterpret_cast<node*>(slot.wait));
+  if (n->word.get()) {
+    if (n->width != sizeof(std::uint32_t)) std::abort();  // the rows' words are 32-bit
+    while (!C::finish_dead_wait(*n, q.read_token(slot.parker))) q.await_token(slot.parker);
+  }
+  n->~node();
+  slot.waiting = false;
+}
+
 template <class P, release_protocol R>
 void add_killer_and_recoverer(runtime& r, int victim) {
   r.victim = victim;
   r.add_thread("X killer", [] { rt().kill_victim(); });
   r.add_thread("Y recoverer", [victim] {
     if constexpr (P::offsets && R == release_protocol::atomic_clear) {
-      using C = detail::core<P, R, std::uint32_t>;
-      using node = detail::waiter_node<P>;
-      runtime& q = rt();
-      if (!q.victim_gone()) return;
-      auto& slot = P::domain().slots[std::size_t(victim)];
-      node* n = std::launder(reinterpret_cast<node*>(slot.wait));
-      if (n->word.get()) {
-        if (n->width != sizeof(std::uint32_t)) std::abort();  // the rows' words are 32-bit
-        while (!C::finish_dead_wait(*n, q.read_token(slot.parker))) q.await_token(slot.parker);
-      }
-      n->~node();  // as the domain frees the slot: a later touch of the node is caught
-      slot.waiting = false;
+      if (!rt().victim_gone()) return;
+      finish_victim_wait<P, R>(victim);
     } else {
       (void)victim, std::abort();  // death_entry gives the other columns no cell
     }
   });
 }
+
+// The killer and the recoverer of the dead-holder rows: the victim may die anywhere in its
+// operation (kill_anywhere), holding a bucket lock too, or between two holds of its release's
+// walk, or while that release delivers. The recoverer takes over a bucket lock the dead holds and
+// rebuilds that bucket from the slots (core::rebuild), finishes a release the victim had begun
+// (core::finish_dead_release: rebuilt, then made again if it had not decided), and finishes its
+// wait as in the other death rows. The one point where the victim cannot die here is between its
+// release's decision and its clearing step (runtime::kill_anywhere says why).
+template <class P, release_protocol R>
+void add_killer_and_takeover(runtime& r, int victim) {
+  r.victim = victim;
+  r.kill_anywhere = true;
+  r.add_thread("X killer", [] { rt().kill_victim(); });
+  r.add_thread("Y recoverer", [victim] {
+    if constexpr (P::offsets && R == release_protocol::atomic_clear) {
+      using C = detail::core<P, R, std::uint32_t>;
+      using node = detail::waiter_node<P>;
+      using record = detail::release_record<P>;
+      runtime& q = rt();
+      if (!q.victim_gone()) return;
+      for (std::size_t i = 0; i < P::table().size(); ++i) {
+        auto& b = P::table().at(i);
+        if (b.lock.owner != victim) continue;
+        q.take_over(b.lock);
+        C::rebuild(b);
+      }
+      auto& slot = P::domain().slots[std::size_t(victim)];
+      if (slot.releasing) {
+        record* rec = std::launder(reinterpret_cast<record*>(slot.rec));
+        if (rec->word.get() && rec->width != sizeof(std::uint32_t)) std::abort();  // 32-bit words here
+        C::finish_dead_release(*rec);  // the model's recoverer waits for the bucket lock
+        rec->~record();
+        std::launder(reinterpret_cast<node*>(slot.mark))->~node();
+        std::launder(reinterpret_cast<node*>(slot.end))->~node();
+        slot.releasing = false;
+      }
+      if (slot.waiting) finish_victim_wait<P, R>(victim);
+    } else {
+      (void)victim, std::abort();  // death_entry gives the other columns no cell
+    }
+  });
+}
+
+// dead-holder-event: chunk of 1; the victim ends writeback on one page while a waiter waits for
+// it, and dies anywhere in that release: holding the bucket lock, between its holds, delivering.
+// The waiter of another page in the same bucket, and its writeback, must go on; the waiter of the
+// victim's page must be woken (the release is made again, or what it decided is delivered).
+struct dead_holder_event {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    const obj a = r.new_object("page", WBK, false, 1);
+    const obj b = r.new_object("other", WBK, false, 1);
+    const int v = r.add_thread("V writeback", [a] { U::end_writeback(a, WBK); });
+    r.add_thread("T1 other writeback", [a, b] {
+      U::end_writeback(b, WBK);
+      U::wait(a, WBK);
+    });
+    r.add_thread("T2 other waiter", [b] { U::wait(b, WBK); });
+    add_killer_and_takeover<P, R>(r, v);
+  }
+};
+
+// dead-holder-unlock: chunk of 1, hand-offs always earned; the victim holds the lock from the
+// start and unlocks it while a reader of the lock bit and a locker wait, and dies anywhere in that
+// unlock (its walk claims the reader, hands off to the locker, then queues the reader again, a hold
+// at a time). The locker must get the lock, the reader see it clear, and the other page's waiter
+// and writeback go on.
+struct dead_holder_unlock {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    r.fair = {0, std::chrono::nanoseconds(0)};
+    const obj a = r.new_object("page", LCK, false, 1);
+    const obj b = r.new_object("other", WBK, false, 1);
+    const int v = r.add_thread("V unlocker", [a] { U::unlock(a, LCK); });
+    r.hold_at_start(a, LCK, v);
+    r.add_thread("T1 locker", [a, b] {
+      U::lock(a, LCK);
+      U::unlock(a, LCK);
+      U::end_writeback(b, WBK);
+    });
+    r.add_thread("T2 reader", [a, b] {
+      U::wait(a, LCK);
+      U::wait(b, WBK);
+    });
+    add_killer_and_takeover<P, R>(r, v);
+  }
+};
+
+// dead-holder-retaken: never earned; the victim holds the lock from the start and unlocks it
+// while a locker waits: it wakes the locker to race and clears the bit and the waiters bit, and
+// may die before its bucket unlock. A barger may take the bit meanwhile: the rebuild then queues
+// the locker again (the bit is set), and must set the waiters bit for it, or the barger's unlock
+// is a lone CAS that wakes nobody.
+struct dead_holder_retaken {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    r.fair = {1000, std::chrono::hours(1)};
+    const obj a = r.new_object("page", LCK, false, 1);
+    const int v = r.add_thread("V unlocker", [a] { U::unlock(a, LCK); });
+    r.hold_at_start(a, LCK, v);
+    r.add_thread("T1 locker", U::locker(a, LCK));
+    r.add_thread("T2 barger", U::locker(a, LCK));
+    add_killer_and_takeover<P, R>(r, v);
+  }
+};
+
+// dead-holder-in-walk: chunk of 1; the victim, a timed waiter, dies anywhere in its wait, holding
+// the bucket lock too, while a live writeback walks the page's waiters in several holds: it may
+// die as it joins that walk's record, or leaves at its deadline between two holds. The rebuild
+// must leave what the live walk holds claimed to that walk, which starts again (the epoch).
+struct dead_holder_in_walk {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    const obj a = r.new_object("page", WBK, false, 1);
+    const int v = r.add_thread("V timed waiter", [a] { U::wait(a, WBK, 5ms); });
+    r.add_thread("T1 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T2 writeback", [a] { U::end_writeback(a, WBK); });
+    add_killer_and_takeover<P, R>(r, v);
+  }
+};
+
+// dead-holder-arrival: the victim, a timed waiter, dies anywhere in its wait: holding the bucket
+// lock as it queues or leaves at its deadline, too. The writeback of its page and of another page
+// in the same bucket, and that page's waiter, must go on.
+struct dead_holder_arrival {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 64);
+    const obj a = r.new_object("page", WBK, false, 1);
+    const obj b = r.new_object("other", WBK, false, 1);
+    const int v = r.add_thread("V timed waiter", [a] { U::wait(a, WBK, 5ms); });
+    r.add_thread("T1 writeback", [a, b] {
+      U::end_writeback(a, WBK);
+      U::end_writeback(b, WBK);
+    });
+    r.add_thread("T2 other waiter", [b] { U::wait(b, WBK); });
+    add_killer_and_takeover<P, R>(r, v);
+  }
+};
 
 // dead-lock-handoff: every lock waiter earns a hand-off at once; the victim locks twice (its
 // second wait must not leave its first wait's token for the recoverer), among a holder and a
@@ -1275,6 +1436,16 @@ const std::vector<scenario>& scenarios() {
                                        "chunk of 1: a reader dies claimed by a walk that then hands off", 2),
       death_entry<dead_waiter_walk>("dead-waiter-walk",
                                     "chunk of 1: a waiter dies queued, claimed or joined in a walk", 2),
+      death_entry<dead_holder_event>("dead-holder-event",
+                                     "chunk of 1: writeback dies anywhere, holding the bucket lock too", 1),
+      death_entry<dead_holder_unlock>(
+          "dead-holder-unlock", "chunk of 1, always earned: an unlock dies anywhere in its hand-off walk", 1),
+      death_entry<dead_holder_retaken>(
+          "dead-holder-retaken", "never earned: an unlock dies after its clear; a barger takes the bit", 2),
+      death_entry<dead_holder_in_walk>(
+          "dead-holder-in-walk", "chunk of 1: a timed waiter dies anywhere while a live walk spans holds", 2),
+      death_entry<dead_holder_arrival>(
+          "dead-holder-arrival", "a timed waiter dies anywhere, holding the bucket lock as it queues too", 1),
   };
   return all;
 }

@@ -281,7 +281,9 @@ shm_slot& shm_take_slot(const void* word, bool for_release) {
   const std::uint32_t waits = n - d.opts.release_reserve;
   const std::uint32_t reserve = d.opts.release_reserve;
   // Acquire: the previous holder's last use of the slot (its node's destruction, its parker's
-  // last read) happens-before ours. Pairs with shm_give_slot's release store.
+  // last read) happens-before ours. Pairs with shm_give_slot's release store. Release too: a
+  // rebuild that reads what we write into the slot after the take (a record built anew) also
+  // sees the new generation, and so never takes it for the previous release's (core::rebuild).
   const thread_ids me = self_ids();
   // A thread of a process outside the domain's PID namespace (forked after its parent entered
   // another) names its slots with thread id 0, "liveness unknown": its ids would name other
@@ -292,7 +294,7 @@ shm_slot& shm_take_slot(const void* word, bool for_release) {
     std::uint64_t v = s.owner.load(std::memory_order_relaxed);
     return slot_owner::free(v) &&
            s.owner.compare_exchange_strong(v, slot_owner::make(slot_owner::gen(v) + 1, me.pid, tid),
-                                           std::memory_order_acquire, std::memory_order_relaxed);
+                                           std::memory_order_acq_rel, std::memory_order_relaxed);
   };
   for (;;) {
     const std::uint32_t h = slot_hint();
@@ -322,6 +324,18 @@ shm_parker& shm_policy::current_parker() noexcept {
   std::abort();
 }
 
+std::uint32_t shm_bucket_index(const void* word) noexcept {
+  const shm_domain_state& d = domain_of(word);
+  return std::uint32_t(d.table.index_of_key(std::uint64_t(static_cast<const char*>(word) - d.base)));
+}
+
+shm_slot* shm_slots_of(const bucket<shm_policy>* b, std::uint32_t& n, std::uint32_t& index) noexcept {
+  shm_domain_state& d = domain_of(b);
+  n = d.opts.slots;
+  index = std::uint32_t(b - &d.table.at(0));
+  return d.slots;
+}
+
 void shm_give_slot(shm_slot& s) noexcept {
   // Free, keeping the generation (only the holder writes `owner` while it holds the slot).
   s.owner.store(slot_owner::make(slot_owner::gen(s.owner.load(std::memory_order_relaxed)), 0, 0),
@@ -333,6 +347,10 @@ std::uint32_t shm_bucket_lock::id_for(const void* lock) noexcept {
   const shm_domain_state* d = find(lock);
   return d && !me.native_to(*d) ? unknown_holder : me.tid;
 }
+
+namespace {
+bool thread_id_gone(std::uint32_t tid) noexcept;
+}  // namespace
 
 void shm_bucket_lock::lock_slow() noexcept {
   const std::uint32_t me = id_for(this);
@@ -346,6 +364,11 @@ void shm_bucket_lock::lock_slow() noexcept {
   // Then sleep, with `contended` set so that the holder's unlock wakes one sleeper. A thread that
   // takes the lock after sleeping keeps `contended` (others may still sleep): at worst one wake
   // too many, as in a three-state futex mutex. The holder's id is never overwritten while held.
+  // The sleep is cut in slices of shm_parker::recovery_poll. A holder that dies holding the lock
+  // never wakes anybody, and every thread that could take it over (the parked waiters' polls)
+  // may be asleep right here; and one killed between its unlock's exchange and its wake leaves
+  // the lock free with sleepers. So after a slice the sleeper looks: a free lock is taken, and a
+  // holder whose thread has gone is taken over and its bucket rebuilt (as recover_domain does).
   for (;;) {
     std::uint32_t c = w_.value.load(std::memory_order_relaxed);
     if (c == 0) {
@@ -357,7 +380,13 @@ void shm_bucket_lock::lock_slow() noexcept {
     if (!(c & contended) && !w_.value.compare_exchange_weak(c, c | contended, std::memory_order_relaxed,
                                                             std::memory_order_relaxed))
       continue;
-    w_.wait_shared(c | contended, deadline::never());
+    if (w_.wait_shared(c | contended, deadline{deadline::clock::now() + shm_parker::recovery_poll})) continue;
+    const std::uint32_t h = (c | contended) & ~contended;
+    if (w_.value.load(std::memory_order_relaxed) == (c | contended) && me != unknown_holder &&
+        h != unknown_holder && thread_id_gone(h) && take_over(h)) {
+      shm_policy::shm_hold_start_ns = shm_policy::stats_on_for(this) ? shm_policy::stat_now_ns() : 0;
+      shm_core<std::uint32_t>::rebuild(*reinterpret_cast<bucket<shm_policy>*>(this));  // drops the lock
+    }
   }
 }
 
@@ -374,6 +403,17 @@ struct recovery_patience {
   recovery_patience& operator=(const recovery_patience&) = delete;
 };
 }  // namespace
+
+bool shm_bucket_lock::take_over(std::uint32_t dead) noexcept {
+  std::uint32_t c = w_.value.load(std::memory_order_relaxed);
+  // Only from the dead holder named: a lock that it does not hold (any more: taken over by
+  // another recoverer, then given back and taken again) is not touched. `contended` is set, so
+  // that the unlock after the rebuild wakes a thread that slept on the lock while the dead held it.
+  // Acquire: what the dead did before it died is seen (its death ordered it long before).
+  return (c & ~contended) == dead &&
+         w_.value.compare_exchange_strong(c, id_for(this) | contended, std::memory_order_acquire,
+                                          std::memory_order_relaxed);
+}
 
 bool shm_policy::try_lock_for_recovery(bucket_lock& l) noexcept {
   // By default about a millisecond or more: a live holder keeps a bucket lock for at most
@@ -439,11 +479,24 @@ bool recover_slot(shm_slot& s, shm::recovery_report& r) {
   switch (s.use.load(std::memory_order_acquire)) {  // pairs with the scope's release store
     case slot_unused:
       return true;  // taken, but nothing built in it yet, or already torn down
-    case slot_release:
-      // A release killed mid-walk: its place holders may be in a queue and its record in a
-      // bucket, and its bit is still set. Not recovered yet (SHARED.md, "When a process dies").
-      ++r.releases_left;
-      return false;
+    case slot_release: {
+      // A release killed in progress: its bucket is rebuilt, and what it had decided delivered,
+      // or, if it had not decided, it is made again (core::finish_dead_release).
+      release_record<shm_policy>& rec = s.area.release.rec;
+      const bool done = rec.width == sizeof(std::uint64_t)
+                            ? shm_core<std::uint64_t>::finish_dead_release(rec)
+                            : shm_core<std::uint32_t>::finish_dead_release(rec);
+      if (!done) {
+        ++r.releases_pending;
+        return false;
+      }
+      ++r.releases_finished;
+      s.use.store(slot_unused, std::memory_order_relaxed);
+      std::destroy_at(&s.area.release.rec);
+      std::destroy_at(&s.area.release.mark);
+      std::destroy_at(&s.area.release.end);
+      return true;
+    }
     default:
       break;
   }
@@ -464,7 +517,7 @@ bool recover_slot(shm_slot& s, shm::recovery_report& r) {
   return true;
 }
 
-shm::recovery_report recover_domain(shm_domain_state& d, bool scan_buckets) {
+shm::recovery_report recover_domain(shm_domain_state& d) {
   shm::recovery_report r;
   const thread_ids me = self_ids();
   // Outside the domain's PID namespace, the slots' ids name other processes, or none: every live
@@ -475,6 +528,21 @@ shm::recovery_report recover_domain(shm_domain_state& d, bool scan_buckets) {
          "tell: it cannot tell whose processes died (it was forked after its parent entered a new one)",
          me.ns, d.pid_ns);
   std::exception_ptr first_error;
+  // First the bucket locks whose holder died: taken over, and their buckets rebuilt from the
+  // slots (the dead may have left any link half-changed), so that the slow operations on their
+  // words go on, and the dead waits and releases below can take them. The take-over is a CAS from
+  // the dead holder's id, which a dead thread's lock keeps for good: two recoverers cannot both
+  // take it, and a live thread that reuses the id cannot hold the lock meanwhile.
+  for (std::size_t i = 0; i < d.table.size(); ++i) {
+    bucket<shm_policy>& b = d.table.at(i);
+    const std::uint32_t h = b.lock.holder();
+    if (!h || h == shm_bucket_lock::unknown_holder || h == me.tid || !thread_id_gone(h) ||
+        !b.lock.take_over(h))
+      continue;
+    shm_policy::shm_hold_start_ns = shm_policy::stats_on_for(&b.lock) ? shm_policy::stat_now_ns() : 0;
+    shm_core<std::uint32_t>::rebuild(b);
+    ++r.buckets_taken_over;
+  }
   for (std::uint32_t i = 0; i < d.opts.slots; ++i) {
     shm_slot& s = d.slots[i];
     std::uint64_t v = s.owner.load(std::memory_order_relaxed);
@@ -500,21 +568,31 @@ shm::recovery_report recover_domain(shm_domain_state& d, bool scan_buckets) {
     // acquire (as shm_give_slot's). Else back to the dead owner, for a later recovery.
     s.owner.store(freed ? slot_owner::make(slot_owner::gen(v), 0, 0) : v, std::memory_order_release);
   }
-  // Bucket locks whose holder died: only for a caller who gets the report (a poll throws it
-  // away). The holder is read again after it was judged gone: a live holder may have unlocked
-  // and exited between the first read and the judgement; a dead one's lock never changes
-  // (nothing takes it over yet), so a second read that names it again is the dead's.
-  for (std::size_t i = 0; i < d.table.size() && scan_buckets; ++i) {
-    const shm_bucket_lock& l = d.table.at(i).lock;
-    const std::uint32_t h = l.holder();
-    if (h && h != shm_bucket_lock::unknown_holder && h != me.tid && thread_id_gone(h) && l.holder() == h)
-      ++r.buckets_locked_by_dead;
-  }
   if (first_error) std::rethrow_exception(first_error);
   return r;
 }
 
 }  // namespace
+
+claimer_state shm_policy::release_owner(const release_record<shm_policy>* r, std::uint32_t tag) noexcept {
+  // The record lives in the release area of a slot of the domain holding it. Acquire: a slot
+  // taken again since (another generation) is told apart, and what its new taker wrote after
+  // the take (a record built anew) is not read as the old release's (core::rebuild reads the
+  // owner again after the record: the take's CAS is acq_rel, shm_take_slot).
+  shm_domain_state& d = domain_of(r);
+  const std::size_t i =
+      std::size_t(reinterpret_cast<const char*>(r) - reinterpret_cast<const char*>(d.slots)) /
+      sizeof(shm_slot);
+  const std::uint64_t v = d.slots[i].owner.load(std::memory_order_acquire);
+  if (slot_owner::free(v) || std::uint32_t(slot_owner::gen(v)) != tag) return claimer_state::stale;
+  return shm_owner_gone(v) ? claimer_state::dead : claimer_state::alive;
+}
+
+bool shm_owner_gone(std::uint64_t v) noexcept {
+  const std::uint32_t pid = slot_owner::pid(v), tid = slot_owner::tid(v);
+  // Liveness unknown (tid 0: a process outside the namespace) counts as alive: never judged.
+  return pid != 0 && tid != 0 && thread_gone(pid, tid);
+}
 
 void shm_parker::recover_poll(const void* p, bool at_deadline) noexcept {
   shm_domain_state* d = find(p);
@@ -533,7 +611,7 @@ void shm_parker::recover_poll(const void* p, bool at_deadline) noexcept {
   // for (its wait is left for a later poll), so the recovery costs the scan and what it finishes.
   const recovery_patience patience(at_deadline ? 1 : recovery_tries_default);
   try {
-    recover_domain(*d, false);
+    recover_domain(*d);
   } catch (...) {
     // A release made for a dead waiter found its bit clear: the word was changed by somebody
     // that does not own it. recover() reports that to its caller; a parked waiter has nobody to
@@ -774,7 +852,7 @@ void domain::reset_stats() noexcept {
 
 recovery_report domain::recover() {
   if (!s_) return {};
-  return detail::recover_domain(*s_, true);
+  return detail::recover_domain(*s_);
 }
 
 std::size_t domain::bucket_of(const void* word) const {

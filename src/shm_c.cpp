@@ -247,8 +247,9 @@ int pw_domain_recover(pw_domain* d, pw_recovery_report* out) {
       out->waits_finished = r.waits_finished;
       out->locks_passed_on = r.locks_passed_on;
       out->waits_pending = r.waits_pending;
-      out->releases_left = r.releases_left;
-      out->buckets_locked_by_dead = r.buckets_locked_by_dead;
+      out->releases_finished = r.releases_finished;
+      out->releases_pending = r.releases_pending;
+      out->buckets_taken_over = r.buckets_taken_over;
     }
     return PW_OK;
   });

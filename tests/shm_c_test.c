@@ -152,8 +152,8 @@ static void small_domains(void) {
   pw_recovery_report rep;
   memset(&rep, 0xff, sizeof rep);
   CHECK_RC(pw_domain_recover(d, &rep), PW_OK);
-  CHECK(rep.dead_slots == 0 && rep.waits_finished == 0 && rep.releases_left == 0 &&
-        rep.buckets_locked_by_dead == 0);
+  CHECK(rep.dead_slots == 0 && rep.waits_finished == 0 && rep.releases_finished == 0 &&
+        rep.releases_pending == 0 && rep.buckets_taken_over == 0);
   CHECK_RC(pw_domain_recover(NULL, &rep), PW_EINVAL);
   *a = WRITEBACK;
   const pid_t victim = fork();

@@ -107,7 +107,7 @@ TEST(ShmRecovery, RecoverPassesOnALockHandedToTheDead) {
   EXPECT_EQ(r.waits_finished, 1u);
   EXPECT_EQ(r.locks_passed_on, 1u);
   EXPECT_EQ(r.waits_pending, 0u);
-  EXPECT_EQ(r.releases_left, 0u);
+  EXPECT_EQ(r.releases_pending, 0u);
   EXPECT_EQ(w.load(), 0u) << "the lock handed to the dead was not released for it";
   EXPECT_TRUE(d.try_lock_bit(w, LOCK));
   d.unlock_bit(w, LOCK);
@@ -373,7 +373,7 @@ void another_namespace_neither_judges_nor_is_judged(bool hide_proc) {
     EXPECT_EQ(named.load(), pagewait::detail::shm_bucket_lock::unknown_holder)
         << "a bucket lock of another namespace's thread names it by an id that means nothing here";
     for (int i = 0; i < 5; ++i)
-      EXPECT_EQ(d.recover().buckets_locked_by_dead, 0u) << "another namespace's bucket lock was judged";
+      EXPECT_EQ(d.recover().buckets_taken_over, 0u) << "another namespace's bucket lock was taken over";
   }
   let_go.store(1);
   EXPECT_TRUE(eventually([&] { return skipped.load() != 0 || (refused.load() != 0 && (lk.load() & WB)); }));
@@ -430,11 +430,24 @@ TEST(ShmRecovery, AttachRefusesAnotherPidNamespace) {
   EXPECT_EQ(d.recover().dead_slots, 0u);
 }
 
-// A bucket lock names the thread that holds it: recover() reports the locks whose holder has
-// died (buckets_locked_by_dead: not recovered, the domain must be created again) — one held by
-// a killed process's main thread not yet reaped (a zombie), one by another thread of a killed
-// process — and never one a live thread holds, in this process or another.
-TEST(ShmRecovery, BucketLocksHeldByTheDeadAreReported) {
+// An offset in the user area (from `from`, 4-byte steps) of a word whose bucket is `bucket`.
+std::size_t offset_in_bucket(const shm::domain& d, std::size_t bucket, std::size_t from) {
+  for (std::size_t off = from;; off += sizeof(W))
+    if (d.bucket_of(&at<std::atomic<W>>(d, off)) == bucket) return off;
+}
+
+// The bucket whose lock is `l` (a bucket's lock is its first member): for a test that plays a
+// holder which dies with the bucket's links half-changed.
+pagewait::detail::bucket<pagewait::detail::shm_policy>& bucket_of_lock(pagewait::detail::shm_bucket_lock& l) {
+  return *reinterpret_cast<pagewait::detail::bucket<pagewait::detail::shm_policy>*>(&l);
+}
+
+// A bucket lock names the thread that holds it: recovery takes over the locks whose holder has
+// died — one held by a killed process's main thread not yet reaped (a zombie), one by another
+// thread of a killed process — and rebuilds their buckets (core::rebuild), so that the slow
+// operations on their words go on: a waiter blocked behind a dead holder gets through. A lock a
+// live thread holds, in this process or another, is never taken.
+TEST(ShmRecovery, BucketLocksHeldByTheDeadAreTakenOver) {
   shared_file f(kSize);
   shm::options o;
   o.buckets = 4;
@@ -460,7 +473,7 @@ TEST(ShmRecovery, BucketLocksHeldByTheDeadAreReported) {
     }
     kids.push_back(pid);
   }
-  // This process's thread starts after the forks (TSan supports no thread started after a
+  // This process's threads start after the forks (TSan supports no thread started after a
   // multi-threaded fork).
   auto& mine = pagewait::detail::shm_bucket_lock_of(d, 0);
   std::atomic<bool> held{false}, drop{false};
@@ -471,23 +484,185 @@ TEST(ShmRecovery, BucketLocksHeldByTheDeadAreReported) {
     mine.unlock();
   });
   EXPECT_TRUE(eventually([&] { return held && ready.load() == 3; }));
+  // A waiter of a word in bucket 3, whose lock the second thread of child 2 holds: its slow path
+  // blocks on that lock.
+  auto& w = at<std::atomic<W>>(d, offset_in_bucket(d, 3, 64));
+  w.store(IO);
+  std::atomic<bool> waited{false};
+  std::thread waiter([&] {
+    d.wait_bit_clear(w, IO);
+    waited = true;
+  });
+  EXPECT_TRUE(eventually([&] { return pagewait::detail::shm_bucket_lock_of(d, 3).sleepers(); }))
+      << "the waiter did not block on the dead-to-be holder's lock";
   for (int i = 0; i < 5; ++i)
-    EXPECT_EQ(d.recover().buckets_locked_by_dead, 0u) << "a live holder was judged dead";
+    EXPECT_EQ(d.recover().buckets_taken_over, 0u) << "a live holder's lock was taken";
   int st = 0;
   kill(kids[1], SIGKILL);  // its main thread held bucket 2: a zombie until reaped below
   kill(kids[2], SIGKILL);  // a second thread held bucket 3
   ASSERT_EQ(waitpid(kids[2], &st, 0), kids[2]);
-  // Until the zombie shows as one.
-  EXPECT_TRUE(eventually([&] { return d.recover().buckets_locked_by_dead == 2; }))
-      << "found " << d.recover().buckets_locked_by_dead << " of the two dead holders";
+  // Until the zombie shows as one. Each recover() takes over what it finds, and the waiter asleep
+  // on bucket 3's lock may take that one over itself (it looks every 100 ms): the counts add up
+  // to 1 or 2, and nobody sleeps on bucket 2's.
+  std::size_t taken = 0;
+  EXPECT_TRUE(eventually([&] {
+    taken += d.recover().buckets_taken_over;
+    return pagewait::detail::shm_bucket_lock_of(d, 2).holder() == 0 &&
+           pagewait::detail::shm_bucket_lock_of(d, 3).holder() == 0;
+  })) << "took over "
+      << taken << " of the two dead holders' locks";
+  EXPECT_GE(taken, 1u);
+  EXPECT_LE(taken, 2u);
+  d.clear_bit_and_wake(w, IO);
+  ASSERT_TRUE(eventually([&] { return waited.load(); }))
+      << "the waiter behind the dead holder never got through";
   ASSERT_EQ(waitpid(kids[1], &st, 0), kids[1]);
-  EXPECT_EQ(d.recover().buckets_locked_by_dead, 2u);
+  EXPECT_EQ(d.recover().buckets_taken_over, 0u);
   kill(kids[0], SIGKILL);  // the live one, now dead too
   ASSERT_EQ(waitpid(kids[0], &st, 0), kids[0]);
-  EXPECT_EQ(d.recover().buckets_locked_by_dead, 3u);
+  EXPECT_EQ(d.recover().buckets_taken_over, 1u);
+  EXPECT_TRUE(pagewait::detail::shm_bucket_lock_of(d, 1).try_lock());
+  pagewait::detail::shm_bucket_lock_of(d, 1).unlock();
   drop = true;
   holder.join();
-  EXPECT_EQ(d.recover().buckets_locked_by_dead, 3u);  // bucket 0's lock was given back
+  waiter.join();
+  EXPECT_EQ(d.recover().buckets_taken_over, 0u);  // bucket 0's lock was given back, not taken
+  EXPECT_EQ(d.recover().dead_slots, 0u);
+}
+
+// Nobody calls recover() and no waiter is parked: a thread asleep on the lock of a holder that
+// died takes it over itself (it looks every 100 ms), rebuilds the bucket and goes on.
+TEST(ShmRecovery, AThreadAsleepOnADeadHoldersLockTakesItOver) {
+  shared_file f(kSize);
+  shm::options o;
+  o.buckets = 4;
+  shm::domain d = shm::domain::create(f.map(), kSize, o);
+  auto& ready = at<std::atomic<W>>(d, 0);
+  auto& w = at<std::atomic<W>>(d, offset_in_bucket(d, 2, 64));
+  w.store(IO);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    pagewait::detail::shm_bucket_lock_of(c, 2).lock();
+    at<std::atomic<W>>(c, 0).store(1);
+    for (;;) pause();
+  }
+  ASSERT_TRUE(eventually([&] { return ready.load() == 1; }));
+  std::atomic<bool> waited{false};
+  std::thread waiter([&] {
+    d.wait_bit_clear(w, IO);  // blocks on the bucket lock before it can queue
+    waited = true;
+  });
+  EXPECT_TRUE(eventually([&] { return pagewait::detail::shm_bucket_lock_of(d, 2).sleepers(); }));
+  int st = 0;
+  kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  // The waiter has not queued (it never got the lock), so the waiters bit is clear and this is the
+  // fast release: it takes no bucket lock. The waiter sees the bit clear once it has the lock.
+  d.clear_bit_and_wake(w, IO);
+  ASSERT_TRUE(eventually([&] { return waited.load(); }))
+      << "the sleeper never took the dead holder's lock over";
+  waiter.join();
+  EXPECT_EQ(pagewait::detail::shm_bucket_lock_of(d, 2).holder(), 0u);
+}
+
+// The holder that dies may leave the bucket's links half-changed: the bucket is rebuilt from the
+// slots, not from its links. A child takes the lock of the bucket where this process's thread is
+// queued, empties the bucket's queue (its head and tail) as a walk cut short might leave it, and
+// is killed; after the take-over, a release of the bit must still find and wake the waiter.
+TEST(ShmRecovery, ABucketIsRebuiltFromItsSlotsNotItsLinks) {
+  shared_file f(kSize);
+  shm::options o;
+  o.buckets = 4;
+  shm::domain d = shm::domain::create(f.map(), kSize, o);
+  auto& ready = at<std::atomic<W>>(d, 0);
+  auto& go = at<std::atomic<W>>(d, 4);
+  const std::size_t off = offset_in_bucket(d, 1, 64);
+  auto& w = at<std::atomic<W>>(d, off);
+  w.store(IO);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    while (!at<std::atomic<W>>(c, 4).load()) usleep(200);
+    auto& l = pagewait::detail::shm_bucket_lock_of(c, 1);
+    l.lock();
+    auto& b = bucket_of_lock(l);
+    b.head.set(nullptr);
+    b.tail.set(nullptr);
+    at<std::atomic<W>>(c, 0).store(1);
+    for (;;) pause();
+  }
+  std::atomic<bool> waited{false};
+  std::thread waiter([&] {
+    d.wait_bit_clear(w, IO);
+    waited = true;
+  });
+  ASSERT_TRUE(eventually([&] { return (w.load() & WB) != 0; })) << "the waiter never queued";
+  go = 1;
+  ASSERT_TRUE(eventually([&] { return ready.load() == 1; }));
+  int st = 0;
+  kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  // recover(), or the waiter's own poll, takes the lock over.
+  EXPECT_TRUE(eventually([&] {
+    d.recover();
+    return pagewait::detail::shm_bucket_lock_of(d, 1).holder() == 0;
+  }));
+  EXPECT_FALSE(waited.load());
+  d.clear_bit_and_wake(w, IO);
+  // ASSERT: a failure ends the test at once (the waiter thread, still blocked, then aborts the
+  // run) rather than hanging it.
+  ASSERT_TRUE(eventually([&] { return waited.load(); })) << "the queued waiter was lost with the links";
+  waiter.join();
+  EXPECT_EQ(w.load() & (IO | WB), 0u);
+}
+
+// A release killed before its walk could take its bucket lock is made again for it: its bit is
+// still set, and the lock waiter queued behind it gets the lock. The child holds the lock bit; this
+// process's thread queues for it; this process holds the bucket lock while the child unlocks (its
+// release has taken its slot and waits for the bucket lock), and kills it there.
+TEST(ShmRecovery, AReleaseKilledBeforeItsWalkIsMadeAgain) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& ready = at<std::atomic<W>>(d, 0);
+  auto& go = at<std::atomic<W>>(d, 4);
+  auto& w = at<std::atomic<W>>(d, 64);
+  auto& l = pagewait::detail::shm_bucket_lock_of(d, d.bucket_of(&w));
+  const pid_t pid = fork();
+  if (pid == 0) {
+    shm::domain c = shm::domain::attach(f.map(), kSize);
+    auto& cw = at<std::atomic<W>>(c, 64);
+    c.lock_bit(cw, LOCK);
+    at<std::atomic<W>>(c, 0).store(1);
+    while (!at<std::atomic<W>>(c, 4).load()) usleep(200);
+    c.unlock_bit(cw, LOCK);  // slow (a waiter is queued): blocks on the bucket lock, and is killed
+    _exit(3);
+  }
+  ASSERT_TRUE(eventually([&] { return ready.load() == 1; }));
+  std::atomic<bool> locked{false};
+  std::thread locker([&] {
+    d.lock_bit(w, LOCK);
+    locked = true;
+    d.unlock_bit(w, LOCK);
+  });
+  ASSERT_TRUE(eventually([&] { return (w.load() & WB) != 0; })) << "the locker never queued";
+  l.lock();
+  go = 1;
+  EXPECT_TRUE(eventually([&] { return l.sleepers(); }))
+      << "the child's release did not wait for the bucket lock";
+  int st = 0;
+  kill(pid, SIGKILL);
+  ASSERT_EQ(waitpid(pid, &st, 0), pid);
+  l.unlock();
+  std::size_t finished = 0;
+  ASSERT_TRUE(eventually([&] {
+    finished += d.recover().releases_finished;
+    return locked.load();
+  })) << "the dead release was not made again: the lock stays set";
+  locker.join();
+  EXPECT_LE(finished, 1u);  // 0 if the locker's own poll made it
+  EXPECT_EQ(w.load() & (LOCK | WB), 0u);
+  EXPECT_EQ(d.recover().dead_slots, 0u);
 }
 
 // Processes lock and unlock four words (untimed: a lost wake-up hangs one), wait for event bits

@@ -91,20 +91,21 @@ size_t pw_domain_user_size(const pw_domain* d);
 /* What pw_domain_recover did (pagewait::shm::recovery_report; docs/SHARED.md, "When a process
  * dies"). */
 typedef struct pw_recovery_report {
-  size_t dead_slots;             /* slots whose thread had died (its process was killed) */
-  size_t waits_finished;         /* dead waits taken out of the table, their slots freed */
-  size_t locks_passed_on;        /* of them: locks handed to a dead waiter, released for it */
-  size_t waits_pending;          /* dead waits left for a later call (a release holds the node, or its
-                                  * bucket lock stayed busy) */
-  size_t releases_left;          /* releases killed in progress: not recovered */
-  size_t buckets_locked_by_dead; /* bucket locks a dead thread holds: not recovered (their words'
-                                    slow operations hang; create the domain again) */
+  size_t dead_slots;         /* slots whose thread had died (its process was killed) */
+  size_t waits_finished;     /* dead waits taken out of the table, their slots freed */
+  size_t locks_passed_on;    /* of them: locks handed to a dead waiter, released for it */
+  size_t waits_pending;      /* dead waits left for a later call (a release holds the node, or its
+                              * bucket lock stayed busy) */
+  size_t releases_finished;  /* releases killed in progress: finished for them */
+  size_t releases_pending;   /* dead releases left for a later call (bucket lock busy) */
+  size_t buckets_taken_over; /* bucket locks a dead thread held: taken over, bucket rebuilt */
 } pw_recovery_report;
 
-/* Finishes the waits of processes that died while they waited (sleeping waiters do it on their
- * own every 100 ms, and timed waits when they give up). out: NULL, or where the report goes. PW_OK, PW_EINVAL
- * (d is NULL), PW_ENOTSET (a lock handed to a dead waiter was found clear: changed by somebody not holding
- * it), PW_EPIDNS (this process is in another PID namespace than the domain: it cannot tell who died). */
+/* Finishes what processes that died left: their waits, their releases, the bucket locks they held
+ * (sleeping waiters do it on their own every 100 ms, and timed waits when they give up). out: NULL, or where
+ * the report goes. PW_OK, PW_EINVAL (d is NULL), PW_ENOTSET (a lock handed to a dead waiter was found clear:
+ * changed by somebody not holding it), PW_EPIDNS (this process is in another PID namespace than the domain:
+ * it cannot tell who died). */
 int pw_domain_recover(pw_domain* d, pw_recovery_report* out);
 
 /* A short description of a status, never NULL. */

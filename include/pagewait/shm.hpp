@@ -114,11 +114,13 @@ struct recovery_report {
   // Dead waits left for a later call: a release still holds the node, or its bucket lock stayed
   // busy for a millisecond.
   std::size_t waits_pending = 0;
-  std::size_t releases_left = 0;  // releases killed in progress: not recovered (their bits stay set)
-  // Buckets whose lock a thread that died holds: not recovered. Every slow operation on a word of
-  // such a bucket waits for ever (and recoveries of its waits stay pending): detach everywhere and
-  // create the domain again (docs/SHARED.md, "When a process dies").
-  std::size_t buckets_locked_by_dead = 0;
+  // Releases killed in progress: finished for them (what they had decided delivered, or, killed
+  // before they decided, made again), their slots freed.
+  std::size_t releases_finished = 0;
+  // Dead releases left for a later call: their bucket lock stayed busy.
+  std::size_t releases_pending = 0;
+  // Bucket locks held by a thread that died: taken over, and their buckets rebuilt from the slots.
+  std::size_t buckets_taken_over = 0;
 };
 
 struct options {
@@ -137,8 +139,9 @@ class domain {
  public:
   // 2: the statistics area; 3: a bucket's reset epoch and a record's word width (core::reset);
   // 4: slots name their process, a node its word's width, the header its PID namespace (recover);
-  // 5: a bucket lock holds its holder's thread id; 6: a node's designated-waker flag
-  static constexpr std::uint32_t layout_version = 6;
+  // 5: a bucket lock holds its holder's thread id; 6: a node's designated-waker flag; 7: a node's
+  // claimer, a record's kind and decision, a slot's bucket (a bucket rebuilt from the slots)
+  static constexpr std::uint32_t layout_version = 7;
 
   // The bytes a domain needs with a user area of `user_bytes`. Throws domain_error(bad_options)
   // as create does, and std::invalid_argument if the total does not fit in a size_t.
@@ -192,8 +195,10 @@ class domain {
   // been, so that the living do not wait for it. Every waiter of the domain does this on its own
   // while it sleeps, every shm::recovery_poll, and when its timed wait gives up (at most once per
   // period for the domain); a program that learns of a death sooner (waitpid), or whose threads
-  // never sleep in a wait, calls it. A lock a process returned with stays
-  // held when it dies; a release killed mid-walk is reported, not recovered. May be called by
+  // never sleep in a wait, calls it. First it takes over the bucket locks whose holder died and
+  // rebuilds their buckets from the slots; then it finishes dead waits, and dead releases (what
+  // they had decided delivered; one killed before it decided made again). A lock a process
+  // returned with stays held when it dies. May be called by
   // any thread of any attached process, at any time. Rethrows what a release made for a dead
   // waiter threw (usage_error: its bit was clear, changed by somebody not holding it). Throws
   // domain_error(pid_namespace) in a process forked into another PID namespace than the domain's

@@ -67,18 +67,6 @@ inline constexpr bool checked_mode = requires(bucket<P>& b, const std::atomic<st
   P::checked_queued(w, b);
 };
 
-// A policy whose buckets may be reset (core::reset) declares `static constexpr bool resettable =
-// true`: a wait domain in shared memory, whose recovery from a process that died inside a bucket
-// rebuilds the bucket, and the checker's model policies. For every other policy the steps that
-// serve a reset (a walk's epoch check and restart) compile away. A reset is made only by the core
-// of the protocol a domain runs (atomic-clear), whose records always belong to a release that
-// still holds its bit. A resettable policy has no asynchronous waiters (a domain's are blocking):
-// the token_abandoned a reset delivers goes to a thread, and it runs no completions.
-template <class P>
-inline constexpr bool resettable = requires {
-  requires P::resettable;
-};
-
 enum class release_kind {
   unlock,  // unlock_bit: may hand off
   event,   // clear_bit_and_wake: always clears, wakes all
@@ -531,8 +519,15 @@ struct core {
     // (`raced`). If nothing else keeps the waiters bit, `raced` becomes their designated waker.
     bool more_exclusive = false;
     node* raced = nullptr;
+    // This release's record (resettable policies): the claimer its claimed nodes name.
+    release_record<P>* by = nullptr;
 
     void claim(bucket_t& b, node* n, std::uint32_t token) {
+      if constexpr (resettable<P>) {
+        n->claimer.set(by);  // before `state`: a holder that dies between them leaves it queued
+        n->joined.set(false);
+        n->claim_tag.set(by->tag);
+      }
       b.unlink(n);
       n->state.set(node_state::claimed);
       n->token.set(token);
@@ -576,7 +571,9 @@ struct core {
       for (release_record<P>* r = b.releases.get(); r; r = r->next.get())
         if (r->word.get() == &word) r->other_bit_arrived = true;
     }
+    release_record<P>* const by = w.by;
     w = walk_state{};
+    w.by = by;
   }
 
   // ------------------------------------------------------------------------------------------
@@ -672,11 +669,7 @@ struct core {
     std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(n.word.get()));
     const W bit = W(n.bit);
     bucket_t& b = bucket_of(&word);
-    if constexpr (requires { P::try_lock_for_recovery(b.lock); }) {
-      if (!P::try_lock_for_recovery(b.lock)) return false;
-    } else {
-      P::lock(b.lock);
-    }
+    if (!lock_for_recovery(b)) return false;
     if (passes_on) {
       // The hold was a probe: the release below takes the lock as every release does, and would
       // wait for ever on a bucket whose lock a dead process holds.
@@ -705,6 +698,153 @@ struct core {
       n.state.set(node_state::idle);
     }
     P::unlock(b.lock);
+    return true;
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Rebuild (resettable policies; CONTRACT §3.12): a reset made from the slots rather than from
+  // the links, by a thread that took the bucket lock over from a holder that died, or took it as
+  // any operation does to finish a release that died between two holds. The dead may have left
+  // any link of the bucket half-changed, so none is followed: the queue and the list of releases
+  // are emptied and the epoch changes (every live release between two holds starts its walk
+  // again, as after a reset), and every waiter the policy finds for this bucket (P::each_waiter:
+  // each node in a slot, with the token its parker holds, read with acquire, and its state, read
+  // consistently with it) is put back by its own fields:
+  //   - its parker holds a token: delivered, its waiter acts on it; left as it is;
+  //   - idle: in no list; left;
+  //   - queued: queued again;
+  //   - claimed by a release that has ended since (P::release_owner: its scope holds another
+  //     release, or none): it delivered; left;
+  //   - claimed by a live release: queued again if it had joined that release's record and the
+  //     release has not decided (the record is gone with the reset; the walk starts again);
+  //     otherwise left to that release (its walk, started again, puts the node back at the head;
+  //     or, decided, it delivers the node or queues it again);
+  //   - claimed by a dead release that had not decided (`decided`, set just before its clearing
+  //     step): queued again. That release cleared nothing; its bit is still set, and whoever
+  //     recovers its slot makes it again (finish_dead_release);
+  //   - claimed by a dead release that had begun to deliver (`delivering`, set after its last
+  //     bucket unlock): the token it decided is delivered. A token 0 read consistently with a
+  //     claimed state means not delivered yet: a waiter that took its token sets its node idle
+  //     before it prepares its parker again, and a slot given back and taken again is skipped;
+  //   - claimed by a dead release that had decided and had not begun to deliver (it died in its
+  //     final hold, or between the holds that re-queue after a hand-off): a hand-off is delivered;
+  //     the other nodes of a release that handed off are queued again (the bit stays set for the
+  //     new owner). A release that clears records its clearing step (`cleared`) right after it:
+  //     then its tokens are delivered, without a look at the word (the object may be gone).
+  //     Between its decision and that record, the bit is read: clear, the tokens are delivered;
+  //     set, the nodes are queued again — either the release died before its clearing step (the
+  //     bit stays set, held by the dead, as a lock whose holder died: a recoverer cannot tell
+  //     this from the next case, so it never clears it), or the step was made and somebody has
+  //     taken the bit since (that owner's release serves them).
+  // A dead waiter's node (`waiter_gone`, the policy says) is never queued again: it is left idle,
+  // for its own recoverer (finish_dead_wait), but gets what a dead release owed it.
+  // A node queued again whose waiter gave up while it was claimed (`abandoned`) gets
+  // token_abandoned instead, delivered with the others. A designated waker
+  // queued again loses the duty: it will not race before a release wakes it again. The waiters
+  // bit of the word of every queued waiter is set in this hold [I4]: the dead may have cleared it
+  // under waiters it designated, or have died between an arrival's RMW and its link. Those words
+  // are alive: a queued waiter's bit has not been cleared since it queued. Not bounded by
+  // chunk_visits (a recovery, as reset). Delivers what is owed, then drops the bucket lock. Returns
+  // how many waiters it queued.
+  static std::size_t rebuild(bucket_t& b) requires resettable<P> &&(R == release_protocol::atomic_clear) {
+    node_list owed;
+    std::size_t queued = 0;
+    b.epoch.set(std::uint32_t(b.epoch.get() + 1));
+    b.head.set(nullptr);
+    b.tail.set(nullptr);
+    b.releases.set(nullptr);
+    P::each_waiter(b, [&](node& n, std::uint32_t token_seen, node_state st, bool waiter_gone) {
+      if (token_seen != token_none || st == node_state::idle) return;
+      if (st == node_state::claimed) {
+        release_record<P>* const r = n.claimer.get();
+        if (!r) return;  // claimed by a release that has delivered since (the node is another wait's)
+        const std::uint32_t tag = n.claim_tag.get();
+        const claimer_state who = P::release_owner(r, tag);
+        if (who == claimer_state::stale) return;  // that release has ended: it delivered
+        if (who == claimer_state::alive) {
+          // Joined to a live release that has not decided: its record goes with the reset. Its
+          // scope may be holding a new release by the time `decided` is read (the old one
+          // delivered to this node meanwhile): the owner is looked at again after (a seqlock).
+          if (!n.joined.get() || r->decided.get() || P::release_owner(r, tag) != claimer_state::alive) return;
+        } else if (r->decided.get()) {
+          // A dead release's record stays as its thread left it: its slot is freed only by the
+          // recoverer that finishes it, which needs this bucket's lock.
+          const bool clear = r->delivering.get() || r->cleared.get() ||
+                             (!r->handed_off && !bit_is_set(r->word.get(), r->width, r->bit));
+          if (n.token.get() == token_handoff || clear) {
+            owed.append(&n, &n);  // the token it decided, as its delivery would have
+            return;
+          }
+        }
+      }
+      if (waiter_gone) {
+        // A dead waiter whose node would be queued again: out of every list instead, as its
+        // recoverer would take it (finish_dead_wait), which then finds it idle. Never queued,
+        // it can take no hand-off that nobody would pass on.
+        n.state.set(node_state::idle);
+        return;
+      }
+      if (const bool gave_up = n.abandoned.get(); gave_up) {
+        n.token.set(token_abandoned);
+        owed.append(&n, &n);
+        return;
+      }
+      if (n.designated.get()) {
+        n.designated.set(false);
+        if constexpr (requires { P::designated_end(n.word.get(), n.bit, &n); })
+          P::designated_end(n.word.get(), n.bit, &n);
+      }
+      b.push_back(&n);
+      n.state.set(node_state::queued);
+      set_waiters_bit(n.word.get(), n.width);
+      ++queued;
+    });
+    // Delivered before the unlock: a rebuild that takes the lock next sees these tokens, and never
+    // takes these nodes as owed a second time. (A recovery: the hold is not bounded, as reset's.)
+    deliver(owed.head);
+    P::unlock(b.lock);
+    return queued;
+  }
+  // How a recoverer takes a bucket lock: as the policy lets it (try_lock_for_recovery: a bucket
+  // whose lock a dead thread holds, not taken over yet, is not waited for), else as any operation.
+  static bool lock_for_recovery(bucket_t& b) {
+    if constexpr (requires { P::try_lock_for_recovery(b.lock); }) {
+      return P::try_lock_for_recovery(b.lock);
+    } else {
+      P::lock(b.lock);
+      return true;
+    }
+  }
+  static bool bit_is_set(const void* w, std::uint8_t width, std::uint64_t bit) {
+    void* p = const_cast<void*>(w);
+    if (width == sizeof(std::uint64_t))
+      return (P::load(*static_cast<std::atomic<std::uint64_t>*>(p), mo_relaxed) & bit) != 0;
+    return (P::load(*static_cast<std::atomic<std::uint32_t>*>(p), mo_relaxed) & bit) != 0;
+  }
+
+  // A release whose thread died (resettable policies; CONTRACT §3.12), found in its slot by a
+  // live thread. Its bucket is rebuilt, so that its claims, place holders and record are gone and
+  // what it had decided is delivered or queued again (rebuild). If it had not decided, nothing of
+  // it took effect but claims: its bit is still set, and no other release of that bit can run
+  // (atomic-clear clears in the final hold), so it is then made again, as its thread would have
+  // made it (the word is alive: the dead release holds its bit). Returns false, to be called
+  // again, if the bucket lock could not be taken now (its holder died and nobody has taken it over
+  // yet). The caller makes sure that one thread finishes a given release (a domain's slot is
+  // taken over by one recoverer).
+  static bool finish_dead_release(release_record<P>& rec) requires resettable<P> &&
+      (R == release_protocol::atomic_clear) {
+    if (!rec.word.get()) return true;  // its walk had not begun
+    std::atomic<W>& word = *static_cast<std::atomic<W>*>(const_cast<void*>(rec.word.get()));
+    const W bit = W(rec.bit);
+    bucket_t& b = bucket_of(&word);
+    if (!lock_for_recovery(b)) return false;
+    rebuild(b);
+    if (rec.decided.get()) return true;
+    const release_kind kind = rec.event ? release_kind::event : release_kind::unlock;
+    if constexpr (requires { P::dead_release_begin(&word, std::uint64_t(bit), true); })
+      P::dead_release_begin(&word, std::uint64_t(bit), kind == release_kind::unlock);
+    release(word, bit, kind);
+    if constexpr (requires { P::dead_release_end(); }) P::dead_release_end();
     return true;
   }
 
@@ -802,9 +942,14 @@ struct core {
     end.kind = mark.kind = node_kind::bookmark;
     rec.word.set(&word);
     rec.bit = atomic_clear ? bit : 0;
+    rec.event = kind == release_kind::event;
+    w.by = &rec;
     bool spans = false;
 
     rec.width = sizeof(W);
+    // A domain's scope says that its slot holds a release only now, with the record complete: a
+    // recoverer never reads a half-written one (it then finds nothing begun).
+    if constexpr (requires { scope.ready(); }) scope.ready();
     // Resettable policies: the bucket's epoch when this walk (re)started, and the nodes whose
     // waiters gave up while a walk that a reset cut short held them (token_abandoned).
     std::uint32_t epoch = 0;
@@ -904,6 +1049,16 @@ struct core {
     // progress here, before its last touch, so that the word's next life starts clean.
     if constexpr (checked_mode<P> && atomic_clear) P::checked_release_final(word, bit);
     node* requeue = w.requeue.head;
+    if constexpr (resettable<P> && atomic_clear) {
+      // Decided: from here on the release's claimed nodes are its own to deliver or re-queue, and
+      // the clearing step follows in this hold. A holder that dies before this line has cleared
+      // nothing and handed nothing off: its recoverer makes the release again (finish_dead_release).
+      // One that dies between this line and the clearing step leaves a recoverer unable to tell
+      // whether the bit was cleared (rebuild: the bit is then read).
+      rec.handed_off = w.handoff;
+      rec.decided.set(true);
+      if constexpr (requires { P::release_decided(!w.handoff); }) P::release_decided(!w.handoff);
+    }
     if constexpr (atomic_clear) {
       if (w.more_exclusive) {
         // [I4] The designated waker. Lock waiters of (word, bit) stay queued behind the one woken
@@ -935,6 +1090,7 @@ struct core {
         // next owner's RMW and, through the unlock and the unparks, with the woken waiters.
         // This is the release's last access to the word.
         P::fetch_and(word, W(~(bit | (w.keep_waiters ? W(0) : WB))), mo_release);
+        if constexpr (resettable<P>) rec.cleared.set(true);  // the record is this release's own
       } else if (!w.keep_waiters) {
         // [I5] Hand-off: the bit stays set. Only the waiters bit goes, if nobody else waits. The
         // new owner cannot run before its unpark below, so this is still before the last touch.
@@ -942,6 +1098,7 @@ struct core {
         // and the new owner is ordered by its unpark (release) and park (acquire).
         P::fetch_and(word, W(~WB), mo_relaxed);
       }
+      if constexpr (requires { P::release_cleared(); }) P::release_cleared();
     } else {
       // The kernel's "no more waiters for this page: clear PG_waiters". The bit is long clear:
       // without a pin the object may already be another object.
@@ -990,6 +1147,11 @@ struct core {
       w.wake = given_up;
     }
     P::unlock(b.lock);
+    if constexpr (resettable<P> && atomic_clear) {
+      // The release's own record (its scope's): a recoverer that finds its thread dead from here
+      // on delivers what it had not delivered yet (rebuild).
+      rec.delivering.set(true);
+    }
 
     // [I1] From here on, the word is not touched: the object may already be gone.
     const bool queued_completions = deliver(w.wake.head);

@@ -83,7 +83,9 @@ struct alignas(64) native_parker {
 // that is still a parker, and parking treats every wake as possibly spurious.
 struct alignas(64) shm_parker {
   sleep_word word;
-  void prepare() noexcept { word.value.store(token_none, std::memory_order_relaxed); }
+  // Release (a plain store on x86): a rebuild that reads no token here (acquire) also sees what
+  // the waiter wrote to its node before, such as `idle` after a lost race (core::rebuild).
+  void prepare() noexcept { word.value.store(token_none, std::memory_order_release); }
   std::uint32_t park(const deadline& dl, const std::stop_token* stop) noexcept;
   bool unpark(std::uint32_t token) noexcept {  // as native_parker::unpark
     const std::uint32_t old = word.value.fetch_or(token, std::memory_order_release);

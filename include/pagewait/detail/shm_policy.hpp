@@ -10,8 +10,10 @@
 //   - the parker a node names is its slot's, parking on a shared futex (shm_parker);
 //   - the bucket lock is a futex lock on a shared futex that names its holder (shm_bucket_lock);
 //   - the table is the domain's, found from the word's address (table_for);
-//   - a slot names the process that holds it, so that a live process can finish the wait of one
-//     that was killed (core::finish_dead_wait; shm::domain::recover).
+//   - a slot names the process that holds it, so that a live process can finish the wait or the
+//     release of one that was killed (core::finish_dead_wait, core::finish_dead_release;
+//     shm::domain::recover), and says which bucket its wait is in, so that a bucket whose lock a
+//     dead thread held can be rebuilt from the slots (core::rebuild, shm_policy::each_waiter).
 // The word operations, fairness, chunk bound and spin are the native policy's. The policy is
 // stateless; a slow operation finds its domain in the process's registry of attached domains.
 #pragma once
@@ -50,9 +52,8 @@ struct rel {
 // The bucket lock of a domain, on a shared futex: 0 when free, else its holder's thread id, with
 // `contended` set when a thread may sleep on it. The id goes in with the CAS that takes the lock,
 // so there is no moment at which a holder is not named, and a recoverer can tell a lock whose
-// holder died (shm::recovery_report::buckets_locked_by_dead). Held for at most chunk_visits
-// node visits. What is not done yet: taking such a lock over (the bucket would need a reset
-// rebuilt from the slots, since the dead holder may have left its lists half-changed).
+// holder died, and take it over (shm::recovery_report::buckets_taken_over). Held for at most
+// chunk_visits node visits.
 class shm_bucket_lock {
  public:
   static constexpr std::uint32_t contended = std::uint32_t(1) << 31;
@@ -74,6 +75,12 @@ class shm_bucket_lock {
   void unlock() noexcept {
     if (w_.value.exchange(0, std::memory_order_release) & contended) w_.wake_one_shared();
   }
+  // A recoverer takes the lock from `dead`, a holder whose thread it found gone (its thread id
+  // as holder() gave it); false if the lock is not that holder's any more. The bucket is then
+  // rebuilt (core::rebuild): the dead may have left its lists half-changed.
+  bool take_over(std::uint32_t dead) noexcept;
+  // Whether a thread may be asleep on the lock (tests: a thread blocked behind a dead holder).
+  bool sleepers() const noexcept { return (w_.value.load(std::memory_order_relaxed) & contended) != 0; }
   // The holder's thread id (0: free); relaxed, for a recoverer's look.
   std::uint32_t holder() const noexcept { return w_.value.load(std::memory_order_relaxed) & ~contended; }
   // The calling thread's id as a bucket lock of the domain holding `lock` names it (src/shm.cpp).
@@ -105,10 +112,17 @@ struct shm_policy : native_policy {
     if (shm_hold_start_ns) stat_hold_end(&l);
     l.unlock();
   }
-  // How a recoverer takes a bucket lock (core::finish_dead_wait): it tries for a while (yielding)
-  // and gives up, so that a bucket whose lock a killed process holds (which nothing recovers yet:
-  // SHARED.md) does not hang the thread that recovers, often a waiter of another bucket.
+  // How a recoverer takes a bucket lock (core::finish_dead_wait, core::finish_dead_release): it
+  // tries for a while (yielding) and gives up, so that a bucket whose lock a killed process holds
+  // and nobody has taken over yet does not hang the thread that recovers, often a waiter of
+  // another bucket.
   static bool try_lock_for_recovery(bucket_lock& l) noexcept;
+  // A rebuild of a bucket (core::rebuild), after its lock was taken over from a dead holder or to
+  // finish a dead release: the waiters of the bucket, found in the slots rather than through its
+  // links, and whether the thread of a release (the slot holding its record) still runs.
+  template <class F>
+  static void each_waiter(bucket<shm_policy>& b, F&& f);
+  static claimer_state release_owner(const release_record<shm_policy>* r, std::uint32_t tag) noexcept;
   // Counted always (a thread-local increment); the release scope zeroes it when a walk begins.
   static void visit(const void*) noexcept { ++shm_release_visits; }
 
@@ -215,6 +229,9 @@ enum slot_use : std::uint8_t { slot_unused = 0, slot_wait = 1, slot_release = 2 
 struct alignas(64) shm_slot {
   std::atomic<std::uint64_t> owner{0};
   std::atomic<std::uint8_t> use{slot_unused};
+  // A wait's bucket (the index of its word's), written before `use` is published: a rebuild finds
+  // the bucket's waiters by it (shm_policy::each_waiter).
+  std::uint32_t bucket = 0;
   shm_parker parker;  // its own cache line (alignas(64))
   union storage {
     struct wait_area {
@@ -236,10 +253,44 @@ struct alignas(64) shm_slot {
 shm_slot& shm_take_slot(const void* word, bool for_release);
 void shm_give_slot(shm_slot& s) noexcept;
 
+// Whether the thread a slot's owner word names has died (never for liveness unknown).
+bool shm_owner_gone(std::uint64_t owner) noexcept;
+// The index of the bucket of `word` in its domain's table.
+std::uint32_t shm_bucket_index(const void* word) noexcept;
+// The slots of the domain whose table holds bucket `b`, how many, and b's index.
+shm_slot* shm_slots_of(const bucket<shm_policy>* b, std::uint32_t& n, std::uint32_t& index) noexcept;
+
+template <class F>
+void shm_policy::each_waiter(bucket<shm_policy>& b, F&& f) {
+  std::uint32_t n = 0, bi = 0;
+  shm_slot* const slots = shm_slots_of(&b, n, bi);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    shm_slot& s = slots[i];
+    // A consistent look at a slot: its owner's generation before and after the reads of its use,
+    // bucket, token and node state. A slot given back and taken again meanwhile (its wait ended:
+    // delivered, or idle) has another generation, and is skipped. What the look finds is then
+    // stable while the caller holds the bucket lock, for every node the rebuild acts on: a
+    // queued node, or a claimed one whose release is dead or has not decided, changes only
+    // under that lock; a claimed one whose live release has decided may be delivered at any
+    // moment, but the rebuild leaves it.
+    const std::uint64_t g = s.owner.load(std::memory_order_acquire);
+    if (slot_owner::free(g) || s.use.load(std::memory_order_acquire) != slot_wait || s.bucket != bi) continue;
+    // Acquire: pairs with unpark's release (a token), or with prepare's (none): in both cases
+    // the node's state as its waiter left it is seen.
+    const std::uint32_t t = s.parker.word.value.load(std::memory_order_acquire) & token_mask;
+    waiter_node<shm_policy>& node = s.area.wait.node;
+    const node_state st = t ? node_state::idle : node.state.get();  // delivered: not needed
+    std::atomic_thread_fence(std::memory_order_acquire);            // the reads above before the check below
+    if (s.owner.load(std::memory_order_relaxed) != g) continue;
+    f(node, t, st, shm_owner_gone(g));
+  }
+}
+
 template <class P>
 struct shm_wait_scope {
   shm_slot& s;
   explicit shm_wait_scope(const void* word) : s(shm_take_slot(word, false)) {
+    s.bucket = shm_bucket_index(word);
     new (&s.area.wait) decltype(s.area.wait);           // idle, no key: nothing to finish yet
     s.parker.prepare();                                 // no token of the slot's previous wait
     s.use.store(slot_wait, std::memory_order_release);  // after the node and the prepare
@@ -261,9 +312,13 @@ struct shm_release_scope {
   shm_slot& s;
   explicit shm_release_scope(const void* word) : s(shm_take_slot(word, true)) {
     new (&s.area.release) decltype(s.area.release);
-    s.use.store(slot_release, std::memory_order_release);
+    // Which release of this slot this is: the generation its take gave the owner word.
+    s.area.release.rec.tag = std::uint32_t(slot_owner::gen(s.owner.load(std::memory_order_relaxed)));
     shm_policy::shm_release_visits = 0;  // a walk begins: its visits count from here
   }
+  // The core has filled the record in: from now on a recoverer that finds the thread dead
+  // finishes the release (core::finish_dead_release); before, it finds nothing begun.
+  void ready() noexcept { s.use.store(slot_release, std::memory_order_release); }
   shm_release_scope(const shm_release_scope&) = delete;
   shm_release_scope& operator=(const shm_release_scope&) = delete;
   ~shm_release_scope() {

@@ -81,6 +81,27 @@ enum class node_state : std::uint8_t {
 };
 
 template <class P>
+struct release_record;
+
+// A policy whose buckets may be reset or rebuilt (core::reset, core::rebuild) declares
+// `static constexpr bool resettable = true`: a wait domain in shared memory, whose recovery from a
+// process that died inside a bucket rebuilds the bucket, and the checker's model policies. For
+// every other policy the steps that serve a reset or a rebuild (a walk's epoch check and restart,
+// the claim's bookkeeping below) compile away. A reset is made only by the core of the protocol a
+// domain runs (atomic-clear), whose records always belong to a release that still holds its bit.
+// A resettable policy has no asynchronous waiters (a domain's are blocking): the token_abandoned
+// a reset delivers goes to a thread, and it runs no completions.
+template <class P>
+inline constexpr bool resettable = requires {
+  requires P::resettable;
+};
+
+// What a rebuild learns of the release a claimed node names (P::release_owner): its scope now
+// holds another release (`stale`: that one ended, after delivering to the node), or its thread
+// runs, or has died.
+enum class claimer_state { stale, alive, dead };
+
+template <class P>
 struct waiter_node {
   template <class T>
   using cell = typename P::template cell<T>;
@@ -95,6 +116,17 @@ struct waiter_node {
   // Set by the node's own thread, under the bucket lock, when its deadline or stop came while
   // a release held it claimed: a release that would re-queue it unparks it instead.
   cell<bool> abandoned{false};
+  // Resettable policies only, written with `state` under the bucket lock: the release that
+  // claimed the node (its record, in that release's scope), and whether the node joined that
+  // release's record on arrival rather than being claimed by its walk. A bucket rebuilt from the
+  // slots (core::rebuild) trusts none of its links, and tells by these whose a claimed node is.
+  // Stale once the release has delivered (the record may be another release's by then): a
+  // rebuild reads them only for a node whose parker holds no token yet.
+  // `claim_tag` is the claimer's `tag` when it claimed the node: a record whose release has ended
+  // and whose scope holds another release now has another tag (the policy says, P::release_owner).
+  cell<release_record<P>*> claimer{nullptr};
+  cell<bool> joined{false};
+  cell<std::uint32_t> claim_tag{0};
 
   // The key, immutable while the node is visible. `word` is an identity, never dereferenced
   // by anybody but the node's own thread.
@@ -176,6 +208,23 @@ struct release_record {
   // The size of the word in bytes (a bucket holds words of both widths): a reset sets the word's
   // waiters bit again when it moves the joined waiters to the queue (core::reset).
   std::uint8_t width = 0;
+  // Resettable policies: what a recoverer needs to finish the release of a thread that died
+  // (core::finish_dead_release, core::rebuild). `event`: clear_bit_and_wake, else unlock_bit.
+  // `decided`: set in the release's final hold once its decisions are made, just before its
+  // clearing step; until then the release has cleared nothing and handed nothing off (its bit is
+  // still set, it has only claimed nodes), so it can be made again from the start. `delivering`:
+  // set after its last bucket unlock, before its first delivery. Written by the release's own
+  // thread (`decided` under the bucket lock); not reset by clear().
+  // `handed_off` (with `decided`): the release hands the lock off, and clears nothing. `cleared`:
+  // its clearing step has been made (set right after it, in the same hold). `tag`: which release
+  // of its scope this is (the policy sets it when the scope opens: a domain, its slot's
+  // generation), for the nodes it claims (waiter_node::claim_tag).
+  bool event = false;
+  bool handed_off = false;
+  std::uint32_t tag = 0;
+  typename P::template cell<bool> decided{false};
+  typename P::template cell<bool> cleared{false};
+  typename P::template cell<bool> delivering{false};
 
   // Takes n out of the joined list (bucket lock held).
   void unjoin(waiter_node<P>* n) noexcept { unlink_node<P>(joined_head, joined_tail, n); }
@@ -311,6 +360,11 @@ struct alignas(64) bucket {
       if (n->kind == node_kind::exclusive) {
         if (!join->first_exclusive.get()) join->first_exclusive.set(n);
         if (n->wants_handoff && !join->first_wants_handoff.get()) join->first_wants_handoff.set(n);
+      }
+      if constexpr (resettable<P>) {
+        n->claimer.set(join);  // before `state`: a holder that dies between them leaves it queued
+        n->joined.set(true);
+        n->claim_tag.set(join->tag);
       }
       n->state.set(node_state::claimed);
       // Its fate is known now if the release clears: woken after the clear. (If the release
