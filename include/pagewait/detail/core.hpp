@@ -753,52 +753,56 @@ struct core {
     b.head.set(nullptr);
     b.tail.set(nullptr);
     b.releases.set(nullptr);
-    P::each_waiter(b, [&](node& n, std::uint32_t token_seen, node_state st, bool waiter_gone) {
-      if (token_seen != token_none || st == node_state::idle) return;
-      if (st == node_state::claimed) {
-        release_record<P>* const r = n.claimer.get();
-        if (!r) return;  // claimed by a release that has delivered since (the node is another wait's)
-        const std::uint32_t tag = n.claim_tag.get();
-        const claimer_state who = P::release_owner(r, tag);
-        if (who == claimer_state::stale) return;  // that release has ended: it delivered
-        if (who == claimer_state::alive) {
-          // Joined to a live release that has not decided: its record goes with the reset. Its
-          // scope may be holding a new release by the time `decided` is read (the old one
-          // delivered to this node meanwhile): the owner is looked at again after (a seqlock).
-          if (!n.joined.get() || r->decided.get() || P::release_owner(r, tag) != claimer_state::alive) return;
-        } else if (r->decided.get()) {
-          // A dead release's record stays as its thread left it: its slot is freed only by the
-          // recoverer that finishes it, which needs this bucket's lock.
-          const bool clear = r->delivering.get() || r->cleared.get() ||
-                             (!r->handed_off && !bit_is_set(r->word.get(), r->width, r->bit));
-          if (n.token.get() == token_handoff || clear) {
-            owed.append(&n, &n);  // the token it decided, as its delivery would have
-            return;
+    // (In `if constexpr`: a compiler that instantiates this member for every policy, as clang 14
+    // does for an explicit instantiation of the class whatever the constraint, then skips it.)
+    if constexpr (resettable<P>)
+      P::each_waiter(b, [&](node& n, std::uint32_t token_seen, node_state st, bool waiter_gone) {
+        if (token_seen != token_none || st == node_state::idle) return;
+        if (st == node_state::claimed) {
+          release_record<P>* const r = n.claimer.get();
+          if (!r) return;  // claimed by a release that has delivered since (the node is another wait's)
+          const std::uint32_t tag = n.claim_tag.get();
+          const claimer_state who = P::release_owner(r, tag);
+          if (who == claimer_state::stale) return;  // that release has ended: it delivered
+          if (who == claimer_state::alive) {
+            // Joined to a live release that has not decided: its record goes with the reset. Its
+            // scope may be holding a new release by the time `decided` is read (the old one
+            // delivered to this node meanwhile): the owner is looked at again after (a seqlock).
+            if (!n.joined.get() || r->decided.get() || P::release_owner(r, tag) != claimer_state::alive)
+              return;
+          } else if (r->decided.get()) {
+            // A dead release's record stays as its thread left it: its slot is freed only by the
+            // recoverer that finishes it, which needs this bucket's lock.
+            const bool clear = r->delivering.get() || r->cleared.get() ||
+                               (!r->handed_off && !bit_is_set(r->word.get(), r->width, r->bit));
+            if (n.token.get() == token_handoff || clear) {
+              owed.append(&n, &n);  // the token it decided, as its delivery would have
+              return;
+            }
           }
         }
-      }
-      if (waiter_gone) {
-        // A dead waiter whose node would be queued again: out of every list instead, as its
-        // recoverer would take it (finish_dead_wait), which then finds it idle. Never queued,
-        // it can take no hand-off that nobody would pass on.
-        n.state.set(node_state::idle);
-        return;
-      }
-      if (const bool gave_up = n.abandoned.get(); gave_up) {
-        n.token.set(token_abandoned);
-        owed.append(&n, &n);
-        return;
-      }
-      if (n.designated.get()) {
-        n.designated.set(false);
-        if constexpr (requires { P::designated_end(n.word.get(), n.bit, &n); })
-          P::designated_end(n.word.get(), n.bit, &n);
-      }
-      b.push_back(&n);
-      n.state.set(node_state::queued);
-      set_waiters_bit(n.word.get(), n.width);
-      ++queued;
-    });
+        if (waiter_gone) {
+          // A dead waiter whose node would be queued again: out of every list instead, as its
+          // recoverer would take it (finish_dead_wait), which then finds it idle. Never queued,
+          // it can take no hand-off that nobody would pass on.
+          n.state.set(node_state::idle);
+          return;
+        }
+        if (const bool gave_up = n.abandoned.get(); gave_up) {
+          n.token.set(token_abandoned);
+          owed.append(&n, &n);
+          return;
+        }
+        if (n.designated.get()) {
+          n.designated.set(false);
+          if constexpr (requires { P::designated_end(n.word.get(), n.bit, &n); })
+            P::designated_end(n.word.get(), n.bit, &n);
+        }
+        b.push_back(&n);
+        n.state.set(node_state::queued);
+        set_waiters_bit(n.word.get(), n.width);
+        ++queued;
+      });
     // Delivered before the unlock: a rebuild that takes the lock next sees these tokens, and never
     // takes these nodes as owed a second time. (A recovery: the hold is not bounded, as reset's.)
     deliver(owed.head);
@@ -838,7 +842,7 @@ struct core {
     const W bit = W(rec.bit);
     bucket_t& b = bucket_of(&word);
     if (!lock_for_recovery(b)) return false;
-    rebuild(b);
+    if constexpr (resettable<P> && R == release_protocol::atomic_clear) rebuild(b);  // (as in rebuild)
     if (rec.decided.get()) return true;
     const release_kind kind = rec.event ? release_kind::event : release_kind::unlock;
     if constexpr (requires { P::dead_release_begin(&word, std::uint64_t(bit), true); })
