@@ -65,15 +65,32 @@ struct area {
   double lat[max_samples];
 };
 
+// Whether the child has exited, leaving it waitable (WNOWAIT: the block's final waitpid reaps it
+// and reads its status).
+bool child_exited(pid_t child_pid) {
+  siginfo_t info{};
+  return waitid(P_PID, id_t(child_pid), &info, WEXITED | WNOHANG | WNOWAIT) == 0 && info.si_pid == child_pid;
+}
+
+[[noreturn]] void child_died(pid_t child_pid) {
+  siginfo_t info{};
+  waitid(P_PID, id_t(child_pid), &info, WEXITED | WNOHANG | WNOWAIT);
+  throw std::runtime_error(std::string("figure 10: the child process died early (") +
+                           (info.si_code == CLD_EXITED ? "exit status " : "signal ") + std::to_string(info.si_status) +
+                           ")");
+}
+
 // Waits for `phase` to become `want`; the parent (child_pid > 0) also watches the child, so that a
-// child that died ends the figure with an error instead of a hang.
+// child that died ends the figure with an error instead of a hang. The phase is read again after
+// the child is seen gone: the child sets the last phase and exits at once, and a parent woken
+// late (a loaded machine) may see both.
 void wait_phase(area& a, std::uint32_t want, pid_t child_pid = 0) {
   const timespec tick{0, 100 * 1000 * 1000};
   for (std::uint32_t v; (v = a.phase.load(std::memory_order_acquire)) != want;) {
     syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&a.phase), FUTEX_WAIT, v, child_pid ? &tick : nullptr,
             nullptr, 0);
-    if (child_pid && waitpid(child_pid, nullptr, WNOHANG) == child_pid)
-      throw std::runtime_error("figure 10: the child process died");
+    if (child_pid && child_exited(child_pid) && a.phase.load(std::memory_order_acquire) != want)
+      child_died(child_pid);
   }
 }
 
@@ -180,8 +197,7 @@ void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vecto
     set_phase(a, 2 * k + 1);
     for (unsigned spins = 0; !a.b_going.load(); ++spins) {
       std::this_thread::yield();
-      if (spins % 1024 == 1023 && waitpid(pid, nullptr, WNOHANG) == pid)
-        throw std::runtime_error("figure 10: the child process died");
+      if (spins % 1024 == 1023 && child_exited(pid) && !a.b_going.load()) child_died(pid);
     }
     std::this_thread::sleep_for(std::chrono::microseconds(50));  // B is asleep by now
     a.t0.store(now_ns(), std::memory_order_relaxed);
