@@ -76,8 +76,8 @@ bool child_exited(pid_t child_pid) {
   siginfo_t info{};
   waitid(P_PID, id_t(child_pid), &info, WEXITED | WNOHANG | WNOWAIT);
   throw std::runtime_error(std::string("figure 10: the child process died early (") +
-                           (info.si_code == CLD_EXITED ? "exit status " : "signal ") + std::to_string(info.si_status) +
-                           ")");
+                           (info.si_code == CLD_EXITED ? "exit status " : "signal ") +
+                           std::to_string(info.si_status) + ")");
 }
 
 // Waits for `phase` to become `want`; the parent (child_pid > 0) also watches the child, so that a
