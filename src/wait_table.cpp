@@ -11,8 +11,7 @@
 
 namespace pagewait::detail {
 
-template <bool Shared>
-void basic_word_lock<Shared>::lock_slow() noexcept {
+void word_lock::lock_slow() noexcept {
   // Spin a little: the lock is held for at most chunk_visits node visits.
   for (int i = 0; i < 100; ++i) {
     std::uint32_t c = w_.value.load(std::memory_order_relaxed);
@@ -21,15 +20,8 @@ void basic_word_lock<Shared>::lock_slow() noexcept {
     native_policy::cpu_relax();
   }
   // Drepper's futex mutex: mark "held with sleepers" and sleep until we take it.
-  while (w_.value.exchange(2, std::memory_order_acquire) != 0) {
-    if constexpr (Shared)
-      w_.wait_shared(2, deadline::never());
-    else
-      w_.wait(2, deadline::never());
-  }
+  while (w_.value.exchange(2, std::memory_order_acquire) != 0) w_.wait(2, deadline::never());
 }
-template class basic_word_lock<false>;
-template class basic_word_lock<true>;
 
 namespace {
 // Created on first contention, outside any bucket lock; never freed, so that threads still

@@ -47,9 +47,9 @@ namespace detail {
 
 // The bucket lock: a three-state futex lock (0 free, 1 held, 2 held with sleepers) that spins
 // briefly first. Held for at most chunk_visits node visits, so it is almost never slept on.
-// `Shared`: on a futex that other processes can wake (a wait domain's buckets, shm_policy.hpp).
-template <bool Shared>
-class basic_word_lock {
+// (A wait domain's bucket lock, which other processes take and which names its holder, is
+// shm_bucket_lock, shm_policy.hpp.)
+class word_lock {
  public:
   void lock() noexcept {
     std::uint32_t c = 0;
@@ -61,12 +61,7 @@ class basic_word_lock {
     return w_.value.compare_exchange_strong(c, 1, std::memory_order_acquire, std::memory_order_relaxed);
   }
   void unlock() noexcept {
-    if (w_.value.exchange(0, std::memory_order_release) == 2) {
-      if constexpr (Shared)
-        w_.wake_one_shared();
-      else
-        w_.wake_one();
-    }
+    if (w_.value.exchange(0, std::memory_order_release) == 2) w_.wake_one();
   }
   // In a child after fork(), single-threaded: whether the lock is free, and making it free
   // (a thread of the parent may have held it; it does not exist in the child).
@@ -74,10 +69,9 @@ class basic_word_lock {
   void reset_after_fork() noexcept { w_.reset_after_fork(); }
 
  private:
-  void lock_slow() noexcept;  // src/wait_table.cpp, for both
+  void lock_slow() noexcept;  // src/wait_table.cpp
   sleep_word w_;
 };
-using word_lock = basic_word_lock<false>;
 
 struct native_policy {
   template <class W>
