@@ -726,7 +726,10 @@ struct basic_model_policy {
   // Not constexpr: a scenario shrinks the chunk so that a walk spans several holds.
   static inline unsigned chunk_visits = 64;
   static constexpr unsigned spin_limit = 1;  // one spin: the path is explored, cheaply
+  static constexpr unsigned spin_pause_cap = 1;
+  static constexpr unsigned spin_yields = 0;  // a yield is a pause to the model: one look is enough
   static void cpu_relax() {}
+  static void yield_cpu() {}
   static fairness_settings fairness() { return rt().fair; }
 
   // Statistics: never on in the model (no clock reads, no new steps).

@@ -1,4 +1,5 @@
-// src/futex.cpp — sleeping and waking (detail/futex.hpp). The only system calls pagewait makes.
+// src/futex.cpp — sleeping and waking (detail/futex.hpp): the futex system calls. (The spin
+// before queueing also yields the CPU: native_policy::yield_cpu.)
 #include "pagewait/detail/futex.hpp"
 
 #include <cerrno>

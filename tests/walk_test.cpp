@@ -21,6 +21,7 @@ template <unsigned MaxLost, long long MaxWaitNs>
 struct small_walk_policy : pd::native_policy {
   static constexpr unsigned chunk_visits = 2;
   static constexpr unsigned spin_limit = 0;  // queue at once: more waiters, longer walks
+  static constexpr unsigned spin_yields = 0;
   static pd::wait_table<small_walk_policy>& table() noexcept {
     static auto* t = new pd::wait_table<small_walk_policy>(1);
     return *t;

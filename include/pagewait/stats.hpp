@@ -15,8 +15,8 @@
 // What is counted (a "wait" is a call that took the slow path: the bit was set, or a waiter was
 // queued, when it came):
 //   lock_waits, shared_waits   slow-path lock calls (lock_bit and its timed and stop forms) and
-//                              wait_bit_clear calls; a lock that took the bit in the slow path's
-//                              brief spin counts too
+//                              wait_bit_clear calls; a lock that took the bit in the spin before
+//                              queueing (pauses, then yields) counts too
 //   gave_up                    of those, the ones that returned false (deadline or stop)
 //   lost_races                 lock waiters woken to race for the bit that lost it to another
 //                              thread (each one a step towards a hand-off); asynchronous lock

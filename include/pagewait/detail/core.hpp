@@ -252,16 +252,7 @@ struct core {
   }
 
   static bool lock_contended(std::atomic<W>& word, W bit, const deadline& dl, const std::stop_token* stop) {
-    // Spin briefly while nobody is queued: the holder is likely to release within a few hundred
-    // cycles, and sleeping costs two syscalls. Once the waiters bit is set, queue (FIFO).
-    for (unsigned i = 0; i < P::spin_limit; ++i) {
-      // Relaxed: only a hint; the bit is taken by try_lock's acquire RMW, which pairs with the
-      // holder's release.
-      const W v = P::load(word, mo_relaxed);
-      if (v & WB) break;
-      if (!(v & bit) && try_lock(word, bit)) return true;
-      P::cpu_relax();
-    }
+    if (spin_before_queueing(word, bit, dl, stop)) return true;
     bucket_t& b = bucket_of(&word);
     // A deadline that passed (or a stop that came) before the first queueing, during the spin,
     // and after each lost race: one more try, and no queueing. The first check comes before the
@@ -299,6 +290,45 @@ struct core {
 
   // The pieces of a lock wait. Each has one caller today; they are apart so that the
   // asynchronous waiters of docs/proposals/async-waits.md can share them.
+
+  // Before the first queueing, while the waiters bit is clear: look at the word now and then, and
+  // take the bit if it is seen clear. Returns true if the bit was taken. Nothing here is part of
+  // the protocol: a look is a relaxed load (a hint), and the bit is taken only by try_lock's
+  // acquire RMW, as by any caller of try_lock. A set waiters bit sends this waiter to the queue.
+  // A clear one does not mean that nobody is queued: while a designated waker has not raced
+  // (release_walk), its fellow lock waiters stay queued with the bit clear, and a spinner may
+  // take the bit ahead of them, as any arrival may then. Bounded as every barging is [I6]: each
+  // such take is a race the designated waker loses, and a waiter that has earned its hand-off
+  // is never designated past, so the bit it is owed is never seen clear.
+  // The looks come after P::spin_limit rounds of pauses that double (1, 2, 4, ... up to
+  // P::spin_pause_cap), then after each of P::spin_yields yields of the CPU. A waiter that looks
+  // at every pause keeps the line away from the holder, whose unlock and next lock then miss in
+  // its cache; one that backs off leaves the holder its run (a lock's throughput is the
+  // holder's). The yields are for a holder that is not running: on a machine with more threads
+  // than cores, a yield may hand it this core, where a pause cannot; and a waiter that yields
+  // costs the holder nothing, where a sleeper costs its unlock a wake system call. Measured on
+  // 1-16 threads (docs/benchmarks.md, figure 3). A timed wait or a stoppable one yields only
+  // while its deadline has not passed and no stop came. A yield takes about a microsecond on an
+  // idle machine, but up to a scheduler time slice when other threads are ready to run on this
+  // core: a short timed lock may overrun its deadline by that much, as a sleeper woken at its
+  // deadline waits that long for a core on such a machine.
+  static bool spin_before_queueing(std::atomic<W>& word, W bit, const deadline& dl,
+                                   const std::stop_token* stop) {
+    unsigned pauses = 1;
+    for (unsigned i = 0; i < P::spin_limit + P::spin_yields; ++i) {
+      if (i < P::spin_limit) {
+        for (unsigned k = 0; k < pauses; ++k) P::cpu_relax();
+        pauses = 2 * pauses < P::spin_pause_cap ? 2 * pauses : P::spin_pause_cap;
+      } else {
+        if (abandon(dl, stop)) return false;
+        P::yield_cpu();
+      }
+      const W v = P::load(word, mo_relaxed);
+      if (v & WB) return false;
+      if (!(v & bit) && try_lock(word, bit)) return true;
+    }
+    return false;
+  }
 
   // Before each queueing: the fairness state the releaser reads [I6]. The time bound runs from
   // the first queueing, across re-queues.
