@@ -557,6 +557,11 @@ struct core {
         n->claimer.set(by);  // before `state`: a holder that dies between them leaves it queued
         n->joined.set(false);
         n->claim_tag.set(by->tag);
+        // These plain stores must reach memory before `state`'s: a holder killed in between
+        // then leaves the node queued (a rebuild queues it again), never claimed with no
+        // claimer (a rebuild would leave it claimed, and its waiter would hang). x86 keeps the
+        // order of stores; this fence, which emits no instruction, makes it the compiler's too.
+        std::atomic_signal_fence(std::memory_order_release);
       }
       b.unlink(n);
       n->state.set(node_state::claimed);
