@@ -1,5 +1,7 @@
 // tests/stats_test.cpp — the opt-in contention statistics (pagewait/stats.hpp, issue 13).
 #include <gtest/gtest.h>
+#include <pthread.h>
+#include <sched.h>
 
 #include <atomic>
 #include <chrono>
@@ -73,19 +75,58 @@ TEST_F(Stats, HandOffsAndTheLongestWait) {
   EXPECT_GE(c.longest_wait, 5ms);
 }
 
+// Runs the calling thread on one CPU until destroyed (the one it is on now), then restores its
+// old set. Does nothing where the set cannot be changed.
+class pin_to_this_cpu {
+ public:
+  pin_to_this_cpu() {
+    pinned_ = pthread_getaffinity_np(pthread_self(), sizeof old_, &old_) == 0 && sched_getcpu() >= 0;
+    if (!pinned_) return;
+    CPU_ZERO(&one_);
+    CPU_SET(sched_getcpu(), &one_);
+    pinned_ = pthread_setaffinity_np(pthread_self(), sizeof one_, &one_) == 0;
+  }
+  ~pin_to_this_cpu() {
+    if (pinned_) pthread_setaffinity_np(pthread_self(), sizeof old_, &old_);
+  }
+  pin_to_this_cpu(const pin_to_this_cpu&) = delete;
+  pin_to_this_cpu& operator=(const pin_to_this_cpu&) = delete;
+  bool pinned() const { return pinned_; }
+  const cpu_set_t& cpu() const { return one_; }
+
+ private:
+  cpu_set_t old_{}, one_{};
+  bool pinned_ = false;
+};
+
 TEST_F(Stats, LostRacesAreCounted) {
   pagewait::set_fairness({1000, std::chrono::hours(1)});  // never hand off: woken waiters race
   std::atomic<std::uint32_t> w{0};
-  // The owner releases with a waiter queued and takes the bit straight back, before the woken
-  // waiter can run: the waiter loses. Repeated until it has happened (a wake-up takes
-  // microseconds, the re-lock nanoseconds: almost always the first time).
+  // The owner releases with a waiter asleep and takes the bit straight back, before the woken
+  // waiter can run: the waiter loses. A woken thread is often run at once, on the other CPU or
+  // on this one ahead of the owner (the scheduler favours a thread that slept), and then may win
+  // while the owner's unlock is still finishing its walk; under load it did so 100 times in a
+  // row in CI. So the waiter runs on the owner's CPU at the lowest priority (SCHED_IDLE, which
+  // any thread may ask for): woken, it cannot run until the owner blocks in its sleep, after the
+  // re-lock. Where neither can be set, the attempts are left to chance, repeated until one lost.
+  // The waiter must be asleep, not merely queued: one still on its way to the futex wait finds
+  // the token at once, on its own CPU. Queued first, for the parker's flag to be this wait's
+  // (AWakeSystemCallIsMadeOnlyForAWaiterThatSlept).
+  pin_to_this_cpu pin;
   for (int attempt = 0; attempt < 100 && of_bucket(pagewait::get_stats(), &w).lost_races == 0; ++attempt) {
     pagewait::lock_bit(w, LOCK);
+    std::atomic<pagewait::detail::native_parker*> parker{nullptr};
     std::thread t([&] {
+      if (pin.pinned()) pthread_setaffinity_np(pthread_self(), sizeof(cpu_set_t), &pin.cpu());
+      sched_param idle{};
+      pthread_setschedparam(pthread_self(), SCHED_IDLE, &idle);
+      parker = &pagewait::detail::native_parker::current();
       pagewait::lock_bit(w, LOCK);
       pagewait::unlock_bit(w, LOCK);
     });
     while (pwtest::queued_on(w, LOCK) == 0) std::this_thread::yield();
+    // Asleep: the flag is set by the parker's CAS just before its futex wait.
+    while (!(parker.load()->word.value.load() & pagewait::detail::sleeping_flag)) std::this_thread::yield();
     pagewait::unlock_bit(w, LOCK);
     pagewait::lock_bit(w, LOCK);
     std::this_thread::sleep_for(1ms);
@@ -119,6 +160,9 @@ TEST_F(Stats, AWakeSystemCallIsMadeOnlyForAWaiterThatSlept) {
     pagewait::wait_bit_clear(w, EVENT);
   });
   while (!parker.load()) std::this_thread::yield();
+  // Queued first: parkers are pooled, and until the waiter prepare()s its parker, which it does
+  // before it queues, the word may still hold the flag of the parker's last owner's last sleep.
+  while (pwtest::queued_on(w, EVENT) == 0) std::this_thread::yield();
   // Asleep: its parker says so (the flag is set by its CAS just before the futex wait).
   while (!(parker.load()->word.value.load() & pagewait::detail::sleeping_flag)) std::this_thread::yield();
   pagewait::clear_bit_and_wake(w, EVENT);
