@@ -871,7 +871,7 @@ void domain::throw_outside(const void* word, std::size_t size, const domain* d) 
 
 }  // namespace shm
 
-detail::shm_parked_wait detail::shm_parked(const shm::domain& d, int pid) {
+detail::shm_parked_wait detail::shm_parked(const shm::domain& d, int pid, std::ptrdiff_t shift) {
   shm_parked_wait w;
   if (!d.s_) return w;
   char path[64], buf[512];
@@ -905,7 +905,9 @@ detail::shm_parked_wait detail::shm_parked(const shm::domain& d, int pid) {
   if (got != 3 || !(futex_wait || nr == SYS_restart_syscall)) return w;
   for (std::uint32_t i = 0; i < d.s_->opts.slots; ++i) {
     shm_slot& s = d.s_->slots[i];
-    if (reinterpret_cast<unsigned long long>(&s.parker.word.value) != addr) continue;
+    if (reinterpret_cast<unsigned long long>(&s.parker.word.value) + static_cast<unsigned long long>(shift) !=
+        addr)
+      continue;
     const std::uint64_t owner = s.owner.load(std::memory_order_acquire);
     if (slot_owner::free(owner) || slot_owner::pid(owner) != std::uint32_t(pid) ||
         s.use.load(std::memory_order_acquire) != slot_wait)

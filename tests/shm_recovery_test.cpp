@@ -44,18 +44,24 @@ using pwtest::shared_file;
 
 // The victim: a child that attaches through a mapping of its own, sets its fairness, and runs
 // `wait` on the word at `offset` (which it is killed in). Offsets 0..63 of the user area are the
-// test's: [0] counts victims that reached their wait.
+// test's: [0] counts victims that reached their wait. The mapping is made before the fork, so
+// that this process knows where the victim's parkers are.
+struct victim_process {
+  pid_t pid;
+  std::ptrdiff_t shift;  // the victim's mapping of the domain minus the test's (the first one)
+};
 template <class F>
-pid_t victim(shared_file& f, std::size_t offset, pagewait::fairness_settings fair, F wait) {
+victim_process victim(shared_file& f, std::size_t offset, pagewait::fairness_settings fair, F wait) {
+  void* const own = f.map();
   const pid_t pid = fork();
   if (pid == 0) {
     pagewait::set_fairness(fair);
-    shm::domain c = shm::domain::attach(f.map(), kSize);
+    shm::domain c = shm::domain::attach(own, kSize);
     at<std::atomic<W>>(c, 0).fetch_add(1);
     wait(c, at<std::atomic<W>>(c, offset));
     _exit(3);  // never reached: the test kills it while it waits
   }
-  return pid;
+  return {pid, static_cast<char*>(own) - static_cast<char*>(f.maps.front().first)};
 }
 
 // Polls until `pred` holds (5 s at most).
@@ -68,16 +74,44 @@ bool eventually(F pred) {
   return pred();
 }
 
-// Kills a victim that is parked: its node is queued (the waiters bit is set, and the victim has
-// had time to go to sleep), then reaps it, so that it is gone, not a zombie.
-void kill_parked(pid_t pid, const std::atomic<W>& w) {
-  ASSERT_TRUE(eventually([&] { return (w.load() & WB) != 0; })) << "the victim never queued";
-  std::this_thread::sleep_for(30ms);
-  ASSERT_EQ(kill(pid, SIGKILL), 0);
-  int st = 0;
-  ASSERT_EQ(waitpid(pid, &st, 0), pid);
-  ASSERT_TRUE(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL) << "the victim was not killed while it waited";
+// Kills victims that are parked: stopped, each is seen asleep on its slot's parker (so its node
+// is queued and its slot taken), then all are killed and reaped, so that they are gone, not
+// zombies. Seeing the waiters bit set is not enough: with two victims on one word the second may
+// not have queued yet (it happened under TSan on a loaded machine: a wait then found its slot
+// still free). Every victim is stopped before any is killed: a parked waiter polls for the dead
+// (shm::recovery_poll), so a victim still running after another was killed may finish the dead
+// one's wait and free its slot (a CI run saw it: the test's wait found a slot, recover() none).
+void kill_parked(std::initializer_list<victim_process> victims, shm::domain& d) {
+  const std::vector<victim_process> v(victims);
+  std::vector<char> parked(v.size(), 0);
+  bool signalled = true;
+  std::size_t seen = 0;
+  for (int i = 0; i < 2500 && seen < v.size() && signalled; ++i) {
+    for (std::size_t k = 0; k < v.size() && signalled; ++k) {
+      if (parked[k]) continue;  // stays stopped until the kill
+      signalled = kill(v[k].pid, SIGSTOP) == 0;
+      parked[k] = signalled && pagewait::detail::shm_parked(d, v[k].pid, v[k].shift).parked;
+      if (parked[k])
+        ++seen;
+      else if (signalled)
+        signalled = kill(v[k].pid, SIGCONT) == 0;
+    }
+    if (seen < v.size()) std::this_thread::sleep_for(2ms);
+  }
+  // Killed parked or not: a victim left waiting would outlive the test (and keep ctest's pipe).
+  bool all_parked = true, all_killed = true;
+  for (std::size_t k = 0; k < v.size(); ++k) {
+    const bool killed = kill(v[k].pid, SIGKILL) == 0;
+    int st = 0;
+    const bool reaped = waitpid(v[k].pid, &st, 0) == v[k].pid;
+    all_parked = all_parked && parked[k];
+    all_killed = all_killed && killed && reaped && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+  }
+  ASSERT_TRUE(signalled) << "a victim could not be stopped or continued";
+  ASSERT_TRUE(all_parked) << "a victim never parked";
+  ASSERT_TRUE(all_killed) << "a victim was not killed while it waited";
 }
+void kill_parked(victim_process v, shm::domain& d) { kill_parked({v}, d); }
 
 constexpr pagewait::fairness_settings earns_at_once{0, 0ns};  // every queued lock waiter earns a hand-off
 constexpr pagewait::fairness_settings never_earns{1000000, std::chrono::hours(1)};
@@ -87,7 +121,7 @@ constexpr pagewait::fairness_settings never_earns{1000000, std::chrono::hours(1)
 std::atomic<W>& locked_with_a_dead_waiter(shared_file& f, shm::domain& d, pagewait::fairness_settings fair) {
   auto& w = at<std::atomic<W>>(d, 64);
   d.lock_bit(w, LOCK);
-  kill_parked(victim(f, 64, fair, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); }), w);
+  kill_parked(victim(f, 64, fair, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); }), d);
   return w;
 }
 
@@ -175,11 +209,10 @@ TEST(ShmRecovery, DeadWaitersSlotsAreFreedLiveOnesKept) {
   auto& w = at<std::atomic<W>>(d, 64);
   w.store(IO);
   const auto waits = [](shm::domain& c, std::atomic<W>& cw) { c.wait_bit_clear(cw, IO); };
-  const pid_t a = victim(f, 64, {}, waits);
-  const pid_t b = victim(f, 64, {}, waits);
+  const victim_process a = victim(f, 64, {}, waits);
+  const victim_process b = victim(f, 64, {}, waits);
   ASSERT_TRUE(eventually([&] { return at<std::atomic<W>>(d, 0).load() == 2; }));
-  kill_parked(a, w);
-  kill_parked(b, w);
+  ASSERT_NO_FATAL_FAILURE(kill_parked({a, b}, d));  // both stopped before either dies
   EXPECT_THROW(d.wait_bit_clear_for(w, IO, 1ms), shm::domain_error)
       << "a dead waiter's slot was free already";
   // A live waiter of this process (whose slot recover() must leave alone) once a slot is free.
@@ -717,6 +750,10 @@ TEST(ShmRecovery, ProcessesKilledWhileParkedNeverStopTheOthers) {
             d.lock_bit(w, LOCK);
             const std::uint64_t c = count_of(k);
             for (int s = 0, m = int(next() % 64); s < m; ++s) asm volatile("" ::: "memory");
+            // Now and then a long hold, so that the others' lock waits outlast their spin and
+            // park: with short holds alone a lock waiter was seldom found parked (under TSan on
+            // a loaded machine, none in 20 s once).
+            if (next() % 8 == 0) std::this_thread::sleep_for(std::chrono::microseconds(100 + next() % 400));
             count_of(k) = c + 1;
             d.unlock_bit(w, LOCK);
             done_of(i).fetch_add(1);

@@ -54,16 +54,16 @@ shm_bucket_lock& shm_bucket_lock_of(const shm::domain& d, std::size_t i);
 // --processes --kill`): waits (up to a second) until /proc shows `pid` stopped, then says whether
 // it is blocked in a futex wait (or its restart after a stop) on the parker of one of the
 // domain's slots holding a wait of that process, and if so that wait's word and bit. It looks
-// at the process's main thread only. The process must map the domain at the same address as this handle
-// (a forked child). A process parked so is inside that wait: it holds nothing the wait would give
-// it (its other locks are its own business).
+// at the process's main thread only. The process maps the domain `shift` bytes above this
+// handle's mapping (0: at the same address, as a forked child that did not map it again). A process parked so
+// is inside that wait: it holds nothing the wait would give it (its other locks are its own business).
 struct shm_parked_wait {
   bool parked = false;
   bool exclusive = false;  // a lock wait (else a wait for the bit to clear)
   const void* word = nullptr;
   std::uint64_t bit = 0;
 };
-shm_parked_wait shm_parked(const shm::domain& d, int pid);
+shm_parked_wait shm_parked(const shm::domain& d, int pid, std::ptrdiff_t shift = 0);
 }  // namespace pagewait::detail
 // The slow paths, compiled once in the library.
 extern template struct pagewait::detail::core<pagewait::detail::shm_policy,
@@ -297,7 +297,7 @@ class domain {
  private:
   friend std::size_t detail::shm_reset_bucket(const domain& d, std::size_t i);
   friend detail::shm_bucket_lock& detail::shm_bucket_lock_of(const domain& d, std::size_t i);
-  friend detail::shm_parked_wait detail::shm_parked(const domain& d, int pid);
+  friend detail::shm_parked_wait detail::shm_parked(const domain& d, int pid, std::ptrdiff_t shift);
   explicit domain(detail::shm_domain_state* s) noexcept;
   [[noreturn]] static void throw_outside(const void* word, std::size_t size, const domain* d);
   // The word lies in the user area, whole and aligned; the bit is one bit, not the waiters bit.
