@@ -5,9 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace pwbench {
@@ -63,6 +65,25 @@ void run_threads(unsigned n, const std::function<void(unsigned)>& f);
 std::uint64_t resident_bytes();
 
 // Busy work of about `n` dependent steps that the compiler cannot remove.
+// Waits until the thread whose /proc stat file is `stat_path` (/proc/<pid>/task/<tid>/stat) is
+// asleep in the kernel, state S: in the hand-off figures, a waiter in a futex wait. Gives up
+// after `limit` (a waiter that spins, or one still yielding on a loaded machine) and says so.
+// A fixed grace time alone cannot tell: a waiter that spins and yields before it sleeps (pagewait,
+// absl, tbb::mutex) may still be yielding when the release comes, which then times no wake-up.
+inline bool wait_until_asleep(const std::string& stat_path, std::chrono::microseconds limit) {
+  const auto until = clock_type::now() + limit;
+  for (;;) {
+    std::ifstream f(stat_path);
+    std::string line;
+    std::getline(f, line);
+    // "pid (comm) S ...": the command may hold spaces and parentheses; the state follows the last ')'.
+    const std::size_t close = line.rfind(')');
+    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'S') return true;
+    if (clock_type::now() >= until) return false;
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
 inline void spin_work(unsigned n) {
   std::uint64_t x = n;
   for (unsigned i = 0; i < n; ++i) {

@@ -3,8 +3,10 @@
 // T threads loop lock; short section; unlock; a little work outside, for a fixed time. Each
 // records how many times it acquired the lock and its longest wait (lock() call to return).
 // Reported: Jain's index over the per-thread acquisitions (1 = even, 1/T = one thread took
-// all), the longest wait of any thread, and the throughput. With 2 cores and 4 or 8 threads,
-// waits include the time a ready thread waits for a core.
+// all), the longest wait of any thread, and the throughput, each the median of repeated runs
+// (peers interleaved) with every run's value. With 2 cores and 4 or 8 threads, waits include
+// the time a ready thread waits for a core.
+#include <algorithm>
 #include <thread>
 
 #include "common.hpp"
@@ -63,11 +65,35 @@ json fairness(unsigned threads, double seconds) {
 json run_fairness(const run_options& o) {
   const std::vector<unsigned> thread_counts =
       o.quick ? std::vector<unsigned>{4} : std::vector<unsigned>{4, 8};
-  const double seconds = (o.quick ? 0.1 : 0.5) * o.scale;
+  // Every point `reps` times, peers interleaved in each repetition: a row gives the medians of
+  // the runs' Jain index, longest wait and throughput, each with its samples in run order (for
+  // per-run ratios), and the longest wait of all the runs.
+  const unsigned reps = o.quick ? 1 : 5;
+  const double seconds = (o.quick ? 0.1 : 0.3) * o.scale;
   json rows = json::array();
-  for (unsigned t : thread_counts)
-    for_each_peer<all_peers>([&]<class Peer>() { rows.push_back(fairness<Peer>(t, seconds)); });
-  return {{"rows", rows}, {"seconds", seconds}};
+  for (unsigned t : thread_counts) {
+    const auto runs =
+        interleaved_runs<all_peers>(reps, [&]<class Peer>() { return fairness<Peer>(t, seconds); });
+    for (const std::vector<json>& peer_runs : runs) {
+      json row = peer_runs.front();
+      std::vector<double> jain, wait, ops;
+      for (const json& j : peer_runs) {
+        jain.push_back(j["jain"].get<double>());
+        wait.push_back(j["max_wait_ns"].get<double>());
+        ops.push_back(j["ops_per_s"].get<double>());
+      }
+      row["jain_samples"] = jain;
+      row["max_wait_samples"] = wait;
+      row["ops_samples"] = ops;
+      row["longest_wait_ns"] = *std::max_element(wait.begin(), wait.end());
+      row["jain"] = percentile(jain, 50);
+      row["max_wait_ns"] = percentile(wait, 50);
+      row["ops_per_s"] = percentile(ops, 50);
+      row.erase("per_thread");  // one run's; the samples above are of every run
+      rows.push_back(std::move(row));
+    }
+  }
+  return {{"rows", rows}, {"seconds", seconds}, {"reps", reps}};
 }
 
 figure_registrar reg{

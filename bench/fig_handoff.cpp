@@ -10,6 +10,10 @@
 // VM (kvm-clock, Firecracker): a wake-up across vCPUs costs the host's delivery of the
 // interrupt, which swings between ~2 µs and ~50 µs with the host's load, alike for every
 // sleeping peer; hence peers in interleaved blocks and ratios of the same run.
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <string>
 #include <thread>
 
 #include "common.hpp"
@@ -33,13 +37,18 @@ struct bare_futex_peer {
   }
 };
 
+// Returns how many of the rounds released a B that was not seen asleep (wait_until_asleep).
 template <class Peer>
-void handoff(unsigned samples, std::vector<double>& lat) {
+unsigned handoff(unsigned samples, std::vector<double>& lat) {
   typename Peer::object o;
   std::atomic<unsigned> phase{0};  // 2k+1: B may lock; 2k+2: B is done with round k
   std::atomic<bool> b_going{false};
   std::atomic<std::int64_t> t0_ns{0};
+  std::atomic<long> b_tid{0};
+  unsigned not_asleep = 0;
   std::thread b([&] {
+    b_tid.store(long(syscall(SYS_gettid)));
+    b_tid.notify_one();
     for (unsigned k = 0; k < samples; ++k) {
       for (unsigned v; (v = phase.load(std::memory_order_acquire)) != 2 * k + 1;) phase.wait(v);
       b_going.store(true);
@@ -52,12 +61,16 @@ void handoff(unsigned samples, std::vector<double>& lat) {
       phase.notify_one();
     }
   });
+  b_tid.wait(0);
+  const std::string b_stat = "/proc/self/task/" + std::to_string(b_tid.load()) + "/stat";
   for (unsigned k = 0; k < samples; ++k) {
     Peer::lock(o);
     phase.store(2 * k + 1, std::memory_order_release);
     phase.notify_one();
     while (!b_going.load()) std::this_thread::yield();
-    std::this_thread::sleep_for(std::chrono::microseconds(50));  // B is asleep in lock() by now
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    // B is in lock() and asleep in the kernel (a spinlock's B never is: limited).
+    if (!wait_until_asleep(b_stat, std::chrono::microseconds(200))) ++not_asleep;
     t0_ns.store(clock_type::now().time_since_epoch().count(), std::memory_order_relaxed);
     Peer::unlock(o);
     // Sleep, not spin, until B is done: on 2 cores, a spinning A would compete with the B it
@@ -65,6 +78,7 @@ void handoff(unsigned samples, std::vector<double>& lat) {
     for (unsigned v; (v = phase.load(std::memory_order_acquire)) != 2 * k + 2;) phase.wait(v);
   }
   b.join();
+  return not_asleep;
 }
 
 json run_handoff(const run_options& o) {
@@ -72,15 +86,22 @@ json run_handoff(const run_options& o) {
   const unsigned samples = unsigned((o.quick ? 300 : 3000) * o.scale) + 10;
   const unsigned blocks = o.quick ? 2 : 10;
   std::vector<std::string> names;
-  std::vector<std::vector<double>> lat;
+  std::vector<std::vector<double>> lat, block_p50;  // every sample; each block's median
+  std::vector<unsigned> not_asleep;
   for (unsigned blk = 0; blk < blocks; ++blk) {
     std::size_t i = 0;
     auto one = [&]<class Peer>() {
       if (blk == 0) {
         names.emplace_back(Peer::name);
         lat.emplace_back();
+        block_p50.emplace_back();
+        not_asleep.push_back(0);
       }
-      handoff<Peer>(samples / blocks, lat[i++]);
+      std::vector<double> here;
+      not_asleep[i] += handoff<Peer>(samples / blocks, here);
+      block_p50[i].push_back(percentile(here, 50));
+      lat[i].insert(lat[i].end(), here.begin(), here.end());
+      ++i;
     };
     one.template operator()<bare_futex_peer>();
     for_each_peer<all_peers>(one);
@@ -91,7 +112,9 @@ json run_handoff(const run_options& o) {
                     {"samples", lat[i].size()},
                     {"p50_ns", percentile(lat[i], 50)},
                     {"p90_ns", percentile(lat[i], 90)},
-                    {"p99_ns", percentile(lat[i], 99)}});
+                    {"p99_ns", percentile(lat[i], 99)},
+                    {"block_p50_ns", block_p50[i]},
+                    {"not_seen_asleep", not_asleep[i]}});
   return {{"rows", rows}, {"reference", std::string(bare_futex_peer::name)}, {"blocks", blocks}};
 }
 

@@ -11,8 +11,9 @@
 //     under the mutex, pthread_cond_broadcast), and the bare shared futex.
 // steady_clock is CLOCK_MONOTONIC, one clock for every process. The parent runs on CPU 0 and the
 // child on CPU 1 (when there are two), so every peer is measured for the same wake-up, across
-// CPUs. B is given 50 µs to fall asleep before each release (not checked, the same for every
-// peer, as in figure 4). Between rounds the child sleeps on a shared futex and the parent yields
+// CPUs. B is given 50 µs to fall asleep before each release and then seen asleep in /proc (up
+// to 200 µs more; the rounds where it was not are counted), the same for every peer, as in
+// figure 4. Between rounds the child sleeps on a shared futex and the parent yields
 // until the child has started its round. Peers take turns in blocks (a fresh child per block
 // and peer), and the ratio is to the bare futex of the same run. A child that dies ends the run
 // with an error (the parent's waits time out and look), and a child whose parent dies is killed.
@@ -163,9 +164,10 @@ struct bare_peer {
 };
 
 // One block of `n` rounds of one peer; B is a forked child, which records its latencies in the
-// area. `event`: the event wake, else the lock hand-off.
+// area. `event`: the event wake, else the lock hand-off. Returns how many rounds released a B
+// that was not seen asleep in the kernel (wait_until_asleep).
 template <class Peer>
-void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vector<double>& out) {
+unsigned block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vector<double>& out) {
   Peer p{&d, &a};
   a.phase.store(0);
   a.b_going.store(0);
@@ -189,6 +191,8 @@ void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vecto
     }
     _exit(0);
   }
+  const std::string child_stat = "/proc/" + std::to_string(pid) + "/stat";
+  unsigned not_asleep = 0;
   for (unsigned k = 0; k < n; ++k) {
     if (event)
       p.arm();
@@ -199,7 +203,9 @@ void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vecto
       std::this_thread::yield();
       if (spins % 1024 == 1023 && child_exited(pid) && !a.b_going.load()) child_died(pid);
     }
-    std::this_thread::sleep_for(std::chrono::microseconds(50));  // B is asleep by now
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    // B (the child's only thread) is asleep in the kernel; counted if not seen so in time.
+    if (!wait_until_asleep(child_stat, std::chrono::microseconds(200))) ++not_asleep;
     a.t0.store(now_ns(), std::memory_order_relaxed);
     if (event)
       p.fire();
@@ -211,6 +217,7 @@ void block(pagewait::shm::domain& d, area& a, unsigned n, bool event, std::vecto
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) throw std::runtime_error("figure 10: child failed");
   out.insert(out.end(), a.lat, a.lat + n);
+  return not_asleep;
 }
 
 double uncontended_ns(std::atomic<std::uint32_t>& w, pagewait::shm::domain* d, unsigned iters) {
@@ -255,11 +262,12 @@ json run_shared(const run_options& o) {
       std::vector<std::vector<double>> lat(3);
       // Per block: each peer's median, and its ratio to the bare futex's median of that block.
       std::vector<std::vector<double>> block_p50(3), block_ratio(3);
+      unsigned not_asleep[3] = {};
       for (unsigned blk = 0; blk < blocks; ++blk) {
         std::vector<double> one[3];
-        block<bare_peer>(d, a, per_block, event, one[0]);
-        block<domain_peer>(d, a, per_block, event, one[1]);
-        block<pthread_peer>(d, a, per_block, event, one[2]);
+        not_asleep[0] += block<bare_peer>(d, a, per_block, event, one[0]);
+        not_asleep[1] += block<domain_peer>(d, a, per_block, event, one[1]);
+        not_asleep[2] += block<pthread_peer>(d, a, per_block, event, one[2]);
         double p50[3];
         for (int i = 0; i < 3; ++i) {
           lat[std::size_t(i)].insert(lat[std::size_t(i)].end(), one[i].begin(), one[i].end());
@@ -282,7 +290,8 @@ json run_shared(const run_options& o) {
                         {"block_p50_max_ns", *std::max_element(b.begin(), b.end())},
                         {"vs_bare", percentile(r, 50)},
                         {"vs_bare_min", *std::min_element(r.begin(), r.end())},
-                        {"vs_bare_max", *std::max_element(r.begin(), r.end())}});
+                        {"vs_bare_max", *std::max_element(r.begin(), r.end())},
+                        {"not_seen_asleep", not_asleep[i]}});
       }
     }
     // Uncontended: interleaved repetitions of a domain word and a private word.

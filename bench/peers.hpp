@@ -33,6 +33,9 @@
 #include <thread>
 #include <tuple>
 #include <type_traits>
+#include <vector>
+
+#include "common.hpp"
 
 namespace pwbench {
 
@@ -285,6 +288,25 @@ void for_each_peer(F&& f) {
     (f.template operator()<std::tuple_element_t<I, Tuple>>(), ...);
   }
   (std::make_index_sequence<std::tuple_size_v<Tuple>>{});
+}
+
+// Runs `run_one.template operator()<Peer>()` for every peer of Tuple, `reps` times, the peers
+// interleaved within each repetition so that a change in the machine's load weighs on all alike.
+// Returns each peer's results in repetition order (for per-repetition ratios), in Tuple's order;
+// a peer whose run returns null (it cannot run here) has no entry.
+template <class Tuple, class F>
+std::vector<std::vector<json>> interleaved_runs(unsigned reps, F&& run_one) {
+  std::vector<std::vector<json>> runs(std::tuple_size_v<Tuple>);
+  for (unsigned r = 0; r < reps; ++r) {
+    std::size_t i = 0;
+    for_each_peer<Tuple>([&]<class Peer>() {
+      json j = run_one.template operator()<Peer>();
+      if (!j.is_null()) runs[i].push_back(std::move(j));
+      ++i;
+    });
+  }
+  std::erase_if(runs, [](const std::vector<json>& v) { return v.empty(); });
+  return runs;
 }
 
 }  // namespace pwbench
