@@ -87,6 +87,7 @@ nlohmann::json to_json(const run_result& r) {
       {"io_errors", r.io_errors},
       {"pages_checked", r.pages_checked},
       {"pages_wrong", r.pages_wrong},
+      {"frames_with_stray_refs", r.frames_with_stray_refs},
       {"data_ok", r.data_ok},
       {"processes", r.processes},
       {"failure", r.failure},
@@ -114,6 +115,16 @@ nlohmann::json to_json(const contention_stats& t) {
           {"handoffs", t.handoffs},
           {"longest_wait_us", double(t.longest_wait.count()) / 1e3},
           {"longest_walk", t.longest_walk}};
+}
+
+// The data check's word for a run: the data kept ("ok"), lost or corrupt, or kept but with
+// frames that hold references nobody will drop (leaked), or a run that failed otherwise (a child
+// that died or hung: its reason is in `failure`).
+const char* data_state(const run_result& r) {
+  if (r.data_ok) return "ok";
+  if (r.pages_wrong || r.bad_reads || r.bad_frees || r.io_errors) return "LOST/CORRUPT";
+  if (r.frames_with_stray_refs) return "LEAKED";
+  return "FAILED";
 }
 
 std::string us(double v) {
@@ -156,7 +167,7 @@ void print_table(const options& o, unsigned slices, const run_config& base,
                 touched, r.rmws_per_end(), pad(r.writeback_waits ? us(r.wait_p50_us) : "-", 11).c_str(),
                 pad(r.writeback_waits ? us(r.wait_p99_us) : "-", 11).c_str(),
                 static_cast<unsigned long long>(r.lost_wakeups),
-                static_cast<unsigned long long>(r.woken_early), r.data_ok ? "ok" : "LOST/CORRUPT");
+                static_cast<unsigned long long>(r.woken_early), data_state(r));
   }
   std::printf(
       "\ntouched after free  ends of writeback that accessed their page after it had been freed (in "
@@ -173,7 +184,8 @@ void print_table(const options& o, unsigned slices, const run_config& base,
       "                    with --widen, waiters of the old protocols also sit out the widened window\n"
       "lost wake-ups       waits that timed out (%.1f s) although their bit had been cleared\n"
       "woken early         writeback waits woken while the page was still under writeback (a late wake-up)\n"
-      "data                the file read back holds the last version written to every page\n",
+      "data                the file read back holds the last version written to every page; LEAKED: it\n"
+      "                    does, but a frame keeps a reference nobody holds once the workers are gone\n",
       std::chrono::duration<double>(base.wait_timeout).count());
 }
 
@@ -322,7 +334,7 @@ void print_verdict(const std::vector<run_result>& rs, const std::vector<std::vec
       touched = "no, in " + std::to_string(r.writebacks) + " ends of writeback";
     }
     if (r.lost_wakeups) touched += "; " + std::to_string(r.lost_wakeups) + " LOST WAKE-UPS";
-    if (!r.data_ok) touched += "; DATA LOST OR CORRUPT";
+    if (!r.data_ok) touched += std::string("; DATA ") + data_state(r);
     std::printf("  touched freed pages:  %s\n", touched.c_str());
     std::printf("  cost:                 %.2f atomic RMWs on the page per end of writeback\n",
                 r.rmws_per_end());
@@ -375,7 +387,7 @@ void print_processes(const options& o, const run_config& base, const run_result&
               pad(r.writeback_waits ? us(r.wait_p50_us) : "-", 11).c_str(),
               pad(r.writeback_waits ? us(r.wait_p99_us) : "-", 11).c_str(),
               static_cast<unsigned long long>(r.lost_wakeups), static_cast<unsigned long long>(r.woken_early),
-              r.data_ok ? "ok" : "LOST/CORRUPT");
+              data_state(r));
   std::printf(
       "\nwaits across processes: %llu page locks found held and waited for, %llu waits for writeback\n",
       static_cast<unsigned long long>(r.lock_waits), static_cast<unsigned long long>(r.writeback_waits));
@@ -407,7 +419,7 @@ void print_processes(const options& o, const run_config& base, const run_result&
       std::printf("\n--kill: no process was found parked in a page lock wait; nobody was killed\n");
   }
   const std::string verdict = !r.failure.empty()              ? "FAILED: " + r.failure
-                              : !r.data_ok                    ? "DATA LOST OR CORRUPT"
+                              : !r.data_ok                    ? std::string("DATA ") + data_state(r)
                               : r.lost_wakeups                ? "LOST WAKE-UPS"
                               : base.kill_one && r.killed < 0 ? "NOBODY KILLED (no process was found waiting)"
                               : base.kill_one

@@ -360,6 +360,9 @@ class workload {
             waitpid(pids[i], nullptr, 0);
             done[i] = true;
             r.killed = static_cast<int>(i);
+            // Its reference to the page, which the dead never drop: dropped for it (the frame
+            // is mapped and locked by us, so the cache's reference remains and nothing is freed).
+            pool_.put(held);
           } else {
             kill(pids[i], SIGCONT);
           }
@@ -673,6 +676,7 @@ class workload {
   void verify(run_result& r) {
     for (unsigned i = 0; i < pool_.frames(); ++i) {
       frame& f = pool_.frame_at(i);
+      if (f.refs.load(std::memory_order_relaxed) != (f.mapped ? 1u : 0u)) ++r.frames_with_stray_refs;
       if (!f.mapped) continue;
       if (f.flags.load(std::memory_order_relaxed) & (PG_LOCKED | PG_WRITEBACK)) ++r.pages_wrong;
       if (f.flags.load(std::memory_order_relaxed) & PG_DIRTY) {
@@ -690,7 +694,8 @@ class workload {
     }
     r.bad_frees = pool_.bad_frees();
     r.io_errors = pool_.io_errors();
-    r.data_ok = r.pages_wrong == 0 && r.bad_reads == 0 && r.bad_frees == 0 && r.io_errors == 0;
+    r.data_ok = r.pages_wrong == 0 && r.bad_reads == 0 && r.bad_frees == 0 && r.io_errors == 0 &&
+                r.frames_with_stray_refs == 0;
   }
 
   const run_config& cfg_;
@@ -818,6 +823,7 @@ void run_result::add(const run_result& o) {
   io_errors += o.io_errors;
   pages_checked += o.pages_checked;
   pages_wrong += o.pages_wrong;
+  frames_with_stray_refs += o.frames_with_stray_refs;
   data_ok = data_ok && o.data_ok;
   if (!o.failure.empty()) failure += (failure.empty() ? "" : "; ") + o.failure;
   async_coroutines = std::max(async_coroutines, o.async_coroutines);

@@ -101,6 +101,10 @@ struct run_result {
   std::uint64_t io_errors = 0;
   std::uint64_t pages_checked = 0;  // the final read-back of the file
   std::uint64_t pages_wrong = 0;
+  // Frames whose reference count, once every worker is gone, is not the cache's alone (1 if the
+  // frame is mapped, else 0): a reference taken and never dropped keeps a frame from ever being
+  // freed, as a page leaked in the kernel.
+  std::uint64_t frames_with_stray_refs = 0;
   bool data_ok = false;
   // The asynchronous readers (async_readers > 0): page ops they completed (not in page_ops),
   // pages they read in, reads in flight (the most at once, and the mean over the loop's rounds),

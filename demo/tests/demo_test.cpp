@@ -26,7 +26,8 @@ void expect_sound(const run_result& r) {
   EXPECT_GT(r.writebacks, 0u);
   EXPECT_GT(r.page_ops, 0u);
   EXPECT_TRUE(r.data_ok) << "pages wrong " << r.pages_wrong << ", bad reads " << r.bad_reads << ", bad frees "
-                         << r.bad_frees << ", io errors " << r.io_errors;
+                         << r.bad_frees << ", io errors " << r.io_errors << ", frames with stray references "
+                         << r.frames_with_stray_refs;
   EXPECT_EQ(r.pages_checked, 256u);
 }
 
