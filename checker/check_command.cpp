@@ -76,7 +76,8 @@ int check_main(int argc, char** argv) {
   app.add_option("--mode", how, "exhaustive (bounded preemptions), random, or pct")
       ->check(CLI::IsMember({"exhaustive", "random", "pct"}));
   CLI::Option* seed =
-      tool::whole_in(app.add_option("--seed", o.seed, "random, pct: seed (default 1)"), std::uint64_t{0});
+      tool::whole_in(app.add_option("--seed", o.seed, "random, pct, and the sampled rows: seed (default 1)"),
+                     std::uint64_t{0});
   CLI::Option* runs = tool::whole_in(
       app.add_option("--runs", o.runs, "random, pct: schedules tried per cell (default 20000)"),
       std::uint64_t{1});
@@ -122,8 +123,14 @@ int check_main(int argc, char** argv) {
     return true;
   };
   const bool sampling = o.how != mode::exhaustive;
-  if ((!sampling && (misplaced(seed, "to --mode random or pct only") ||
-                     misplaced(runs, "to --mode random or pct only"))) ||
+  // Whether the chosen cells include a sampled row, which the default search runs under pct
+  // seeded with --seed (scenario::pct_runs).
+  bool sampled_row = false;
+  for (const scenario& s : scenarios())
+    if ((scenario_name.empty() || scenario_name == s.name) && s.pct_runs > 0) sampled_row = true;
+  const bool seeded = sampling || (sampled_row && o.preemptions < 0);
+  if ((!seeded && misplaced(seed, "to --mode random or pct, or a sampled row (docs/CHECKER.md), only")) ||
+      (!sampling && misplaced(runs, "to --mode random or pct only")) ||
       (o.how != mode::pct && misplaced(pct_depth, "to --mode pct only")) ||
       (sampling && (misplaced(preemptions, "to --mode exhaustive (the default) only") ||
                     misplaced(max_schedules, "to --mode exhaustive (the default) only"))) ||
@@ -170,13 +177,16 @@ int check_main(int argc, char** argv) {
       return 2;
     }
     const cell_result r = check_cell(s, p, o.broken_walk, o);
-    std::printf("%s%s%s / %s (%s): %s, %llu schedules, %.2f s%s\n", o.broken_walk ? "[broken walk] " : "",
+    const run_options co = cell_options(s, o);  // a sampled row's pct, where o is the default
+    const bool cell_sampling = co.how != mode::exhaustive;
+    std::printf("%s%s%s / %s (%s%s): %s, %llu schedules, %.2f s%s\n", o.broken_walk ? "[broken walk] " : "",
                 o.offsets ? "[offsets] " : "", s.name, protocol.c_str(),
-                sampling ? sampling_text(o).c_str() : mode_name(o.how), r.failed ? "VIOLATION" : "pass",
+                cell_sampling ? sampling_text(co).c_str() : mode_name(co.how),
+                cell_sampling && !sampling ? "; a sampled row" : "", r.failed ? "VIOLATION" : "pass",
                 static_cast<unsigned long long>(r.schedules), r.seconds,
                 !r.failed && !r.complete ? " (search stopped at --max-schedules: incomplete)" : "");
-    if (r.failed && sampling)
-      std::printf("replay: %s\n", replay_command(s.name, protocol, o.broken_walk, o).c_str());
+    if (r.failed && cell_sampling)
+      std::printf("replay: %s\n", replay_command(s.name, protocol, o.broken_walk, co).c_str());
     if (r.failed) std::printf("\n%s", r.trace.c_str());
     return r.failed ? 1 : 0;
   }
@@ -193,9 +203,13 @@ int check_main(int argc, char** argv) {
 
   std::printf("pagewait check: %s search, SC model (docs/CHECKER.md)\n", mode_name(o.how));
   std::printf("cell: verdict, schedules explored, seconds   (! = not the expected verdict)\n");
-  if (o.how == mode::exhaustive)
+  if (o.how == mode::exhaustive) {
     std::printf("K: preemption bound (every schedule with at most K preemptions)\n");
-  else
+    for (const scenario* s : scens)
+      if (const run_options co = cell_options(*s, o); co.how != o.how)
+        std::printf("K = d%u: %s is a sampled row, which no bound searches in a table's time: %s\n",
+                    co.pct_depth, s->name, sampling_text(co).c_str());
+  } else
     std::printf("sampled: %s per cell; a cell replays alone: --protocol P --scenario S, same options\n",
                 sampling_text(o).c_str());
   std::printf("\n");
@@ -211,9 +225,13 @@ int check_main(int argc, char** argv) {
   bool all_as_expected = true;
   std::vector<std::string> failures;
   for (const scenario* s : scens) {
-    std::printf(
-        "%-22s %2d", s->name,
-        o.how == mode::exhaustive ? (o.preemptions >= 0 ? o.preemptions : int(s->preemption_bound)) : 0);
+    const run_options co = cell_options(*s, o);
+    if (co.how != o.how)
+      std::printf("%-22s d%u", s->name, co.pct_depth);
+    else
+      std::printf(
+          "%-22s %2d", s->name,
+          o.how == mode::exhaustive ? (o.preemptions >= 0 ? o.preemptions : int(s->preemption_bound)) : 0);
     std::fflush(stdout);
     std::uint64_t atomic_clear_schedules = 0;
     bool atomic_clear_ran = false;  // a death row has no atomic-clear cell to compare with
@@ -238,7 +256,8 @@ int check_main(int argc, char** argv) {
       std::fflush(stdout);
       if (r.failed) {
         failures.push_back(std::string(s->name) + " / " + std::string(to_string(p)) + ": " + r.violation);
-        if (sampling) failures.back() += "\n  replay: " + replay_command(s->name, to_string(p), false, o);
+        if (co.how != mode::exhaustive)
+          failures.back() += "\n  replay: " + replay_command(s->name, to_string(p), false, co);
         if (trace_all || (p == release_protocol::clear_then_wake && std::string(s->name) == "writeback-free"))
           failures.back() += "\n" + r.trace;
       }
@@ -257,8 +276,9 @@ int check_main(int argc, char** argv) {
         std::printf(" | %s%s", cell_text(r).c_str(), ok ? " " : "!");
         if (r.failed) {
           failures.push_back(std::string(s->name) + " / offsets (atomic-clear): " + r.violation);
-          if (sampling)
-            failures.back() += "\n  replay: " + replay_command(s->name, "atomic-clear", false, oo);
+          if (co.how != mode::exhaustive)
+            failures.back() +=
+                "\n  replay: " + replay_command(s->name, "atomic-clear", false, cell_options(*s, oo));
           if (trace_all) failures.back() += "\n" + r.trace;
         } else if (!same) {
           failures.push_back(std::string(s->name) +

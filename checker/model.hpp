@@ -49,7 +49,8 @@
 
 namespace pagewait::check {
 
-inline constexpr int max_threads = 6;
+// Six for a scenario's threads and one for the probe that checks the state at quiescence.
+inline constexpr int max_threads = 7;
 inline constexpr int max_slots = 4;
 using vclock = std::array<std::uint32_t, max_threads>;
 

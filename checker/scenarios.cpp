@@ -869,6 +869,50 @@ struct reset_timeout {
   }
 };
 
+// reset-put-back, a sampled row: two walks of one word across a reset. The unlock's walk claims
+// the two readers of the lock bit, one per hold (chunk 1), and is cut short by the reset; the end
+// of writeback, which begins after it, walks over its own two waiters and holds its place past the
+// head; the unlock's walk then restarts, puts the readers back at the head and claims the first
+// again in that hold. The end of writeback, finishing, must keep the waiters bit for the second:
+// restart_walk tells it (other_bit_arrived), as an arrival does. Without that it clears the bit
+// under a queued waiter [I4] (the second review of the reset found this; mutant
+// restart-hides-put-back). Six threads and three preemptions: past any exhaustive bound a table
+// can afford, so the row is sampled (pct, depth 6; it finds the mutant's violation after about
+// 50 000 to 270 000 schedules, by seed).
+// reset-put-back-timed: the second reader waits with a deadline, which may pass while the cut
+// walk holds it: put back with the first, it must get token_abandoned and never be queued again
+// (mutant restart-requeues-abandoned: re-queued, it waits past its deadline for a later
+// release). The first reader, claimed again in the restart's hold, keeps it from being claimed
+// before the bucket unlock, where the queue is checked. A row of its own: with the deadline, the
+// untimed row's bug is found in few seeds (the timed reader mostly leaves first).
+template <bool Timed>
+struct reset_put_back {
+  template <class P, release_protocol R>
+  static void setup(runtime& r) {
+    using U = user<P, R, std::uint32_t>;
+    using C = detail::core<P, R, std::uint32_t>;
+    names(r);
+    install_table<P>(r, 1, 1);
+    const obj a = r.new_object("page", LCK | WBK, false, 1);
+    const int x = r.add_thread("T1 unlocker", [a] { U::unlock(a, LCK); });
+    r.hold_at_start(a, LCK, x);
+    r.add_thread("T2 reader", [a] { U::wait(a, LCK); });
+    if constexpr (Timed)
+      r.add_thread("T3 timed reader", [a] { U::wait(a, LCK, 10ms); });
+    else
+      r.add_thread("T3 reader", [a] { U::wait(a, LCK); });
+    r.add_thread("T4 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("T5 waiter", [a] { U::wait(a, WBK); });
+    r.add_thread("R resetter, writeback", [a] {
+      if constexpr (R == release_protocol::atomic_clear)
+        C::reset(C::bucket_of(&rt().template word<std::uint32_t>(a)));
+      else
+        std::abort();  // reset_entry gives the other protocols no cell
+      U::end_writeback(a, WBK);
+    });
+  }
+};
+
 // The death rows (issue 12: a process killed while it waits; docs/CHECKER.md, "Deaths"). One
 // thread is the victim: the killer kills it at any step of its wait (its node and parker set up
 // in its slot, no bucket lock held), and the recoverer then finishes its wait for it
@@ -1216,6 +1260,14 @@ scenario reset_entry(const char* name, const char* summary, unsigned bound) {
   return s;
 }
 
+// A sampled row (scenario::pct_runs): pct with this depth and this many schedules where the
+// others are searched exhaustively.
+scenario sampled(scenario s, unsigned depth, std::uint64_t runs) {
+  s.pct_depth = depth;
+  s.pct_runs = runs;
+  return s;
+}
+
 // A death row: the offsets column only (a waiter dies only in a wait domain, and the recoverer
 // finds its node in the domain's slots).
 template <class S>
@@ -1426,6 +1478,13 @@ const std::vector<scenario>& scenarios() {
                                  "chunk of 1, hand-off always earned: a reset cuts hand-off walks short", 2),
       reset_entry<reset_timeout>("reset-timeout",
                                  "a timed waiter and a timed locker, deadlines racing two resets", 2),
+      sampled(reset_entry<reset_put_back<false>>(
+                  "reset-put-back", "a restarted walk puts back readers past another walk of the word", 0),
+              6, 1000000),
+      sampled(
+          reset_entry<reset_put_back<true>>(
+              "reset-put-back-timed", "as reset-put-back, one reader's deadline passing while claimed", 0),
+          6, 1000000),
       death_entry<dead_lock_handoff>(
           "dead-lock-handoff", "a lock waiter dies; hand-offs always earned: one may go to the dead", 2),
       death_entry<dead_lock_retry>("dead-lock-retry",
@@ -1487,7 +1546,18 @@ bool expected_to_fail(release_protocol p, const std::string& scenario) {
          (scenario == "writeback-free" || scenario == "async-frame-freed");
 }
 
-cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& o) {
+run_options cell_options(const scenario& s, const run_options& o) {
+  run_options c = o;
+  if (s.pct_runs > 0 && o.how == mode::exhaustive && o.preemptions < 0) {
+    c.how = mode::pct;
+    c.pct_depth = s.pct_depth;
+    c.runs = s.pct_runs;
+  }
+  return c;
+}
+
+cell_result check_cell(const scenario& s, release_protocol p, bool broken_walk, const run_options& ro) {
+  const run_options o = cell_options(s, ro);
   std::size_t pi = 0;
   while (all_release_protocols[pi] != p) ++pi;
   const setup_fn setup = broken_walk ? s.broken_walk_setup : o.offsets ? s.offsets_setup : s.setup[pi];

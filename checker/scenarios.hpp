@@ -23,6 +23,13 @@ struct scenario {
   // holders in per-thread slots of a model domain); null for the asynchronous scenarios, whose
   // nodes live in the caller's frames (a domain's waits are blocking ones).
   setup_fn offsets_setup;
+  // A sampled row (pct_runs > 0): one whose bug needs more threads and preemptions than an
+  // exhaustive search can cover in a table's time. Where the search would be exhaustive (the
+  // default; --preemptions asks for it anyway), its cells run pct with this depth and this many
+  // schedules instead, seeded with --seed: as deterministic as the other rows, but a pass says
+  // only that these schedules found nothing.
+  unsigned pct_depth = 0;
+  std::uint64_t pct_runs = 0;
 };
 
 const std::vector<scenario>& scenarios();
@@ -40,6 +47,10 @@ struct run_options {
   bool broken_walk = false;               // self-test: the broken walk (atomic-clear only)
   bool offsets = false;                   // the offset-shaped policy (atomic-clear only)
 };
+
+// The options a cell of `s` runs with: `o`, but for a sampled row under the default search, pct
+// with the row's depth and schedules (the seed stays o.seed).
+run_options cell_options(const scenario& s, const run_options& o);
 
 struct cell_result {
   bool failed = false;

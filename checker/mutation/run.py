@@ -212,12 +212,13 @@ class Job:
 # A row: atomic-clear's cell ("n/a" for a death row, which has the offsets cell only), then the
 # offset-shaped policy's (docs/CHECKER.md), which must pass with the same schedule count where both
 # run, or "n/a" for an asynchronous scenario.
-ROW = re.compile(r"^(?P<scenario>[a-z0-9-]+)\s+(?P<k>\d+) \| (?:(?P<verdict>FAIL|pass\*?)\s+(?P<schedules>\d+)\s+"
+ROW = re.compile(r"^(?P<scenario>[a-z0-9-]+)\s+(?P<k>d?\d+) \| (?:(?P<verdict>FAIL|pass\*?)\s+(?P<schedules>\d+)\s+"
                  r"(?P<seconds>[\d.]+)s\s*(?P<bad>!?)|n/a \(domain only\))\s*"
                  r"(?:\| (?:(?P<overdict>FAIL|pass\*?)\s+\d+\s+[\d.]+s\s*(?P<obad>!?)|n/a \(asynchronous\))\s*)?$")
+# (K is dN for a sampled row: pct with depth N, docs/CHECKER.md.)
 # A row cut short by a crash or a timeout: the scenario and K, then maybe some cells, then maybe
 # the dying program's stderr on the same line.
-PARTIAL_ROW = re.compile(r"^(?P<scenario>[a-z][a-z0-9-]*)\s+(?P<k>\d+)(?=\s|\||[A-Za-z]|$)")
+PARTIAL_ROW = re.compile(r"^(?P<scenario>[a-z][a-z0-9-]*)\s+(?P<k>d?\d+)(?=\s|\||[A-Za-z]|$)")
 
 
 def parse_table(out: str) -> dict:
