@@ -76,8 +76,7 @@ int check_main(int argc, char** argv) {
   app.add_option("--mode", how, "exhaustive (bounded preemptions), random, or pct")
       ->check(CLI::IsMember({"exhaustive", "random", "pct"}));
   CLI::Option* seed =
-      tool::whole_in(app.add_option("--seed", o.seed, "random, pct, and the sampled rows: seed (default 1)"),
-                     std::uint64_t{0});
+      tool::whole_in(app.add_option("--seed", o.seed, "random, pct: seed (default 1)"), std::uint64_t{0});
   CLI::Option* runs = tool::whole_in(
       app.add_option("--runs", o.runs, "random, pct: schedules tried per cell (default 20000)"),
       std::uint64_t{1});
@@ -123,14 +122,8 @@ int check_main(int argc, char** argv) {
     return true;
   };
   const bool sampling = o.how != mode::exhaustive;
-  // Whether the chosen cells include a sampled row, which the default search runs under pct
-  // seeded with --seed (scenario::pct_runs).
-  bool sampled_row = false;
-  for (const scenario& s : scenarios())
-    if ((scenario_name.empty() || scenario_name == s.name) && s.pct_runs > 0) sampled_row = true;
-  const bool seeded = sampling || (sampled_row && o.preemptions < 0);
-  if ((!seeded && misplaced(seed, "to --mode random or pct, or a sampled row (docs/CHECKER.md), only")) ||
-      (!sampling && misplaced(runs, "to --mode random or pct only")) ||
+  if ((!sampling && (misplaced(seed, "to --mode random or pct only") ||
+                     misplaced(runs, "to --mode random or pct only"))) ||
       (o.how != mode::pct && misplaced(pct_depth, "to --mode pct only")) ||
       (sampling && (misplaced(preemptions, "to --mode exhaustive (the default) only") ||
                     misplaced(max_schedules, "to --mode exhaustive (the default) only"))) ||

@@ -26,8 +26,8 @@ struct scenario {
   // A sampled row (pct_runs > 0): one whose bug needs more threads and preemptions than an
   // exhaustive search can cover in a table's time. Where the search would be exhaustive (the
   // default; --preemptions asks for it anyway), its cells run pct with this depth and this many
-  // schedules instead, seeded with --seed: as deterministic as the other rows, but a pass says
-  // only that these schedules found nothing.
+  // schedules instead, with seed 1: as deterministic as the other rows, but a pass says only that
+  // these schedules found nothing. Other seeds: --mode pct with the row's depth and --seed.
   unsigned pct_depth = 0;
   std::uint64_t pct_runs = 0;
 };
@@ -49,7 +49,7 @@ struct run_options {
 };
 
 // The options a cell of `s` runs with: `o`, but for a sampled row under the default search, pct
-// with the row's depth and schedules (the seed stays o.seed).
+// with the row's depth and schedules (and o.seed, which is 1 there: --seed is refused).
 run_options cell_options(const scenario& s, const run_options& o);
 
 struct cell_result {
