@@ -409,9 +409,10 @@ void print_processes(const options& o, const run_config& base, const run_result&
       std::printf(
           "\n--kill: process %d (%s) was killed with SIGKILL halfway through, while it waited for a "
           "page lock\n(it held a reference to that page and nothing else). Its wait was finished for it "
-          "(CONTRACT 3.12):\nthe parent's shm::domain::recover() right after found %llu dead slot(s), "
-          "finished %llu wait(s), passed on\n%llu lock(s) handed to the dead (a waiter's own poll may have "
-          "been first). Its report is lost; the\nothers' counts above are theirs.\n",
+          "(CONTRACT 3.12):\nthe parent's shm::domain::recover(), right after and once every process had "
+          "ended, found %llu dead\nslot(s), finished %llu wait(s), passed on %llu lock(s) handed to the dead "
+          "(a waiter's own poll may\nhave been first); its page reference was then dropped for it. Its "
+          "report is lost; the others'\ncounts above are theirs.\n",
           r.killed, role_of(r, r.killed), static_cast<unsigned long long>(r.recovered_dead_slots),
           static_cast<unsigned long long>(r.recovered_waits),
           static_cast<unsigned long long>(r.recovered_locks_passed_on));
@@ -455,7 +456,8 @@ int run_processes(const options& o, run_config base) {
       run["killed"] = r.killed;  // -1: nobody was found parked in a page lock wait
       run["recovered"] = {{"dead_slots", r.recovered_dead_slots},
                           {"waits_finished", r.recovered_waits},
-                          {"locks_passed_on", r.recovered_locks_passed_on}};
+                          {"locks_passed_on", r.recovered_locks_passed_on},
+                          {"pending", r.recovered_pending}};
     }
     j["runs"] = nlohmann::json::array({run});
     std::printf("%s\n", j.dump(2).c_str());

@@ -331,6 +331,7 @@ class workload {
     ctl_.go.store(true, std::memory_order_release);
     const auto limit = std::chrono::duration_cast<clock_type::duration>(cfg_.duration);
     auto last_progress = start;
+    frame* dead_ref = nullptr;  // the page the killed process held a reference to
     if (cfg_.kill_one) {
       // Halfway through, this process holds the lock of a page that is in the cache, so that the
       // processes that come for it wait (and sleep); one that is found parked in that wait is
@@ -342,13 +343,19 @@ class workload {
       wait_counters wc;
       frame* held = nullptr;
       for (unsigned k = 0; k < pool_.frames() && !held && !stopping(); ++k) {
-        frame* f = &pool_.frame_at((ctl_.hint.load(std::memory_order_relaxed) + k) % pool_.frames());
-        if (!f->mapped) continue;
+        // With a reference, as every worker: a truncation that removes the frame while we wait
+        // for its lock frees it only once we drop ours, never with the lock handed to us (a
+        // frame freed locked; reused, it would have two lock holders).
+        frame* f = pool_.get_if_mapped(
+            pool_.frame_at((ctl_.hint.load(std::memory_order_relaxed) + k) % pool_.frames()), 0);
+        if (!f) continue;
         cache_.lock_page(f, wc);
-        if (f->mapped)
+        if (f->mapped) {
           held = f;
-        else
+        } else {
           cache_.unlock_page(f);
+          pool_.put(f);
+        }
       }
       if (held) {
         const auto give_up = clock_type::now() + limit / 5;
@@ -360,14 +367,17 @@ class workload {
             waitpid(pids[i], nullptr, 0);
             done[i] = true;
             r.killed = static_cast<int>(i);
-            // Its reference to the page, which the dead never drop: dropped for it (the frame
-            // is mapped and locked by us, so the cache's reference remains and nothing is freed).
-            pool_.put(held);
+            // Its reference to the page stays until its wait is finished (below, once every
+            // child is reaped): while its node is queued on the page's word, an unlock may hand
+            // the lock to it, and a lock holder must hold a reference (else a truncation's last
+            // put frees the frame locked, and a reuse of it gets a recovery's unlock).
+            dead_ref = held;
           } else {
             kill(pids[i], SIGCONT);
           }
         }
         cache_.unlock_page(held);
+        pool_.put(held);  // ours
         if (r.killed >= 0) recover(r);
       }
     }
@@ -425,6 +435,17 @@ class workload {
     }
     r.wait_samples_ns = std::move(waits);
     compute_percentiles(r);
+    if (dead_ref) {
+      // Every child is gone: the killed one's wait is finished now if no waiter's poll and no
+      // recovery during the run did (nobody holds a bucket lock any more, so none stays pending),
+      // and then its reference is dropped for it, as the dead's cleanup would (the last one if
+      // the page was truncated meanwhile: the frame is freed, and must be unlocked by then).
+      recover(r);
+      if (r.recovered_pending)
+        note_failure(r, "the killed process's wait was still not finished once every process had ended");
+      else
+        pool_.put(dead_ref);
+    }
     // Only once every child is gone: nobody changes a frame any more.
     verify(r);
     if (!r.failure.empty()) r.data_ok = false;
@@ -790,10 +811,14 @@ run_result run_in_processes(const run_config& cfg, int fd) {
     return p.parked && p.exclusive && p.bit == PG_LOCKED && p.word == word;
   };
   const auto recover = [&](run_result& res) {
+    // Summed over the calls; a wait left pending (its bucket lock busy, or a release holding
+    // its node) is counted as a dead slot by each call that finds it, and finished by a later
+    // one (or by a waiter's poll): `recovered_pending` is what the last call left.
     const shm::recovery_report rep = d.recover();
-    res.recovered_dead_slots = rep.dead_slots;
-    res.recovered_waits = rep.waits_finished;
-    res.recovered_locks_passed_on = rep.locks_passed_on;
+    res.recovered_dead_slots += rep.dead_slots;
+    res.recovered_waits += rep.waits_finished;
+    res.recovered_locks_passed_on += rep.locks_passed_on;
+    res.recovered_pending = rep.waits_pending + rep.releases_pending;
   };
   run_result r = w.run_processes(reports, parked_in_page_lock, recover);
   const stats_snapshot s = d.get_stats();
