@@ -572,6 +572,25 @@ shm::recovery_report recover_domain(shm_domain_state& d) {
   return r;
 }
 
+// pid: 1..slot_owner::id_mask (domain::slots_held_by checks).
+std::size_t count_slots_of(const shm_domain_state& d, int pid) {
+  // The slots name their threads by their ids in the domain's namespace: ours would be others'.
+  if (!self_ids().native_to(d))
+    fail(shm::errc::pid_namespace,
+         "this process is in another PID namespace (%llu; 0: unknown) than the domain (%llu), or cannot "
+         "tell: its process ids are not the domain's",
+         self_ids().ns, d.pid_ns);
+  std::size_t n = 0;
+  for (std::uint32_t i = 0; i < d.opts.slots; ++i) {
+    // Acquire: pairs with the release store that frees a slot (its owner's, shm_give_slot, or a
+    // recovery's, recover_domain), so that a caller that finds a dead process's slot free also
+    // sees what its recovery did before (a lock handed to the dead passed on, its node unlinked).
+    // A slot being recovered still names the dead (the recovering flag is beside its ids).
+    if (slot_owner::pid(d.slots[i].owner.load(std::memory_order_acquire)) == std::uint32_t(pid)) ++n;
+  }
+  return n;
+}
+
 }  // namespace
 
 claimer_state shm_policy::release_owner(const release_record<shm_policy>* r, std::uint32_t tag) noexcept {
@@ -853,6 +872,15 @@ void domain::reset_stats() noexcept {
 recovery_report domain::recover() {
   if (!s_) return {};
   return detail::recover_domain(*s_);
+}
+
+std::size_t domain::slots_held_by(int pid) const {
+  // Linux's pid_max is at most 2^22, and a slot keeps 22 bits of each id.
+  if (pid < 1 || std::uint64_t(pid) > detail::slot_owner::id_mask)
+    throw std::invalid_argument("pagewait::shm: slots_held_by: " + std::to_string(pid) +
+                                " is not a process id (1.." + std::to_string(detail::slot_owner::id_mask) +
+                                ")");
+  return s_ ? detail::count_slots_of(*s_, pid) : 0;  // a moved-from handle has no slots
 }
 
 std::size_t domain::bucket_of(const void* word) const {

@@ -255,6 +255,14 @@ int pw_domain_recover(pw_domain* d, pw_recovery_report* out) {
   });
 }
 
+int pw_domain_slots_held_by(const pw_domain* d, int pid, size_t* out) {
+  if (!d || !out) return PW_EINVAL;
+  return guarded([&] {
+    *out = d->d.slots_held_by(pid);
+    return PW_OK;
+  });
+}
+
 int pw_try_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, try_lock(bit)); }
 int pw_lock_bit32(pw_domain* d, uint32_t* w, uint32_t bit) { return on_word(d, w, lock(bit)); }
 int pw_lock_bit32_timed(pw_domain* d, uint32_t* w, uint32_t bit, int64_t t) {

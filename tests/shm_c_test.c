@@ -165,8 +165,18 @@ static void small_domains(void) {
   waitpid(victim, &status, 0);
   CHECK(WIFSIGNALED(status));
   CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 1000000LL), PW_ENOSLOTS);
+  size_t held = 99;
+  CHECK_RC(pw_domain_slots_held_by(d, victim, &held), PW_OK);
+  CHECK(held == 1); /* dead, its wait not finished yet */
   CHECK_RC(pw_domain_recover(d, &rep), PW_OK);
   CHECK(rep.dead_slots == 1 && rep.waits_finished == 1 && rep.locks_passed_on == 0);
+  CHECK_RC(pw_domain_slots_held_by(d, victim, &held), PW_OK);
+  CHECK(held == 0);
+  held = 99;
+  CHECK_RC(pw_domain_slots_held_by(d, 0, &held), PW_EINVAL);
+  CHECK_RC(pw_domain_slots_held_by(NULL, victim, &held), PW_EINVAL);
+  CHECK(held == 99);
+  CHECK_RC(pw_domain_slots_held_by(d, victim, NULL), PW_EINVAL);
   CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 1000000LL), PW_TIMEDOUT); /* a slot again */
   CHECK_RC(pw_clear_bit_and_wake32(d, a, WRITEBACK), PW_OK);
   pw_domain_detach(d);

@@ -149,6 +149,35 @@ TEST(ShmRecovery, RecoverPassesOnALockHandedToTheDead) {
   EXPECT_EQ(again.dead_slots, 0u);
 }
 
+// slots_held_by: what a dead waiter held beside its wait (a reference to the page whose lock it
+// waited for) may be dropped once it counts 0. It counts a waiter's slot while it waits, keeps
+// counting it after the kill, also once an unlock has handed the dead the lock, until a recovery
+// has passed that lock on; it never counts another process's slots, and refuses what cannot be a
+// process id.
+TEST(ShmRecovery, SlotsHeldByADeadWaiterCountUntilItsWaitIsFinished) {
+  shared_file f(kSize);
+  shm::domain d = shm::domain::create(f.map(), kSize);
+  auto& w = at<std::atomic<W>>(d, 64);
+  d.lock_bit(w, LOCK);
+  const victim_process v =
+      victim(f, 64, earns_at_once, [](shm::domain& c, std::atomic<W>& cw) { c.lock_bit(cw, LOCK); });
+  ASSERT_TRUE(eventually([&] { return d.slots_held_by(v.pid) == 1; })) << "the victim never took a slot";
+  ASSERT_NO_FATAL_FAILURE(kill_parked(v, d));
+  EXPECT_EQ(d.slots_held_by(v.pid), 1u) << "the dead waiter's slot was given back before any recovery";
+  EXPECT_EQ(d.slots_held_by(getpid()), 0u) << "this process holds no slot between operations";
+  d.unlock_bit(w, LOCK);  // hands off to the dead victim (it has earned it)
+  EXPECT_EQ(w.load(), LOCK) << "the unlock did not hand the lock to the queued victim";
+  EXPECT_EQ(d.slots_held_by(v.pid), 1u) << "a lock is held for the dead: its wait is not finished";
+  EXPECT_EQ(d.recover().locks_passed_on, 1u);
+  EXPECT_EQ(d.slots_held_by(v.pid), 0u);
+  EXPECT_EQ(w.load(), 0u) << "counted 0 before the lock handed to the dead was released for it";
+  for (const int bad : {0, -1, 1 << 22})
+    EXPECT_THROW((void)d.slots_held_by(bad), std::invalid_argument) << bad;
+  shm::domain moved = std::move(d);
+  EXPECT_EQ(d.slots_held_by(v.pid), 0u);  // NOLINT(bugprone-use-after-move): a moved-from handle
+  EXPECT_THROW((void)d.slots_held_by(0), std::invalid_argument);
+}
+
 // The same with a live waiter queued behind the dead one, and nobody calling recover(): the live
 // waiter's own poll finds the dead one and passes the lock on, to itself, long before its deadline.
 TEST(ShmRecovery, AParkedWaiterPassesOnALockHandedToTheDead) {

@@ -108,6 +108,12 @@ typedef struct pw_recovery_report {
  * it cannot tell who died). */
 int pw_domain_recover(pw_domain* d, pw_recovery_report* out);
 
+/* The slots that threads of process pid hold in the domain (shm::domain::slots_held_by): once pid
+ * has died, 0 means every wait and release it was in is finished, so what it held beside its
+ * waits may be dropped. PW_OK, PW_EINVAL (d or out NULL, or pid not a process id: *out
+ * untouched), PW_EPIDNS. */
+int pw_domain_slots_held_by(const pw_domain* d, int pid, size_t* out);
+
 /* A short description of a status, never NULL. */
 const char* pw_strerror(int status);
 

@@ -204,6 +204,16 @@ class domain {
   // domain_error(pid_namespace) in a process forked into another PID namespace than the domain's
   // (it cannot tell who died), before it looks at any slot.
   recovery_report recover();
+  // The slots that threads of process `pid` (an id in this process's PID namespace) hold: its
+  // waits and slow releases in progress, or, once it has died, those that no recovery has finished
+  // yet. For what a dead waiter held beside its wait (a reference to the object whose bit it waited
+  // for): 0, once the process is gone, means every wait and release it was in is finished — a lock
+  // handed to it passed on, its nodes out of every queue — so that may be dropped now; before,
+  // an unlock could still hand it the lock. Counts only (call recover() to finish them). A new
+  // process that reuses the pid is counted too: a later 0, never an early one. Throws
+  // std::invalid_argument for a pid that cannot name a process (below 1, above 4194303), and
+  // domain_error(pid_namespace) as recover() does.
+  std::size_t slots_held_by(int pid) const;
 
   // The bucket of the domain's table that `word`'s waiters use (the same in every process).
   // Throws domain_error(word_outside) if the word is not in the user area.
