@@ -409,10 +409,11 @@ void print_processes(const options& o, const run_config& base, const run_result&
       std::printf(
           "\n--kill: process %d (%s) was killed with SIGKILL halfway through, while it waited for a "
           "page lock\n(it held a reference to that page and nothing else). Its wait was finished for it "
-          "(CONTRACT 3.12):\nthe parent's shm::domain::recover(), right after and once every process had "
-          "ended, found %llu dead\nslot(s), finished %llu wait(s), passed on %llu lock(s) handed to the dead "
-          "(a waiter's own poll may\nhave been first); its page reference was then dropped for it. Its "
-          "report is lost; the others'\ncounts above are theirs.\n",
+          "(CONTRACT 3.12):\nthe parent's shm::domain::recover() (right after, and again at the end if the "
+          "wait was not finished\nby then) found %llu dead slot(s), finished %llu wait(s), passed on %llu "
+          "lock(s) handed to the dead\n(a waiter's own poll may have been first); once the dead held no slot "
+          "(slots_held_by), its page\nreference was dropped for it. Its report is lost; the others' counts "
+          "above are theirs.\n",
           r.killed, role_of(r, r.killed), static_cast<unsigned long long>(r.recovered_dead_slots),
           static_cast<unsigned long long>(r.recovered_waits),
           static_cast<unsigned long long>(r.recovered_locks_passed_on));

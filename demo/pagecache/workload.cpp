@@ -274,11 +274,12 @@ class workload {
   // domain's mapping, and the page file through the inherited descriptor. A child that fails, or
   // does not stop in time, fails the run (`failure`); it never hangs the demo.
   // `parked_in_page_lock(pid, word)`: whether a stopped child is parked waiting for the lock of
-  // the page whose flags are `word` (kill_one); `recover(r)`: the domain's recovery, run after the
-  // kill, its report into r.
+  // the page whose flags are `word` (kill_one); `recover(r, pid)`: the domain's recovery, run after
+  // the kill, its report added into r; it returns the slots the killed process `pid` still holds
+  // (0: every wait it was in is finished).
   run_result run_processes(process_report* reports,
                            const std::function<bool(pid_t, const void*)>& parked_in_page_lock,
-                           const std::function<void(run_result&)>& recover) {
+                           const std::function<std::size_t(run_result&, pid_t)>& recover) {
     run_result r = with_roles();
     r.processes = r.writers + r.readers + r.writeback_threads + r.truncators;
     // The children must stay waitable until we reap them: with SIGCHLD ignored (a caller's
@@ -367,10 +368,10 @@ class workload {
             waitpid(pids[i], nullptr, 0);
             done[i] = true;
             r.killed = static_cast<int>(i);
-            // Its reference to the page stays until its wait is finished (below, once every
-            // child is reaped): while its node is queued on the page's word, an unlock may hand
-            // the lock to it, and a lock holder must hold a reference (else a truncation's last
-            // put frees the frame locked, and a reuse of it gets a recovery's unlock).
+            // Its reference to the page stays until its wait is finished (below): while its node
+            // is queued on the page's word, an unlock may hand the lock to it, and a lock holder
+            // must hold a reference (else a truncation's last put frees the frame locked, and a
+            // reuse of it gets a recovery's unlock).
             dead_ref = held;
           } else {
             kill(pids[i], SIGCONT);
@@ -378,7 +379,12 @@ class workload {
         }
         cache_.unlock_page(held);
         pool_.put(held);  // ours
-        if (r.killed >= 0) recover(r);
+        // The dead's reference is dropped for it as soon as its wait is finished (no slot of its
+        // left): by this recovery, or by a waiter's poll before it. Else at the end.
+        if (dead_ref && recover(r, pids[static_cast<std::size_t>(r.killed)]) == 0) {
+          pool_.put(dead_ref);
+          dead_ref = nullptr;
+        }
       }
     }
     while (clock_type::now() - start < limit) {
@@ -440,8 +446,7 @@ class workload {
       // recovery during the run did (nobody holds a bucket lock any more, so none stays pending),
       // and then its reference is dropped for it, as the dead's cleanup would (the last one if
       // the page was truncated meanwhile: the frame is freed, and must be unlocked by then).
-      recover(r);
-      if (r.recovered_pending)
+      if (recover(r, pids[static_cast<std::size_t>(r.killed)]) != 0)
         note_failure(r, "the killed process's wait was still not finished once every process had ended");
       else
         pool_.put(dead_ref);
@@ -810,7 +815,7 @@ run_result run_in_processes(const run_config& cfg, int fd) {
     const detail::shm_parked_wait p = detail::shm_parked(d, pid);
     return p.parked && p.exclusive && p.bit == PG_LOCKED && p.word == word;
   };
-  const auto recover = [&](run_result& res) {
+  const auto recover = [&](run_result& res, pid_t dead) -> std::size_t {
     // Summed over the calls; a wait left pending (its bucket lock busy, or a release holding
     // its node) is counted as a dead slot by each call that finds it, and finished by a later
     // one (or by a waiter's poll): `recovered_pending` is what the last call left.
@@ -819,6 +824,7 @@ run_result run_in_processes(const run_config& cfg, int fd) {
     res.recovered_waits += rep.waits_finished;
     res.recovered_locks_passed_on += rep.locks_passed_on;
     res.recovered_pending = rep.waits_pending + rep.releases_pending;
+    return d.slots_held_by(dead);
   };
   run_result r = w.run_processes(reports, parked_in_page_lock, recover);
   const stats_snapshot s = d.get_stats();

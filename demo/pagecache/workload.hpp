@@ -75,9 +75,10 @@ struct run_result {
   // then fails (data_ok false). Empty when every child ended as it should.
   std::string failure;
   // Process mode with kill_one: the process killed (its index; -1: none was found parked in a page
-  // lock wait), and what the parent's domain::recover() found, summed over its two calls (right
-  // after the kill, and once every process has ended); a parked waiter's own poll may have
-  // recovered the victim first. `recovered_pending`: what the last call left unfinished.
+  // lock wait), and what the parent's domain::recover() found, summed over its calls (right after
+  // the kill, and once every process has ended if the victim still held a slot then); a parked
+  // waiter's own poll may have recovered the victim first. `recovered_pending`: what the last
+  // call left unfinished.
   int killed = -1;
   std::uint64_t recovered_dead_slots = 0, recovered_waits = 0, recovered_locks_passed_on = 0;
   std::uint64_t recovered_pending = 0;
