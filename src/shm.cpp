@@ -585,8 +585,11 @@ std::size_t count_slots_of(const shm_domain_state& d, int pid) {
     // Acquire: pairs with the release store that frees a slot (its owner's, shm_give_slot, or a
     // recovery's, recover_domain), so that a caller that finds a dead process's slot free also
     // sees what its recovery did before (a lock handed to the dead passed on, its node unlinked).
-    // A slot being recovered still names the dead (the recovering flag is beside its ids).
-    if (slot_owner::pid(d.slots[i].owner.load(std::memory_order_acquire)) == std::uint32_t(pid)) ++n;
+    // A slot being recovered still names the dead (the recovering flag is beside its ids). A slot
+    // of a process outside the namespace (tid 0, shm_take_slot) holds a pid of its own namespace,
+    // which may be anyone's here: it counts for every pid (a later 0, never an early one).
+    const std::uint64_t v = d.slots[i].owner.load(std::memory_order_acquire);
+    if (!slot_owner::free(v) && (slot_owner::pid(v) == std::uint32_t(pid) || slot_owner::tid(v) == 0)) ++n;
   }
   return n;
 }
@@ -880,7 +883,9 @@ std::size_t domain::slots_held_by(int pid) const {
     throw std::invalid_argument("pagewait::shm: slots_held_by: " + std::to_string(pid) +
                                 " is not a process id (1.." + std::to_string(detail::slot_owner::id_mask) +
                                 ")");
-  return s_ ? detail::count_slots_of(*s_, pid) : 0;  // a moved-from handle has no slots
+  // Not 0 for a moved-from handle: a caller would take it for "finished" and drop what it guards.
+  if (!s_) throw std::logic_error("pagewait::shm: slots_held_by on a moved-from domain handle");
+  return detail::count_slots_of(*s_, pid);
 }
 
 std::size_t domain::bucket_of(const void* word) const {

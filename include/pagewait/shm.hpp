@@ -210,9 +210,10 @@ class domain {
   // for): 0, once the process is gone, means every wait and release it was in is finished — a lock
   // handed to it passed on, its nodes out of every queue — so that may be dropped now; before,
   // an unlock could still hand it the lock. Counts only (call recover() to finish them). A new
-  // process that reuses the pid is counted too: a later 0, never an early one. Throws
-  // std::invalid_argument for a pid that cannot name a process (below 1, above 4194303), and
-  // domain_error(pid_namespace) as recover() does.
+  // process that reuses the pid is counted too, and so is every slot of a process outside the
+  // domain's PID namespace (its ids mean nothing here): a later 0, never an early one. Throws
+  // std::invalid_argument for a pid that cannot name a process (below 1, above 4194303),
+  // std::logic_error on a moved-from handle, and domain_error(pid_namespace) as recover() does.
   std::size_t slots_held_by(int pid) const;
 
   // The bucket of the domain's table that `word`'s waiters use (the same in every process).
