@@ -164,7 +164,8 @@ static void small_domains(void) {
   int status = 0;
   waitpid(victim, &status, 0);
   CHECK(WIFSIGNALED(status));
-  CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 1000000LL), PW_ENOSLOTS);
+  /* 10 s, though refused at once: a wait whose deadline passes before it would sleep needs no slot. */
+  CHECK_RC(pw_wait_bit_clear32_timed(d, b, WRITEBACK, 10000000000LL), PW_ENOSLOTS);
   size_t held = 99;
   CHECK_RC(pw_domain_slots_held_by(d, victim, &held), PW_OK);
   CHECK(held == 1); /* dead, its wait not finished yet */

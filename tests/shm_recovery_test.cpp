@@ -242,7 +242,10 @@ TEST(ShmRecovery, DeadWaitersSlotsAreFreedLiveOnesKept) {
   const victim_process b = victim(f, 64, {}, waits);
   ASSERT_TRUE(eventually([&] { return at<std::atomic<W>>(d, 0).load() == 2; }));
   ASSERT_NO_FATAL_FAILURE(kill_parked({a, b}, d));  // both stopped before either dies
-  EXPECT_THROW(d.wait_bit_clear_for(w, IO, 1ms), shm::domain_error)
+  // Long, though it throws at once: a wait whose deadline has passed before it would sleep needs
+  // no slot and throws nothing, and 1 ms passed so under TSan on a loaded machine (a CI run). A
+  // slot wrongly free shows as a wait that times out.
+  EXPECT_THROW(d.wait_bit_clear_for(w, IO, 10s), shm::domain_error)
       << "a dead waiter's slot was free already";
   // A live waiter of this process (whose slot recover() must leave alone) once a slot is free.
   const shm::recovery_report r = d.recover();
