@@ -457,8 +457,7 @@ int run_processes(const options& o, run_config base) {
       run["killed"] = r.killed;  // -1: nobody was found parked in a page lock wait
       run["recovered"] = {{"dead_slots", r.recovered_dead_slots},
                           {"waits_finished", r.recovered_waits},
-                          {"locks_passed_on", r.recovered_locks_passed_on},
-                          {"pending", r.recovered_pending}};
+                          {"locks_passed_on", r.recovered_locks_passed_on}};
     }
     j["runs"] = nlohmann::json::array({run});
     std::printf("%s\n", j.dump(2).c_str());

@@ -818,12 +818,11 @@ run_result run_in_processes(const run_config& cfg, int fd) {
   const auto recover = [&](run_result& res, pid_t dead) -> std::size_t {
     // Summed over the calls; a wait left pending (its bucket lock busy, or a release holding
     // its node) is counted as a dead slot by each call that finds it, and finished by a later
-    // one (or by a waiter's poll): `recovered_pending` is what the last call left.
+    // one (or by a waiter's poll). Whether it is finished is what slots_held_by says.
     const shm::recovery_report rep = d.recover();
     res.recovered_dead_slots += rep.dead_slots;
     res.recovered_waits += rep.waits_finished;
     res.recovered_locks_passed_on += rep.locks_passed_on;
-    res.recovered_pending = rep.waits_pending + rep.releases_pending;
     return d.slots_held_by(dead);
   };
   run_result r = w.run_processes(reports, parked_in_page_lock, recover);

@@ -77,11 +77,9 @@ struct run_result {
   // Process mode with kill_one: the process killed (its index; -1: none was found parked in a page
   // lock wait), and what the parent's domain::recover() found, summed over its calls (right after
   // the kill, and once every process has ended if the victim still held a slot then); a parked
-  // waiter's own poll may have recovered the victim first. `recovered_pending`: what the last
-  // call left unfinished.
+  // waiter's own poll may have recovered the victim first.
   int killed = -1;
   std::uint64_t recovered_dead_slots = 0, recovered_waits = 0, recovered_locks_passed_on = 0;
-  std::uint64_t recovered_pending = 0;
   // Process mode: the wait domain's own statistics over the run (shm::domain::get_stats), summed
   // over every process; in thread mode the command reads pagewait/stats.hpp's instead.
   contention_stats domain_contention;

@@ -207,10 +207,10 @@ TEST(Demo, ProcessesSurviveOneKilledWhileWaiting) {
   }
   ASSERT_GE(r.killed, 0) << "in 5 runs, no process was found parked waiting for the held page";
   // The victim's wait, finished by the parent's recovery unless a waiter's poll was first; a call
-  // that found its bucket busy counted it as a dead slot and left it to the next.
+  // that found its bucket busy counted it as a dead slot and left it to the next. (That it was
+  // finished at all is in `failure`, empty above: the run fails if the dead still holds a slot.)
   EXPECT_LE(r.recovered_waits, 1u);
   EXPECT_GE(r.recovered_dead_slots, r.recovered_waits);
-  EXPECT_EQ(r.recovered_pending, 0u);
 }
 
 // What process mode cannot do is refused before anything is created or forked.
